@@ -1,0 +1,101 @@
+"""Multi-label classification: the BCE training task and its validation metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .models.classifiers import BlockClassifier, Normalize
+from .training import Task
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-class average precision (area under the step precision-recall curve).
+
+    Args:
+        scores: (N,C) any monotone score.
+        targets: (N,C) in {0,1}.
+
+    Returns:
+        (C,) AP; NaN for a class with no positive.
+    """
+    order = scores.argsort(dim=0, descending=True)
+    t = targets.gather(0, order).float()
+    tp = t.cumsum(0)
+    precision = tp / torch.arange(1, t.shape[0] + 1, device=t.device, dtype=t.dtype).unsqueeze(1)
+    npos = t.sum(0)
+    ap = (precision * t).sum(0) / npos
+    return torch.where(npos > 0, ap, torch.full_like(ap, float("nan")))
+
+
+def multilabel_metrics(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """mAP, per-label accuracy and exact-match accuracy for (N,C) logits and {0,1} labels."""
+    pred = (torch.sigmoid(logits) >= threshold).float()
+    ap = average_precision(logits, labels)
+    return {
+        "map": float(ap[~ap.isnan()].mean()) if (~ap.isnan()).any() else float("nan"),
+        "label_acc": float((pred == labels).float().mean()),
+        "exact_match": float((pred == labels).all(dim=1).float().mean()),
+    }
+
+
+class ClassifierTask(Task):
+    """BCE-with-logits training of a :class:`BlockClassifier` on normalised images.
+
+    Args:
+        model: the classifier.
+        mean, std: normalisation of images in [0,1].
+        frozen_backbone: train only the head (as the Explainer paper fine-tunes).
+    """
+
+    def __init__(self, model: BlockClassifier, mean: tuple[float, ...], std: tuple[float, ...],
+                 frozen_backbone: bool = False) -> None:
+        self.model = model
+        self.norm = Normalize(mean, std)
+        if frozen_backbone:
+            for p in model.blocks.parameters():
+                p.requires_grad_(False)
+        self.frozen_backbone = frozen_backbone
+        self.modules = {"classifier": model}
+
+    def to(self, device: torch.device) -> "ClassifierTask":
+        super().to(device)
+        self.norm.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+        if self.frozen_backbone:  # frozen BatchNorm statistics too
+            self.model.blocks.eval()
+
+    def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch[0].to(device), batch[1].to(device)
+        logits = self.model(self.norm(images))
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
+        all_logits, all_labels = [], []
+        for batch in loader:
+            all_logits.append(self.model(self.norm(batch[0].to(device))).float().cpu())
+            all_labels.append(batch[1].float())
+        logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+        out = {"val_loss": float(F.binary_cross_entropy_with_logits(logits, labels))}
+        out.update({f"val_{k}": v for k, v in multilabel_metrics(logits, labels).items()})
+        return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, norm: nn.Module, loader: Iterable[Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N,C), labels (N,C)) of a classifier over a loader."""
+    model.eval()
+    outs, labs = [], []
+    for batch in loader:
+        outs.append(model(norm(batch[0].to(device))).float().cpu())
+        labs.append(batch[1].float())
+    return torch.cat(outs), torch.cat(labs)

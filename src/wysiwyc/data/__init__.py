@@ -1,0 +1,72 @@
+"""Datasets, by name: ``shapes`` (default, synthetic), ``voc:ROOT``, ``coco:ROOT``, ``folder:DIR``.
+
+Every dataset yields ``(image, labels, masks)``: image float32 (3,H,W) RGB in [0,1]
+resized to the requested size; labels float32 (C,) in {0,1}; masks uint8 (C,H,W) with
+1 = class pixel, 0 = not, 255 = unknown/void (e.g. a VOC image without segmentation,
+or VOC's void border). Every dataset has ``class_names``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+
+if TYPE_CHECKING:  # torch stays unimported: the runtime imports data.shapes_render
+    from torch.utils.data import DataLoader, Dataset
+
+# name -> "module:factory"; the factory takes (root, split, size, **kwargs)
+DATASETS: dict[str, str] = {
+    "shapes": "wysiwyc.data.shapes:make_shapes",
+    "voc": "wysiwyc.data.voc:VOCDataset",
+    "coco": "wysiwyc.data.coco:COCODataset",
+    "folder": "wysiwyc.data.folder:FolderDataset",
+}
+
+
+def parse_data_arg(value: str) -> tuple[str, str | None]:
+    """``'voc:/data/VOC2007'`` -> ``('voc', '/data/VOC2007')``; ``'shapes'`` -> ``('shapes', None)``."""
+    name, _, root = value.partition(":")
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; use one of: shapes, voc:ROOT, coco:ROOT, folder:DIR")
+    if name != "shapes" and not root:
+        raise UserError(f"dataset {name!r} needs a root: {name}:PATH")
+    return name, (root or None)
+
+
+def build_dataset(data: str, split: str, size: int | tuple[int, int] = 64, **kwargs: Any) -> "Dataset":
+    """Build a dataset from a ``--data`` value such as ``shapes`` or ``voc:ROOT``."""
+    name, root = parse_data_arg(data)
+    module, _, attr = DATASETS[name].partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(root=root, split=split, size=size, **kwargs)
+
+
+def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool = False, workers: int = 0,
+                drop_last: bool = False) -> "DataLoader":
+    """A DataLoader whose shuffle order is driven by the global torch seed (see Trainer)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      drop_last=drop_last, persistent_workers=workers > 0)
+
+
+def dataset_kwargs(data: str, length: int | None = None, spurious: bool = False,
+                   seed: int = 0) -> dict[str, Any]:
+    """Keyword arguments only the synthetic dataset understands, dropped for real data."""
+    if parse_data_arg(data)[0] != "shapes":
+        return {}
+    kw: dict[str, Any] = {"spurious": spurious, "seed": seed}
+    if length is not None:
+        kw["length"] = length
+    return kw
+
+
+def check_classes(dataset_classes: list[str], model_classes: list[str], what: str = "checkpoint") -> None:
+    """Raise a UserError when a dataset's classes differ from a model's."""
+    if list(dataset_classes) != list(model_classes):
+        raise UserError(
+            f"class mismatch: the data has {len(dataset_classes)} classes ({', '.join(dataset_classes[:5])}…) "
+            f"but the {what} has {len(model_classes)} ({', '.join(model_classes[:5])}…)"
+        )

@@ -1,0 +1,1 @@
+"""Networks: the explanandum zoo, the Explainer and the mask predictor."""

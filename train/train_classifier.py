@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Train or fine-tune a multi-label classifier (the explanandum) and write a checkpoint.
+
+Example (the bundled demo classifier)::
+
+    python train/train_classifier.py --data shapes --epochs 8 -o src/wysiwyc/assets/shapes_classifier.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.scripting import add_device_arg, image_size_arg
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a multi-label classifier.", add_help=add_help)
+    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    p.add_argument("--arch", default="small_cnn", help="classifier architecture (registry name)")
+    p.add_argument("--weights", default=None, help="local torchvision weights file for the backbone")
+    p.add_argument("--pretrained", action="store_true", help="download torchvision weights (needs internet)")
+    p.add_argument("--frozen-backbone", action="store_true", help="train only the classification head")
+    p.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: 64 for shapes, 224 otherwise)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--patience", type=int, default=3, help="early stopping patience (epochs)")
+    p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
+    p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
+    p.add_argument("--test-length", type=int, default=None, help="shapes: number of test images")
+    p.add_argument("--spurious", action="store_true", help="shapes: plant the background cue for 'dots'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
+    add_device_arg(p)
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    import torch
+
+    from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.classification import ClassifierTask, multilabel_metrics, predict
+    from wysiwyc.data import build_dataset, dataset_kwargs, make_loader, parse_data_arg
+    from wysiwyc.fileio import check_writable
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.spec import ModelSpec
+    from wysiwyc.training import FitConfig, Trainer, resolve_device, seed_everything
+
+    out = check_writable(args.output)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    name, _ = parse_data_arg(args.data)
+    size = image_size_arg(args.image_size, (64, 64) if name == "shapes" else (224, 224))
+    kw = lambda n: dataset_kwargs(args.data, n, args.spurious, args.seed)  # noqa: E731
+    train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
+    val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
+    classes = list(train_ds.class_names)
+    model = build_classifier(args.arch, len(classes), weights=args.weights, pretrained=args.pretrained)
+    spec = ModelSpec(class_names=classes, image_size=size, classifier_arch=args.arch, kind="classifier",
+                     dataset=args.data.split(":")[0],
+                     extra={"spurious": bool(args.spurious)} if name == "shapes" else {})
+    task = ClassifierTask(model, spec.mean, spec.std, frozen_backbone=args.frozen_backbone)
+    cfg = FitConfig(epochs=args.epochs, lr=args.lr, cosine=True, monitor="val_map", mode="max",
+                    patience=args.patience, min_delta=1e-4, seed=args.seed, progress=not args.no_progress)
+    t0 = time.time()
+    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers),
+                      make_loader(val_ds, 256, workers=args.workers), cfg, device,
+                      resume_path=str(out) + ".last.pt", resume=args.resume)
+    result = trainer.fit()
+    train_seconds = time.time() - t0
+    task.load_state_dict(result.best_state)
+
+    test_ds = build_dataset(args.data, "test", size, **kw(args.test_length))
+    logits, labels = predict(model, task.norm, make_loader(test_ds, 256), device)
+    test = {f"test_{k}": v for k, v in multilabel_metrics(logits, labels).items()}
+    metrics = {**result.best_metrics, **test, "best_epoch": result.best_epoch,
+               "train_seconds": round(train_seconds, 1)}
+    config = {k: v for k, v in vars(args).items()}
+    config["argv"] = sys.argv[1:] if argv is None else list(argv)
+    save_checkpoint(out, "classifier", spec, model.state_dict(), train=config, metrics=metrics)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
