@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+# explainer-issue: done
+"""Attribution quality as in paper 1 (Stalder et al.): Table 2 and Table 1.
+
+Per method (from the attribution registry, so any registered method plugs in):
+``acc``, ``iou`` (continuous, Σmin/Σmax), ``sal`` (Eq. 9), ``mae`` on the masks of each
+image's true classes merged by pixel-wise max, with the trivial baselines 0, 0.5, 1 and
+the ground truth as rows; and the class-specific masking matrix of Table 1 (softmax
+probability of each target class under each class's mask thresholded at 0.1 … 0.9).
+On ``shapes`` with the planted cue (a model trained with ``--spurious``), also the share
+of the biased class's mask that lies on the cue vs on the object.
+
+Example::
+
+    python bench/quality.py --model src/wysiwyc/assets/shapes_explainer.pt --data shapes \
+        --split test --json bench/results/quality_explainer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.scripting import add_device_arg
+
+BASELINE_ROWS = ("0", "0.5", "1", "G.T.")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Paper-1 quality metrics of attribution methods.", add_help=add_help)
+    p.add_argument("--model", required=True, help="checkpoint (.pt): explainer, mask_predictor, … or classifier")
+    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated attribution methods (default: the one matching the checkpoint kind)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--no-matrix", action="store_true", help="skip the class-specific masking matrix (Table 1)")
+    p.add_argument("--spurious", choices=("auto", "on", "off"), default="auto",
+                   help="shapes: planted cue in the data (auto: as the model was trained)")
+    p.add_argument("--seed", type=int, default=0, help="shapes: dataset seed")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    return p
+
+
+def default_methods(kind: str) -> list[str]:
+    from wysiwyc.attribution import available_methods
+
+    if kind in available_methods():
+        return [kind]
+    raise UserError(f"checkpoint kind {kind!r} has no default attribution method; pass --methods "
+                    f"(one of: {', '.join(available_methods())})")
+
+
+def cue_regions(dataset, indices, device):  # noqa: ANN001, ANN201 - shapes only, small helper
+    """(B,H,W) bool masks of the planted cue for shapes samples ``indices``: the pixels
+    that differ between the sample rendered with and without the cue (exact, same seed)."""
+    import numpy as np
+    import torch
+
+    from wysiwyc.data.shapes_render import ShapesRenderer
+
+    r = dataset.renderer
+    plain = ShapesRenderer(split=r.split, size=r.size, seed=r.seed, spurious=False)
+    out = []
+    for i in indices:
+        a, _, _ = r.generate(int(i))
+        b, _, _ = plain.generate(int(i))
+        out.append(torch.from_numpy(np.any(a != b, axis=-1)))
+    return torch.stack(out).to(device)
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'method':<16}{'acc↑':>9}{'iou↑':>9}{'sal↓':>9}{'mae↓':>9}"]
+    for name, r in rows.items():
+        lines.append(f"{name:<16}" + "".join(f"{r[k]:>9.4f}" for k in ("acc", "iou", "sal", "mae")))
+    return "\n".join(lines)
+
+
+def format_matrix(name: str, res: dict, class_names: list[str]) -> str:
+    w = max(8, max(len(c) for c in class_names) + 1)
+    lines = [f"class-specific masking ({name}): softmax prob of target (row) under mask (column), mean over "
+             f"thresholds {res['thresholds'][0]}…{res['thresholds'][-1]}",
+             f"{'target':<{w}}{'none':>{w}}" + "".join(f"{c:>{w}}" for c in class_names)]
+    for i, c in enumerate(class_names):
+        lines.append(f"{c:<{w}}{res['none'][i]:>{w}.3f}" + "".join(f"{v:>{w}.3f}" for v in res["matrix"][i]))
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    import torch
+    from torch.utils.data import Subset
+    from tqdm.auto import tqdm
+
+    from wysiwyc.attribution import build_method
+    from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
+    from wysiwyc.fileio import atomic_path, check_writable
+    from wysiwyc.metrics.segmentation import (ClassMaskingMeter, SegmentationMeter, aggregate, aggregate_gt,
+                                              matrix_goal, trivial_masks)
+    from wysiwyc.models.fused import load_model
+    from wysiwyc.training import resolve_device
+
+    if args.json:
+        check_writable(args.json)
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device)
+    spec = model.spec
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else default_methods(spec.kind)
+    attributions = {name: build_method(name, model) for name in methods}
+
+    name, _ = parse_data_arg(args.data)
+    spurious = bool(spec.extra.get("spurious", False)) if args.spurious == "auto" else args.spurious == "on"
+    full = build_dataset(args.data, args.split, tuple(spec.image_size), **dataset_kwargs(args.data, None, spurious, args.seed))
+    check_classes(list(full.class_names), spec.class_names, args.model)
+    n = len(full) if args.limit is None else min(args.limit, len(full))
+    if n <= 0:
+        raise UserError("--limit must be positive")
+    ds = Subset(full, range(n))
+    C = spec.num_classes
+    cue_class = getattr(getattr(full, "renderer", None), "spurious_class", None) if name == "shapes" and spurious else None
+
+    logits_fn = model.classifier
+    seg = {m: SegmentationMeter(logits_fn) for m in methods}
+    base = {r: SegmentationMeter(logits_fn) for r in BASELINE_ROWS}
+    mat = {m: ClassMaskingMeter(logits_fn, C) for m in methods} if not args.no_matrix else {}
+    seconds = {m: 0.0 for m in methods}
+    cue = {m: {"on_cue": 0.0, "on_object": 0.0, "mass": 0.0, "cue_covered": 0.0, "cue_area": 0.0, "images": 0}
+           for m in methods}
+    all_classes = list(range(C))
+    seen = 0
+    for images, labels, gt in tqdm(make_loader(ds, args.batch_size), desc="quality", disable=args.no_progress):
+        images, labels, gt = images.to(device), labels.to(device), gt.to(device)
+        with torch.no_grad():
+            x = model.norm(images)
+        g, valid = aggregate_gt(gt, labels)
+        for r, mk in trivial_masks(g).items():
+            base[r].update(x, mk, g, valid, labels)
+        if cue_class is not None:
+            k = full.class_names.index(cue_class)
+            has = labels[:, k] > 0
+            region = cue_regions(full, range(seen, seen + images.shape[0]), device) if has.any() else None
+        for m, attr in attributions.items():
+            t0 = time.perf_counter()
+            masks = attr(images, all_classes)  # (B,C,H,W): every class, for Table 1 too
+            seconds[m] += time.perf_counter() - t0
+            seg[m].update(x, aggregate(masks, labels), g, valid, labels)
+            if m in mat:
+                mat[m].update(x, masks, labels)
+            if cue_class is not None and region is not None:
+                s, obj, reg = masks[has, k], (gt[has, k] == 1).float(), region[has].float()
+                cue[m]["on_cue"] += float((s * reg).sum())
+                cue[m]["on_object"] += float((s * obj).sum())
+                cue[m]["mass"] += float(s.sum())
+                cue[m]["cue_covered"] += float((s * reg).sum())
+                cue[m]["cue_area"] += float(reg.sum())
+                cue[m]["images"] += int(has.sum())
+        seen += images.shape[0]
+
+    rows = {**{r: base[r].result() for r in BASELINE_ROWS}, **{m: seg[m].result() for m in methods}}
+    print(f"{args.data} {args.split}: {n} images, model {args.model} ({spec.kind}, {spec.explainer_arch or spec.classifier_arch})")
+    print(format_table(rows))
+    report: dict = {"model": args.model, "kind": spec.kind, "data": args.data, "split": args.split, "images": n,
+                    "spurious": spurious, "baselines": {r: rows[r] for r in BASELINE_ROWS}, "methods": {}}
+    for m in methods:
+        entry = {**rows[m], "seconds_per_image_all_classes": seconds[m] / n}
+        if m in mat:
+            res = mat[m].result()
+            entry["class_matrix"] = {**res, "class_names": spec.class_names, "goal": matrix_goal(res)}
+            print(format_matrix(m, res, spec.class_names))
+            goal = entry["class_matrix"]["goal"]
+            print(f"  diagonal/none min {goal['diag_min']:.3f} (goal ≥ 0.8: {goal['diag_ok']}); "
+                  f"off-diagonal/none max {goal['offdiag_max']:.3f} (goal < 0.2: {goal['offdiag_ok']})")
+        if cue_class is not None:
+            c = cue[m]
+            mass = max(c["mass"], 1e-12)
+            entry["spurious_cue"] = {
+                "class": cue_class, "images": c["images"],
+                "mask_share_on_cue": c["on_cue"] / mass, "mask_share_on_object": c["on_object"] / mass,
+                "cue_coverage": c["cue_covered"] / max(c["cue_area"], 1e-12),
+            }
+            e = entry["spurious_cue"]
+            print(f"  spurious cue ({cue_class}, {c['images']} images): {e['mask_share_on_cue']:.3f} of the mask on the "
+                  f"cue, {e['mask_share_on_object']:.3f} on the object; cue coverage {e['cue_coverage']:.3f}")
+        report["methods"][m] = entry
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(report, f, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

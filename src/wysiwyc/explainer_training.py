@@ -1,0 +1,96 @@
+"""The Explainer training task (paper 1): a frozen explanandum, a trainable mask net.
+
+Only the Explainer's weights train; the classifier is frozen with
+:func:`wysiwyc.models.classifiers.freeze` (eval mode forever — the authors' code let
+BatchNorm drift, see anchors). Images are normalised once; masks multiply the
+normalised image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .losses import ExplainerLossWeights, explainer_loss, merge_masks
+from .models.classifiers import Normalize, freeze
+from .training import Task
+
+TARGETS = ("labels", "predicted")
+
+
+class ExplainerTask(Task):
+    """Train ``head`` to explain ``classifier`` with the paper's loss.
+
+    Args:
+        head: an Explainer head (``forward(x_norm) -> logits (B,C,H,W)``).
+        classifier: the explanandum (frozen here).
+        mean, std: normalisation of images in [0,1].
+        weights: loss weights.
+        targets: ``labels`` (ground truth, the paper's default) or ``predicted``
+            (classifier's sigmoid ≥ ``threshold`` on the unmasked image, Sec. 3).
+        threshold: for ``predicted``.
+    """
+
+    def __init__(self, head: nn.Module, classifier: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 weights: ExplainerLossWeights | None = None, targets: str = "labels",
+                 threshold: float = 0.5) -> None:
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        self.head = head
+        self.classifier = freeze(classifier)
+        self.norm = Normalize(mean, std)
+        self.weights = weights or ExplainerLossWeights()
+        self.targets, self.threshold = targets, threshold
+        self.modules = {"explainer": head}
+
+    def to(self, device: torch.device) -> "ExplainerTask":
+        super().to(device)
+        self.classifier.to(device)
+        self.norm.to(device)
+        return self
+
+    def _targets(self, x_norm: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.targets == "labels":
+            return labels
+        with torch.no_grad():
+            return (torch.sigmoid(self.classifier(x_norm)) >= self.threshold).to(labels.dtype)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(loss, unweighted terms, masks (B,C,H,W)) for images (B,3,H,W) in [0,1], labels (B,C)."""
+        x = self.norm(images)
+        y = self._targets(x, labels)
+        masks = torch.sigmoid(self.head(x))
+        total, terms = explainer_loss(self.classifier, x, masks, y, self.weights)
+        return total, terms, masks
+
+    def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch[0].to(device), batch[1].to(device)
+        total, terms, _ = self.loss(images, labels)
+        return total, {k: float(terms[k].detach()) for k in ("cls", "ent", "area_m")}
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
+        """Validation loss and its terms, plus continuous IoU / MAE of the target mask
+        against the ground-truth masks when the batch has them (pixels marked 255 ignored)."""
+        from .metrics.segmentation import aggregate_gt, segmentation_scores
+
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in loader:
+            images, labels = batch[0].to(device), batch[1].to(device)
+            total, terms, masks = self.loss(images, labels)
+            b = images.shape[0]
+            vals = {"val_loss": float(total), **{f"val_{k}": float(v) for k, v in terms.items()}}
+            if len(batch) > 2:
+                m, _ = merge_masks(masks, labels)
+                g, valid = aggregate_gt(batch[2].to(device), labels)
+                s = segmentation_scores(m, g, valid)
+                vals["val_iou"] = float(s["iou"].mean())
+                vals["val_mae"] = float(s["mae"].mean())
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v * b
+            n += b
+        return {k: v / max(n, 1) for k, v in sums.items()}

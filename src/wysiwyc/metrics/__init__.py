@@ -1,0 +1,1 @@
+"""Quality metrics for attribution masks (paper 1: segmentation.py; others beside it)."""

@@ -1,0 +1,160 @@
+"""Paper 1's segmentation metrics (Stalder et al., Sec. 4.2-4.3, Tables 1-2).
+
+All per-image metrics use the *aggregated* masks: the method's masks of the image's
+true classes merged by pixel-wise max (Sec. 4.3, "aggregating the masks from multiple
+classes into a single one"), and the ground-truth class masks merged the same way.
+Pixels whose ground truth is unknown (255, e.g. VOC's void border) are ignored.
+
+* ``acc``  soft pixel accuracy without thresholding: mean of m·g + (1-m)(1-g)
+           (= 1 - MAE for binary g, as the paper's Table 2 columns show).
+* ``iou``  continuous IoU = Σ min(m,g) / Σ max(m,g); 1 when both are empty.
+* ``sal``  Eq. 9: log(max(A(m), 0.05)) - log Σ_{c∈Y} p_c(m⊙x), p = sigmoid of the
+           explanandum's logits (multi-label), m⊙x on the normalised image.
+* ``mae``  mean |m - g|.
+
+The class-specific masking matrix (Table 1): for each target class t (row) and images
+containing t, the softmax probability of t when the image is masked with the binarised
+(``s_k ≥ thr``, thr = 0.1 … 0.9) mask of class k (column), averaged over thresholds and
+images; column ``none`` is the unmasked image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+METRICS: tuple[str, ...] = ("acc", "iou", "sal", "mae")
+
+
+def aggregate(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise max over the labelled classes: masks (B,C,H,W), labels (B,C) -> (B,H,W)."""
+    t = labels.to(masks.dtype)[:, :, None, None]
+    return (masks.float() * t).amax(dim=1)
+
+
+def aggregate_gt(gt: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth (B,C,H,W) uint8 {0,1,255} -> (g (B,H,W) float {0,1}, valid (B,H,W) bool).
+
+    A pixel is invalid when any labelled class marks it unknown (255).
+    """
+    t = labels.bool()[:, :, None, None]
+    unknown = ((gt == 255) & t).any(dim=1)
+    g = ((gt == 1) & t).any(dim=1).float()
+    return g, ~unknown
+
+
+def segmentation_scores(m: torch.Tensor, g: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-image ``acc``, ``iou``, ``mae``: each (B,) for masks m, g (B,H,W) in [0,1]."""
+    w = torch.ones_like(m) if valid is None else valid.to(m.dtype)
+    z = w.flatten(1).sum(1).clamp_min(1)
+    mae = ((m - g).abs() * w).flatten(1).sum(1) / z
+    acc = ((m * g + (1 - m) * (1 - g)) * w).flatten(1).sum(1) / z
+    inter = (torch.minimum(m, g) * w).flatten(1).sum(1)
+    union = (torch.maximum(m, g) * w).flatten(1).sum(1)
+    iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.ones_like(union))
+    return {"acc": acc, "iou": iou, "mae": mae}
+
+
+def saliency_score(m: torch.Tensor, logits_masked: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 9 per image (B,): m (B,H,W), logits of F(m⊙x) (B,C), labels (B,C)."""
+    a = m.flatten(1).mean(1).clamp_min(0.05)
+    p = (torch.sigmoid(logits_masked) * labels.to(logits_masked.dtype)).sum(1)
+    return a.log() - p.clamp_min(1e-12).log()
+
+
+def trivial_masks(g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The sanity-check rows of Table 2: constant 0, 0.5, 1 and the ground truth, (B,H,W)."""
+    return {"0": torch.zeros_like(g), "0.5": torch.full_like(g, 0.5), "1": torch.ones_like(g), "G.T.": g}
+
+
+class SegmentationMeter:
+    """Accumulates per-image ``acc/iou/sal/mae`` for one method over batches.
+
+    Args:
+        logits_fn: the explanandum on NORMALISED images, (B,3,H,W) -> (B,C) logits.
+    """
+
+    def __init__(self, logits_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.logits_fn = logits_fn
+        self.values: dict[str, list[torch.Tensor]] = {k: [] for k in METRICS}
+
+    @torch.no_grad()
+    def update(self, x_norm: torch.Tensor, m: torch.Tensor, g: torch.Tensor, valid: torch.Tensor,
+               labels: torch.Tensor) -> None:
+        """x_norm (B,3,H,W), aggregated mask m (B,H,W), ground truth g / valid (B,H,W), labels (B,C)."""
+        s = segmentation_scores(m, g, valid)
+        s["sal"] = saliency_score(m, self.logits_fn(x_norm * m.unsqueeze(1)), labels)
+        keep = labels.sum(1) > 0  # images without any class have no aggregated mask to judge
+        for k in METRICS:
+            self.values[k].append(s[k][keep].detach().cpu())
+
+    def result(self) -> dict[str, float]:
+        """Mean of each metric over all images seen (NaN before any)."""
+        out = {}
+        for k, v in self.values.items():
+            t = torch.cat(v) if v else torch.empty(0)
+            out[k] = float(t.mean()) if t.numel() else math.nan
+        out["n"] = int(sum(x.numel() for x in self.values["iou"]))
+        return out
+
+
+class ClassMaskingMeter:
+    """Table 1 of paper 1: softmax probability of each target class under each class's
+    thresholded mask. ``result()`` gives ``matrix`` (C rows = target class, C columns =
+    mask class), ``none`` (C,), ``count`` (C,) and the thresholds.
+
+    Args:
+        logits_fn: the explanandum on NORMALISED images, (B,3,H,W) -> (B,C).
+        num_classes: C.
+        thresholds: binarisation thresholds for the masks.
+    """
+
+    def __init__(self, logits_fn: Callable[[torch.Tensor], torch.Tensor], num_classes: int,
+                 thresholds: Sequence[float] = THRESHOLDS) -> None:
+        self.logits_fn, self.C, self.thresholds = logits_fn, num_classes, tuple(thresholds)
+        self.sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+        self.none = torch.zeros(num_classes, dtype=torch.float64)
+        self.count = torch.zeros(num_classes, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, x_norm: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> None:
+        """x_norm (B,3,H,W), masks of ALL classes (B,C,H,W) in [0,1], labels (B,C)."""
+        lab = labels.to(torch.float64).cpu()
+        self.count += lab.sum(0)
+        self.none += (torch.softmax(self.logits_fn(x_norm).double(), 1).cpu() * lab).sum(0)
+        for k in range(self.C):
+            probs = torch.zeros(x_norm.shape[0], self.C, dtype=torch.float64)
+            for thr in self.thresholds:
+                mk = (masks[:, k] >= thr).to(x_norm.dtype).unsqueeze(1)
+                probs += torch.softmax(self.logits_fn(x_norm * mk).double(), 1).cpu()
+            # rows: target class t (only images containing t), column: mask class k
+            self.sums[:, k] += (probs / len(self.thresholds) * lab).sum(0)
+
+    def result(self) -> dict[str, object]:
+        c = self.count.clamp_min(1)
+        return {"matrix": (self.sums / c[:, None]).tolist(), "none": (self.none / c).tolist(),
+                "count": self.count.tolist(), "thresholds": list(self.thresholds)}
+
+
+def matrix_goal(result: dict[str, object], keep: float = 0.8, leak: float = 0.2) -> dict[str, object]:
+    """Check Table 1's goal: diagonal ≥ keep·none and every off-diagonal < leak·none.
+
+    Returns ``diag_ratio`` / ``offdiag_max_ratio`` per class (relative to ``none``),
+    ``diag_min`` / ``offdiag_max`` over the classes with test images, and booleans
+    ``diag_ok``, ``offdiag_ok`` (classes without images are ignored).
+    """
+    mat = torch.tensor(result["matrix"], dtype=torch.float64)
+    none = torch.tensor(result["none"], dtype=torch.float64).clamp_min(1e-12)
+    ratio = mat / none[:, None]
+    diag = ratio.diagonal()
+    off = ratio.clone()
+    off.fill_diagonal_(-math.inf)
+    offmax = off.max(1).values
+    present = torch.tensor(result["count"]) > 0
+    return {"diag_ratio": diag.tolist(), "offdiag_max_ratio": offmax.tolist(),
+            "diag_min": float(diag[present].min()) if present.any() else math.nan,
+            "offdiag_max": float(offmax[present].max()) if present.any() else math.nan,
+            "diag_ok": bool((diag[present] >= keep).all()), "offdiag_ok": bool((offmax[present] < leak).all())}

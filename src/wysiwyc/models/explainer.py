@@ -1,0 +1,168 @@
+"""The Explainer network E(x) -> C mask logit maps at input resolution (Stalder et al.).
+
+Registry ``EXPLAINERS`` maps ``spec.explainer_arch`` to a builder ``(num_classes, **extra)``:
+
+* ``unet`` (default for shapes): a small 4-level U-Net, width 16 by default, sized for a
+  2-core CPU (~0.47 M parameters at width 16). BatchNorm + ReLU, bilinear upsampling to
+  the skip's size, so any H, W works (no divisibility constraint) and it exports to ONNX.
+* ``lraspp_mobilenet_v3``: torchvision LR-ASPP MobileNetV3-Large, the edge variant.
+* ``deeplabv3_resnet50``: torchvision DeepLabV3-ResNet50, the paper's explainer.
+
+The torchvision models are always built with ``weights=None, weights_backbone=None``
+(offline: their defaults download ImageNet weights); a user's local backbone weights file
+is loaded by :func:`load_backbone_weights` at training time only — afterwards the weights
+live in the checkpoint.
+
+Every head has ``forward(x_norm (B,3,H,W)) -> logits (B,C,H,W)`` and
+``masks(x_norm, feats) -> sigmoid(logits)`` in [0,1]; the classifier features are ignored
+(the Explainer sees only the image, by design of paper 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import UserError
+from ..spec import ModelSpec
+
+EXPLAINERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_explainer(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        EXPLAINERS[name] = fn
+        return fn
+
+    return deco
+
+
+class ExplainerHead(nn.Module):
+    """Wraps a segmentation net: ``forward`` gives logits, ``masks`` gives sigmoids.
+
+    Args:
+        net: module mapping (B,3,H,W) -> (B,C,H',W') logits, or a dict with key ``out``
+            (torchvision segmentation models).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_norm: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B,C,H,W) for a normalised image batch (B,3,H,W)."""
+        out = self.net(x_norm)
+        if isinstance(out, dict):
+            out = out["out"]
+        if out.shape[-2:] != x_norm.shape[-2:]:
+            out = F.interpolate(out, size=x_norm.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def masks(self, x_norm: torch.Tensor, feats: Any = None) -> torch.Tensor:  # noqa: ARG002 - feats unused
+        """Per-class masks (B,C,H,W) in [0,1]."""
+        return torch.sigmoid(self(x_norm))
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A plain U-Net: ``levels`` encoder stages (width, 2·width, …), max-pool down,
+    bilinear up + concat skip + double conv, 1x1 conv to C logits at input resolution.
+
+    Args:
+        num_classes: C.
+        width: channels of the first level.
+        levels: number of resolution levels (4 -> bottleneck at 1/8).
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, levels: int = 4) -> None:
+        super().__init__()
+        chans = [width * 2**i for i in range(levels)]
+        self.down = nn.ModuleList([_block(3 if i == 0 else chans[i - 1], c) for i, c in enumerate(chans)])
+        self.up = nn.ModuleList([_block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(levels - 1))])
+        self.out = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2, ceil_mode=True))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            # upsample to the skip's exact size: odd sizes stay aligned, exports as Resize
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.out(x)
+
+
+@register_explainer("unet")
+def unet(num_classes: int, width: int = 16, levels: int = 4, **_: Any) -> nn.Module:
+    return UNet(num_classes, width=int(width), levels=int(levels))
+
+
+@register_explainer("lraspp_mobilenet_v3")
+def lraspp_mobilenet_v3(num_classes: int, **_: Any) -> nn.Module:
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    return lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+
+
+@register_explainer("deeplabv3_resnet50")
+def deeplabv3_resnet50(num_classes: int, **_: Any) -> nn.Module:
+    from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplab
+
+    return tv_deeplab(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+
+
+def build_explainer(arch: str, num_classes: int, **extra: Any) -> ExplainerHead:
+    """Build an untrained :class:`ExplainerHead` by registry name."""
+    if arch not in EXPLAINERS:
+        raise UserError(f"unknown explainer architecture {arch!r}; choose from {', '.join(sorted(EXPLAINERS))}")
+    return ExplainerHead(EXPLAINERS[arch](num_classes, **extra))
+
+
+def head_from_spec(spec: ModelSpec) -> ExplainerHead:
+    """The (untrained) head a spec describes: ``spec.explainer_arch`` (default ``unet``),
+    ``spec.num_classes``, architecture arguments from ``spec.extra["explainer"]``."""
+    extra = dict(spec.extra.get("explainer", {})) if isinstance(spec.extra, dict) else {}
+    return build_explainer(spec.explainer_arch or "unet", spec.num_classes, **extra)
+
+
+def load_backbone_weights(head: ExplainerHead, path: str | Path) -> int:
+    """Load a local torchvision backbone state dict (e.g. ``resnet50-*.pth`` or
+    ``mobilenet_v3_large-*.pth``) into a torchvision explainer's ``backbone``.
+
+    Only tensors whose names and shapes match are copied (the classification fc is not
+    part of a segmentation backbone). Returns the number of tensors loaded.
+
+    Raises:
+        UserError: missing file, a U-Net (no backbone), or nothing matched.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"backbone weights file not found: {p}")
+    backbone = getattr(head.net, "backbone", None)
+    if backbone is None:
+        raise UserError("--backbone-weights needs a torchvision explainer (lraspp_mobilenet_v3, deeplabv3_resnet50)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = backbone.state_dict()
+    # mobilenet backbones are IntermediateLayerGetter over `features`: names lose the prefix
+    cand = {k.removeprefix("features."): v for k, v in state.items()}
+    cand.update(state)
+    match = {k: v for k, v in cand.items() if k in own and own[k].shape == v.shape}
+    if not match:
+        raise UserError(f"{p}: no tensor matches the {type(head.net).__name__} backbone")
+    own.update(match)
+    backbone.load_state_dict(own)
+    return len(match)

@@ -1,0 +1,79 @@
+"""bench/quality.py and bench/gallery.py end to end on a tiny, untrained explainer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wysiwyc.checkpoint import save_checkpoint
+from wysiwyc.models.classifiers import build_classifier
+from wysiwyc.models.explainer import head_from_spec
+from wysiwyc.spec import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["stripes", "checks", "dots", "grid", "rings", "zigzag"]
+
+
+def _load(name: str):  # noqa: ANN202
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_script", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
+                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 3}, "spurious": True})
+    clf = build_classifier("small_cnn", 6).eval()
+    return save_checkpoint(tmp_path / "e.pt", "explainer", spec, clf.state_dict(), head_from_spec(spec).state_dict())
+
+
+def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q.json"
+    rc = _load("quality").main(["--model", str(ckpt), "--limit", "6", "--batch-size", "6", "--json", str(out),
+                                "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    b = r["baselines"]
+    assert b["0"]["iou"] == 0 and b["G.T."]["iou"] == pytest.approx(1) and b["G.T."]["mae"] == 0
+    assert b["0"]["acc"] == pytest.approx(1 - b["1"]["acc"]) and b["0.5"]["mae"] == pytest.approx(0.5)
+    e = r["methods"]["explainer"]
+    assert 0 <= e["iou"] <= 1 and e["acc"] == pytest.approx(1 - e["mae"], abs=1e-5)  # binary ground truth
+    m = e["class_matrix"]
+    assert len(m["matrix"]) == 6 and len(m["none"]) == 6 and m["thresholds"][0] == 0.1
+    assert "spurious_cue" in e and 0 <= e["spurious_cue"]["mask_share_on_cue"] <= 1
+
+
+def test_cue_regions_are_the_planted_background_hatch() -> None:
+    from wysiwyc.data import build_dataset
+
+    ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
+    q = _load("quality")
+    idx = list(range(20))
+    region = q.cue_regions(ds, idx, torch.device("cpu"))
+    for i in idx:
+        _, labels, masks = ds[i]
+        if labels[2] > 0:  # dots present: a cue, never on a class object
+            assert region[i].sum() > 0 and not (region[i] & masks.bool().any(0)).any()
+        else:
+            assert region[i].sum() == 0
+
+
+def test_gallery_writes_png(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g.png"
+    assert _load("gallery").main(["--model", str(ckpt), "-n", "3", "--with-class", "dots", "-o", str(out),
+                                  "--device", "cpu"]) == 0
+    from PIL import Image
+
+    im = Image.open(out)
+    assert im.size == (9 * (64 + 4), 16 + 3 * (64 + 4))  # image, gt, 6 masks, overlay; 2x tiles
+    assert _load("gallery").main(["--model", str(ckpt), "--with-class", "cats", "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()

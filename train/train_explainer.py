@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Train an Explainer (Stalder et al.) for a frozen classifier checkpoint.
+
+The output checkpoint (kind ``explainer``) embeds the classifier, so export and runtime
+need only this one file. Settings can come from ``--config FILE.json`` whose keys are the
+flag names (``lambda-e`` or ``lambda_e``; keys starting with ``_`` are comments); flags
+given on the command line win.
+
+Example (the bundled demo Explainer)::
+
+    python train/train_explainer.py --config train/configs/shapes_unet.json \
+        -o src/wysiwyc/assets/shapes_explainer.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.scripting import add_device_arg, image_size_arg
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train an Explainer for a frozen classifier.", add_help=add_help)
+    p.add_argument("--config", default=None, help="JSON file of flag values (CLI flags override)")
+    p.add_argument("--classifier", default="src/wysiwyc/assets/shapes_classifier.pt",
+                   help="classifier checkpoint (the explanandum)")
+    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    p.add_argument("--arch", default="unet", help="explainer: unet | lraspp_mobilenet_v3 | deeplabv3_resnet50")
+    p.add_argument("--width", type=int, default=16, help="unet: channels of the first level")
+    p.add_argument("--levels", type=int, default=4, help="unet: resolution levels")
+    p.add_argument("--backbone-weights", default=None, help="local torchvision backbone weights file")
+    p.add_argument("--targets", choices=("labels", "predicted"), default="labels",
+                   help="target classes: ground-truth labels (paper) or thresholded predictions")
+    p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
+    # loss weights: the paper / authors' code defaults (VGG16, VOC-2007)
+    p.add_argument("--lambda-e", type=float, default=1.0, help="negative-entropy weight λe")
+    p.add_argument("--lambda-a", type=float, default=1.0, help="area weight λa")
+    p.add_argument("--lambda-tv", type=float, default=1.0, help="total-variation weight λtv")
+    p.add_argument("--total-area", type=float, default=0.1, help="extra target-mask area weight (authors' code)")
+    p.add_argument("--nontarget-area", type=float, default=0.3, help="extra non-target area weight (authors' code)")
+    p.add_argument("--min-area", type=float, default=0.05, help="area bound a")
+    p.add_argument("--max-area", type=float, default=0.3, help="area bound b")
+    p.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: the classifier's)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (paper: 1e-5 VGG16, 1e-4 ResNet50)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
+    p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
+    p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
+    p.add_argument("--spurious", action="store_true", help="shapes: plant the background cue for 'dots'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
+    add_device_arg(p)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags; ``--config`` values become defaults so explicit flags override them."""
+    parser = get_args_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        path = Path(first.config)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from exc
+        known = {a.dest for a in parser._actions}
+        values = {}
+        for key, value in cfg.items():
+            if key.startswith("_"):  # "_comment" and friends: notes for humans
+                continue
+            dest = key.lstrip("-").replace("-", "_")
+            if dest not in known or dest in ("config", "help"):
+                raise UserError(f"{path}: unknown setting {key!r}")
+            values[dest] = value
+        parser.set_defaults(**values)
+        for action in parser._actions:  # a required flag given by the config is no longer required
+            if action.dest in values:
+                action.required = False
+    return parser.parse_args(argv)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+    from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
+    from wysiwyc.explainer_training import ExplainerTask
+    from wysiwyc.fileio import check_writable
+    from wysiwyc.losses import ExplainerLossWeights
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.explainer import head_from_spec, load_backbone_weights
+    from wysiwyc.spec import ModelSpec
+    from wysiwyc.training import FitConfig, Trainer, resolve_device, seed_everything
+
+    out = check_writable(args.output)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
+    cspec: ModelSpec = ckpt["spec_obj"]
+    classifier = build_classifier(cspec.classifier_arch, cspec.num_classes)
+    classifier.load_state_dict(ckpt["classifier"])
+    name, _ = parse_data_arg(args.data)
+    size = image_size_arg(args.image_size, tuple(cspec.image_size))
+    kw = lambda n: dataset_kwargs(args.data, n, args.spurious, args.seed)  # noqa: E731
+    train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
+    val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
+    check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
+
+    arch_extra = {"width": args.width, "levels": args.levels} if args.arch == "unet" else {}
+    extra = {**cspec.extra, "explainer": arch_extra}
+    if name == "shapes":
+        extra["spurious"] = bool(args.spurious)
+    spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
+                     classifier_arch=cspec.classifier_arch, kind="explainer", explainer_arch=args.arch,
+                     mask_kind="sigmoid", dataset=args.data.split(":")[0], extra=extra)
+    head = head_from_spec(spec)
+    if args.backbone_weights:
+        print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
+    weights = ExplainerLossWeights(entropy=args.lambda_e, area=args.lambda_a, tv=args.lambda_tv,
+                                   total_area=args.total_area, nontarget_area=args.nontarget_area,
+                                   min_area=args.min_area, max_area=args.max_area)
+    task = ExplainerTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
+                         threshold=args.threshold)
+    cfg = FitConfig(epochs=args.epochs, lr=args.lr, monitor="val_loss", mode="min", patience=args.patience,
+                    min_delta=args.min_delta, max_steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                    progress=not args.no_progress)
+    t0 = time.time()
+    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True),
+                      make_loader(val_ds, 128, workers=args.workers), cfg, device,
+                      resume_path=str(out) + ".last.pt", resume=args.resume)
+    result = trainer.fit()
+    task.load_state_dict(result.best_state)
+    metrics = {**result.best_metrics, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+               "train_seconds": round(time.time() - t0, 1)}
+    config = dict(vars(args))
+    config["argv"] = sys.argv[1:] if argv is None else list(argv)
+    config["loss_weights"] = weights.to_dict()
+    save_checkpoint(out, "explainer", spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
