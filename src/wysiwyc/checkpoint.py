@@ -94,6 +94,8 @@ def load_checkpoint(
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "not a torch file of tensors and plain dicts"
         raise CheckpointError(f"{p} is not a loadable wysiwyc checkpoint ({first[:160]})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(

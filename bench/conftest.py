@@ -1,0 +1,101 @@
+"""pytest options and fixtures for the latency bench (``pytest bench --benchmark-only``).
+
+Options:
+  --bench-classifier  a checkpoint (.pt) — default the bundled shapes explainer (or the
+                      bundled shapes classifier with an untrained U-Net head while the
+                      explainer asset is missing) — or a classifier architecture name
+                      (``resnet50``…) for an untrained paper-scale model (latency only).
+  --bench-size        input side in pixels (default: the checkpoint's image size).
+  --bench-reduced     reduced settings for the slow methods (RISE 800 masks, EP 80
+                      iterations, SISE μ=0.5); every such benchmark is labelled REDUCED.
+  --bench-full        also run the multi-minute cases on the CPU (EP for all classes,
+                      batch-16 EP); on CUDA they always run.
+
+Devices: CPU always, CUDA too when available.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _settings import REDUCED_SETTINGS, bench_devices  # noqa: E402
+
+ASSETS = ROOT / "src" / "wysiwyc" / "assets"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("wysiwyc bench")
+    g.addoption("--bench-classifier", default=None, help="checkpoint .pt or classifier arch name")
+    g.addoption("--bench-size", type=int, default=None, help="input side in pixels")
+    g.addoption("--bench-reduced", action="store_true", help="reduced settings for RISE/EP/SISE (labelled)")
+    g.addoption("--bench-full", action="store_true", help="run multi-minute CPU cases too")
+
+
+def default_checkpoint() -> Path:
+    for name in ("shapes_explainer.pt", "shapes_classifier.pt"):
+        if (ASSETS / name).is_file():
+            return ASSETS / name
+    raise pytest.UsageError("no bundled shapes model in src/wysiwyc/assets; pass --bench-classifier")
+
+
+def build_bench_model(source: str | None, size: int | None, device: str):  # noqa: ANN201
+    """A FusedModel with an explainer head (untrained if the checkpoint has none) and its image size."""
+    from wysiwyc.models.classifiers import build_classifier, freeze
+    from wysiwyc.models.explainer import head_from_spec
+    from wysiwyc.models.fused import FusedModel, load_model
+    from wysiwyc.spec import ModelSpec
+
+    path = Path(source) if source else default_checkpoint()
+    if path.suffix == ".pt" or path.is_file():
+        model = load_model(path)
+    else:  # an architecture name: untrained weights are fine for latency
+        torch.manual_seed(0)
+        spec = ModelSpec(class_names=[f"c{i}" for i in range(20)], image_size=(size or 224,) * 2,
+                         classifier_arch=str(source), kind="explainer", explainer_arch="unet")
+        model = FusedModel(spec, freeze(build_classifier(str(source), 20)))
+    if model.head is None:
+        torch.manual_seed(0)
+        model.head = head_from_spec(model.spec).eval()
+    side = size or model.spec.image_size[0]
+    return model.to(device).eval(), side
+
+
+@pytest.fixture(scope="session")
+def bench_config(request: pytest.FixtureRequest) -> dict:
+    opt = request.config.getoption
+    return {"source": opt("--bench-classifier"), "size": opt("--bench-size"),
+            "reduced": opt("--bench-reduced"), "full": opt("--bench-full")}
+
+
+_MODELS: dict[str, tuple] = {}
+
+
+@pytest.fixture(scope="session")
+def bench_model(bench_config: dict):  # noqa: ANN201
+    def get(device: str):  # noqa: ANN202
+        if device not in _MODELS:
+            _MODELS[device] = build_bench_model(bench_config["source"], bench_config["size"], device)
+        return _MODELS[device]
+
+    return get
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"wysiwyc bench: devices {', '.join(bench_devices())}; torch {torch.__version__}; "
+             f"{os.cpu_count()} CPU threads"]
+    if config.getoption("--bench-reduced", default=False):
+        lines.append("wysiwyc bench: REDUCED settings for the slow methods: "
+                     + ", ".join(f"{k} {v}" for k, v in REDUCED_SETTINGS.items()))
+    else:
+        lines.append("wysiwyc bench: the papers' default settings for every method")
+    return lines

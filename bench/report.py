@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""One run, one report: quality and latency of every attribution method side by side.
+
+Writes ``<out>/<name>.md`` and ``.csv`` (one row per method), ``<name>.png`` (quality vs
+latency) and ``<name>_gallery.png`` (all methods' masks on the same images).
+
+Per method, masks of ALL classes are computed once per image and scored by
+* paper 1 (``wysiwyc.metrics.segmentation``, as ``bench/quality.py``): acc, iou, sal, mae on
+  the masks of the true classes merged by max, and the class-specific masking matrix
+  (reported as min diagonal / max off-diagonal ratio to the unmasked probability);
+* paper 3 (SISE) and paper 2 (mask predictor) and RISE (``wysiwyc.metrics.localization``):
+  EBPG, mIoU of the top 20 %, Bbox, M_I and the pointing game on every (image, true class)
+  pair with a non-empty ground-truth mask; Drop% / Increase% (top 15 %), M_F (Δ = 1/32),
+  deletion and insertion AUC (32 steps) for each image's most confident true class;
+* the parameter-randomisation sanity check (Spearman ρ between maps on the trained and on
+  a re-initialised classifier, first ``--sanity-limit`` images; lower = more model-dependent).
+
+Latency is measured here too, on the same model and device: median over repeats of one
+image (batch 1) for the top-1 class and for all classes. ``pytest bench --benchmark-only``
+gives the full latency tables.
+
+Slow methods can be run on the first ``--slow-limit`` images; the .md states the image
+count of every row. Settings are always the methods' (papers') defaults.
+
+Example::
+
+    python bench/report.py --name shapes_test --slow-limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.scripting import add_device_arg
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW = ("scorecam", "sise", "rise", "extremal")
+ORDER = ("explainer", "mask_predictor", "rtis", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
+COLUMNS = ("method", "images", "ms_top1", "ms_all", "acc", "iou", "sal", "mae", "ebpg", "miou20", "bbox",
+           "drop", "increase", "m_f", "m_i", "pointing", "deletion", "insertion", "sanity_rho",
+           "matrix_diag_min", "matrix_off_max")
+HEADERS = {"ms_top1": "ms/img top-1", "ms_all": "ms/img all C", "miou20": "mIoU20", "m_f": "M_F", "m_i": "M_I",
+           "pointing": "PG", "deletion": "Del↓", "insertion": "Ins↑", "sanity_rho": "rand ρ",
+           "matrix_diag_min": "T1 diag", "matrix_off_max": "T1 off", "drop": "Drop%↓", "increase": "Incr%"}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Quality + latency report of all attribution methods.", add_help=add_help)
+    p.add_argument("--model", default=None, help="explainer checkpoint (default: the bundled shapes explainer)")
+    p.add_argument("--data", default="shapes")
+    p.add_argument("--split", default="test")
+    p.add_argument("--methods", default=None, help="comma-separated (default: every registered method that applies)")
+    p.add_argument("--limit", type=int, default=None, help="images for every method (default: the whole split)")
+    p.add_argument("--slow-limit", type=int, default=None, help=f"images for {', '.join(SLOW)} (stated in the report)")
+    p.add_argument("--sanity-limit", type=int, default=8, help="images for the randomisation check")
+    p.add_argument("--latency-repeats", type=int, default=5, help="repeats of the fast methods' latency")
+    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--gallery", type=int, default=6, help="images in the gallery")
+    p.add_argument("--name", default="shapes_test")
+    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--machine", default=None, help="machine description for the report")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    return p
+
+
+def _nanmean(values: list[float]) -> float:
+    v = [x for x in values if not math.isnan(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def _latency(attr, image, classes, repeats: int) -> float:  # noqa: ANN001
+    import torch
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        attr(image, classes)
+        if image.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def evaluate_method(name: str, model, ds, args, device, gallery_idx: list[int]) -> tuple[dict, dict]:  # noqa: ANN001, C901
+    """Scores of one method on dataset ``ds`` -> (row dict, gallery masks {index: (C,H,W)})."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from wysiwyc.attribution import build_method
+    from wysiwyc.data import make_loader
+    from wysiwyc.metrics import localization as L
+    from wysiwyc.metrics.segmentation import ClassMaskingMeter, SegmentationMeter, aggregate, aggregate_gt, matrix_goal
+
+    attr = build_method(name, model)
+    C = model.spec.num_classes
+    logits_fn = model.classifier
+    seg, mat = SegmentationMeter(logits_fn), ClassMaskingMeter(logits_fn, C)
+
+    def prob_fn(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid(model.classify(images))
+
+    loc: dict[str, list[float]] = {k: [] for k in ("ebpg", "miou20", "bbox", "m_i")}
+    pg_hits, pg_cls = [], []
+    causal: dict[str, list[float]] = {k: [] for k in ("drop", "increase", "m_f", "deletion", "insertion")}
+    rho: list[float] = []
+    rand_attr = None
+    slow = name in SLOW
+    sanity_limit = min(args.sanity_limit, 1) if slow else args.sanity_limit
+    gallery: dict = {}
+    seen = 0
+    all_classes = list(range(C))
+    for images, labels, gt in tqdm(make_loader(ds, args.batch_size), desc=name, disable=args.no_progress):
+        images, labels, gt = images.to(device), labels.to(device), gt.to(device)
+        if slow:  # only the true classes: the all-class cost (EP: 6x) is out of budget on a CPU
+            masks = images.new_zeros(images.shape[0], C, *images.shape[-2:])
+            for j in range(images.shape[0]):
+                present = torch.nonzero(labels[j] > 0).flatten()
+                if present.numel():
+                    masks[j, present] = attr(images[j:j + 1], present.view(1, -1))[0]
+        else:
+            masks = attr(images, all_classes)
+        with torch.no_grad():
+            x = model.norm(images)
+            g, valid = aggregate_gt(gt, labels)
+            seg.update(x, aggregate(masks, labels), g, valid, labels)
+            if not slow:
+                mat.update(x, masks, labels)
+            b_idx, c_idx = torch.nonzero((labels > 0) & (gt == 1).flatten(2).any(2), as_tuple=True)
+            if b_idx.numel():
+                s, region = masks[b_idx, c_idx], gt[b_idx, c_idx] == 1
+                loc["ebpg"] += L.ebpg(s, region).tolist()
+                loc["miou20"] += L.miou_top(s, region, 0.2).tolist()
+                loc["bbox"] += L.bbox_score(s, region).tolist()
+                loc["m_i"] += L.m_i(s, region).tolist()
+                pg_hits.append(L.pointing_hits(s, region).cpu())
+                pg_cls.append(c_idx.cpu())
+            # causal metrics: each image's most confident true class
+            has = labels.sum(1) > 0
+            if has.any():
+                logit = model.classify(images).masked_fill(labels == 0, -math.inf)
+                cls = logit.argmax(1)[has]
+                imgs, s = images[has], masks[has].gather(1, logit.argmax(1)[has].view(-1, 1, 1, 1).expand(-1, 1, *masks.shape[-2:]))[:, 0]
+                drop, inc = L.drop_increase(prob_fn, imgs, s, cls)
+                ins = L.insertion_curve(prob_fn, imgs, s, cls, steps=32)
+                dele = L.deletion_curve(prob_fn, imgs, s, cls, steps=32)
+                causal["drop"] += drop.tolist()
+                causal["increase"] += inc.tolist()
+                causal["m_f"] += L.m_f_from_curve(ins).tolist()
+                causal["insertion"] += L.auc(ins).tolist()
+                causal["deletion"] += L.auc(dele).tolist()
+        if seen < sanity_limit and has.any():
+            if rand_attr is None:
+                rand_attr = build_method(name, L.randomized_copy(model, seed=0))
+            take = torch.nonzero(has).flatten()[: sanity_limit - seen]
+            cls_t = logit.argmax(1)[take].view(-1, 1)
+            a = attr(images[take], cls_t)[:, 0]
+            r = rand_attr(images[take], cls_t)[:, 0]
+            rho += L.spearman(a, r).tolist()
+        for j in range(images.shape[0]):
+            if seen + j in gallery_idx:
+                gallery[seen + j] = masks[j].cpu()
+        seen += images.shape[0]
+
+    # latency on the first image: top-1 class and all classes
+    img = ds[0][0][None].to(device)
+    with torch.no_grad():
+        top = model.classify(img).argmax(1, keepdim=True)
+    reps = 1 if name in SLOW else args.latency_repeats
+    if not slow:
+        attr(img, top)  # warm-up (allocator); the slow methods' one run dwarfs it
+    ms_top1 = _latency(attr, img, top, reps)
+    # all-class latency of the slow methods: see `pytest bench` (minutes per image on a CPU)
+    ms_all = _latency(attr, img, [all_classes], reps) if not slow else math.nan
+
+    goal = matrix_goal(mat.result())
+    pres = [r for r, c in zip(goal["diag_ratio"], mat.result()["count"]) if c > 0]
+    offs = [r for r, c in zip(goal["offdiag_max_ratio"], mat.result()["count"]) if c > 0]
+    segr = seg.result()
+    row = {"method": name, "images": seen, "ms_top1": ms_top1, "ms_all": ms_all,
+           **{k: segr[k] for k in ("acc", "iou", "sal", "mae")},
+           **{k: 100 * _nanmean(v) if k != "m_i" else _nanmean(v) for k, v in loc.items()},
+           **{k: _nanmean(v) if k in ("drop", "increase", "m_f") else _nanmean(v) for k, v in causal.items()},
+           "pointing": L.pointing_accuracy(torch.cat(pg_hits), torch.cat(pg_cls), C) if pg_hits else math.nan,
+           "sanity_rho": _nanmean(rho), "matrix_diag_min": min(pres) if pres else math.nan,
+           "matrix_off_max": max(offs) if offs else math.nan}
+    return row, gallery
+
+
+def _fmt(v: object, key: str) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if key.startswith("ms_"):
+        return f"{v:,.1f}" if v < 1e4 else f"{v:,.0f}"
+    if key in ("acc", "iou", "mae", "deletion", "insertion", "sanity_rho", "matrix_diag_min", "matrix_off_max"):
+        return f"{v:.3f}"
+    return f"{v:.2f}"
+
+
+def write_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, key, label in zip(axes, ("iou", "ebpg", "insertion"),
+                              ("IoU (paper 1) ↑", "EBPG % (SISE paper) ↑", "insertion AUC (RISE) ↑")):
+        for r in rows:
+            if not math.isnan(r[key]):
+                ax.scatter(r["ms_top1"], r[key], s=40)
+                ax.annotate(r["method"], (r["ms_top1"], r[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per image, top-1 class (ms, log)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("quality vs latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_gallery(ds, gallery: dict[str, dict], idx: list[int], class_names: list[str], path: Path) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in gallery if gallery[m]]
+    fig, axes = plt.subplots(len(idx), 2 + len(methods), figsize=(1.6 * (2 + len(methods)), 1.7 * len(idx)),
+                             squeeze=False)
+    for r, i in enumerate(idx):
+        img, labels, gt = ds[i]
+        present = [c for c in range(len(class_names)) if labels[c] > 0]
+        c = present[0] if present else 0
+        axes[r, 0].imshow(img.permute(1, 2, 0).numpy())
+        axes[r, 0].set_title(f"#{i} {class_names[c]}", fontsize=7)
+        axes[r, 1].imshow((gt[c] == 1).numpy(), cmap="gray", vmin=0, vmax=1)
+        if r == 0:
+            axes[r, 1].set_title("G.T.", fontsize=7)
+        for k, m in enumerate(methods):
+            ax = axes[r, 2 + k]
+            if i in gallery[m]:
+                ax.imshow(gallery[m][i][c].numpy(), cmap="jet", vmin=0, vmax=1)
+            else:
+                ax.text(0.5, 0.5, "not run\n(--slow-limit)", ha="center", va="center", fontsize=6, transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(m, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    import torch
+    from torch.utils.data import Subset
+
+    from wysiwyc.attribution import available_methods
+    from wysiwyc.data import build_dataset, check_classes, dataset_kwargs
+    from wysiwyc.fileio import atomic_path, check_writable
+    from wysiwyc.models.fused import load_model
+    from wysiwyc.training import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"{args.name}{k}" for k in (".md", ".csv", ".png", "_gallery.png")}
+    for p in paths.values():
+        check_writable(p)
+    model_path = args.model or str(ROOT / "src" / "wysiwyc" / "assets" / "shapes_explainer.pt")
+    if not Path(model_path).is_file():
+        raise UserError(f"no such checkpoint: {model_path}")
+    device = resolve_device(args.device)
+    model = load_model(model_path, device=device)
+    spec = model.spec
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else [
+        m for m in ORDER if m in available_methods() and (m not in ("explainer", "mask_predictor", "rtis") or m == spec.kind)]
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    spurious = bool(spec.extra.get("spurious", False))
+    full = build_dataset(args.data, args.split, tuple(spec.image_size),
+                         **dataset_kwargs(args.data, None, spurious, 0))
+    check_classes(list(full.class_names), spec.class_names, model_path)
+    n_all = len(full) if args.limit is None else min(args.limit, len(full))
+    gallery_idx = list(range(min(args.gallery, n_all)))
+    rows, gallery = [], {}
+    t_start = time.time()
+    for m in methods:
+        n = n_all if m not in SLOW or args.slow_limit is None else min(args.slow_limit, n_all)
+        row, gal = evaluate_method(m, model, Subset(full, range(n)), args, device, gallery_idx)
+        rows.append(row)
+        gallery[m] = gal
+        print(" | ".join(f"{k}={_fmt(row[k], k)}" for k in COLUMNS), flush=True)
+
+    machine = args.machine or (f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+                               if device.type == "cpu" else torch.cuda.get_device_name(device))
+    with atomic_path(paths[".csv"]) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (r[k] if not isinstance(r[k], float) or not math.isnan(r[k]) else "") for k in COLUMNS})
+    with atomic_path(paths[".png"]) as tmp:
+        write_chart(rows, Path(tmp))
+    with atomic_path(paths["_gallery.png"]) as tmp:
+        write_gallery(full, gallery, gallery_idx, spec.class_names, Path(tmp))
+    lines = [
+        f"# Attribution report: {args.name}",
+        "",
+        f"- model: `{Path(model_path).name}` ({spec.kind}; classifier {spec.classifier_arch}, "
+        f"{spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes)",
+        f"- data: `{args.data}` split `{args.split}` (whole split = {len(full)} images); "
+        + ("every method on the whole split" if args.limit is None and args.slow_limit is None else
+           f"**subset, stated honestly**: the first {n_all} images for every method"
+           + ("" if args.slow_limit is None else f", {', '.join(SLOW)} on the first "
+              f"{min(args.slow_limit, n_all)} only") + " (CPU budget; settings stay the papers' defaults); "
+           "the `images` column gives each row's count"),
+        f"- machine: {machine}, torch {torch.__version__}, device {device.type}; latency = median of one "
+        "image (batch 1), measured inside this run",
+        "- every method at its paper's default settings (RISE 8000 masks 7x7 p=0.5; EP areas "
+        "[0.025,0.05,0.1,0.2], 800 iterations; SISE μ=0; Score-CAM all channels of the last block)",
+        f"- {', '.join(SLOW)}: masks of the true classes only, so their Table 1 columns are empty, "
+        "their randomisation check uses 1 image, and their all-class latency is left to `pytest bench`",
+        f"- wall time of the run: {(time.time() - t_start) / 60:.1f} min",
+        "",
+        "| " + " | ".join(HEADERS.get(k, k) for k in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[k], k) for k in COLUMNS) + " |")
+    lines += [
+        "",
+        "Columns: acc/iou/sal/mae — paper 1 (Table 2) on the true classes' masks merged by max; "
+        "EBPG, mIoU20 (top 20 %), Bbox (top-|G|), Drop%/Incr% (top 15 %) — SISE paper, in %; "
+        "M_F (Δ=1/32, blur substrate) and M_I (PR-AUC vs the class mask) in %, PG = pointing game % "
+        "(mask-predictor paper); Del/Ins = RISE deletion / insertion AUC (32 steps); rand ρ = Spearman "
+        f"correlation with the maps of a re-initialised classifier (first {args.sanity_limit} images; lower = "
+        "depends more on the model); T1 diag/off = Table 1 class-specific masking: min diagonal and max "
+        "off-diagonal probability ratio to the unmasked image (goal ≥ 0.8 / < 0.2). Ground truth G is "
+        "the class's pixel mask. Localisation metrics use every (image, true class) pair; Drop/Incr/M_F/"
+        "Del/Ins use each image's most confident true class.",
+        "",
+        f"![quality vs latency]({paths['.png'].name})",
+        "",
+        f"![gallery]({paths['_gallery.png'].name})",
+        "",
+    ]
+    with atomic_path(paths[".md"]) as tmp:
+        Path(tmp).write_text("\n".join(lines))
+    for p in paths.values():
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

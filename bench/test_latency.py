@@ -1,0 +1,132 @@
+"""Latency of every attribution method on the same classifier, resolution and device.
+
+Run: ``pytest bench --benchmark-only`` (add ``--benchmark-columns=min,mean,median,rounds``
+for a compact table). pytest-benchmark prints one table per group; the numbers in
+parentheses are the ratios to the fastest entry of that group. Groups:
+
+* ``<device> | batch 1 | top-1 class``  — per-image latency, explaining the predicted class;
+* ``<device> | batch 1 | all classes``  — masks for all C classes (the Explainer's native
+  output; CAMs/SISE/EP pay once per class, RISE/Score-CAM share their passes);
+* ``<device> | batch 16 | top-1 class`` — one call on 16 images, for the methods that share
+  passes across a batch (Explainer, Grad-CAM, Grad-CAM++, EP); divide by 16 for the
+  per-image cost (``extra_info.per_image_ms`` in ``--benchmark-json``).
+
+The Explainer runs through torch and through ONNX Runtime (fp32 and dynamically quantised
+int8) on the CPU. Slow methods (RISE, EP, SISE, Score-CAM) run a fixed small number of
+rounds (pedantic mode) because one call takes seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS, bench_devices  # noqa: E402
+
+METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
+           "scorecam", "sise", "rise", "extremal"]
+BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
+           "extremal"}
+SLOW_ROUNDS = {"rise": 1, "extremal": 1, "sise": 3, "scorecam": 3}
+CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 cores: --bench-full
+
+
+def _ort_session(model, side: int, precision: str, tmp: Path):  # noqa: ANN001, ANN202
+    """An ONNX Runtime CPU session for images (B,3,side,side) -> (logits, masks)."""
+    from wysiwyc.errors import require
+
+    ort = require("onnxruntime", "cpu", "ONNX Runtime latency")
+    require("onnx", "export", "ONNX export")
+    path = tmp / "explainer.onnx"
+    x = torch.rand(2, 3, side, side)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(model.cpu(), (x,), str(path), input_names=["images"], output_names=["logits", "masks"],
+                      dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        import onnx
+
+        # the dynamo exporter's stored value_info trips ORT's shape re-inference; drop it
+        proto = onnx.load(str(path))
+        del proto.graph.value_info[:]
+        clean = tmp / "explainer.clean.onnx"
+        onnx.save(proto, str(clean))
+        q = tmp / "explainer.int8.onnx"
+        quantize_dynamic(str(clean), str(q), weight_type=QuantType.QInt8)
+        path = q
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+_SESSIONS: dict = {}
+
+
+def _runner(name: str, device: str, bench_model, reduced: bool):  # noqa: ANN001, ANN202
+    """A callable (images, classes) -> masks for a bench entry."""
+    from wysiwyc.attribution import build_method
+
+    model, side = bench_model(device)
+    if name.startswith("explainer[onnxruntime"):
+        if device != "cpu":
+            pytest.skip("ONNX Runtime runs on the CPU provider here")
+        precision = name.split("-")[-1].rstrip("]")
+        if precision not in _SESSIONS:
+            tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-bench-"))
+            _SESSIONS[precision] = _ort_session(model, side, precision, tmp)
+        sess = _SESSIONS[precision]
+
+        def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+            _, masks = sess.run(None, {"images": images.numpy()})
+            masks = torch.from_numpy(masks)
+            return masks.gather(1, classes[:, :, None, None].expand(-1, -1, *masks.shape[-2:]))
+
+        return run
+    settings = (REDUCED_SETTINGS if reduced else DEFAULT_SETTINGS).get(name, {})
+    return build_method(name, model, **settings)
+
+
+@pytest.mark.parametrize("device", bench_devices())
+@pytest.mark.parametrize("scope", ["top-1 class", "all classes"])
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("method", METHODS)
+def test_latency(benchmark, bench_config, bench_model, method, batch, scope, device):
+    if batch > 1 and method not in BATCHED:
+        pytest.skip(f"{method} loops over images; batch 16 = 16 x batch 1")
+    if batch > 1 and scope == "all classes":
+        pytest.skip("batch 16 is measured for the top-1 class only")
+    heavy = (method, scope) in CPU_HEAVY or (method, batch) in CPU_HEAVY
+    if device == "cpu" and heavy and not bench_config["full"]:
+        pytest.skip("minutes on a CPU; pass --bench-full")
+    reduced = bench_config["reduced"] and method in REDUCED_SETTINGS
+    model, side = bench_model(device)
+    run = _runner(method, device, bench_model, bench_config["reduced"])
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, side, side, generator=gen).to(device)
+    c = model.spec.num_classes
+    with torch.no_grad():
+        top1 = model.classify(images).argmax(1, keepdim=True)
+    classes = top1 if scope == "top-1 class" else torch.arange(c, device=device).expand(batch, c)
+
+    def call() -> torch.Tensor:
+        out = run(images, classes)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    benchmark.group = f"{device} | batch {batch} | {scope}" + (" | REDUCED settings" if bench_config["reduced"] else "")
+    benchmark.extra_info.update({"method": method, "batch": batch, "scope": scope, "device": device,
+                                 "image_size": side, "classifier": model.spec.classifier_arch,
+                                 "settings": "reduced" if reduced else "paper defaults"})
+    if method in SLOW_ROUNDS:
+        out = benchmark.pedantic(call, rounds=SLOW_ROUNDS[method], iterations=1, warmup_rounds=0)
+    else:
+        out = benchmark(call)
+    assert out.shape == (batch, classes.shape[1], side, side)
+    stats = benchmark.stats.stats if hasattr(benchmark.stats, "stats") else benchmark.stats
+    benchmark.extra_info["per_image_ms"] = 1000 * stats.median / batch

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Export a wysiwyc checkpoint to a parity-checked ONNX file.
+
+    python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o shapes_explainer.onnx
+
+After export: onnx.checker, then ONNX Runtime (CPU) against torch on real images of the
+checkpoint's data; ``OUT.report.json`` holds the numbers. Past a tolerance the .onnx is
+removed and the command exits 1. int8 and TensorRT are not implemented yet (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export a checkpoint to ONNX with a parity check.", add_help=add_help)
+    p.add_argument("checkpoint", help="explainer, mask-predictor or classifier checkpoint (.pt)")
+    p.add_argument("-o", "--output", default=None, help="output .onnx (default: CHECKPOINT with .onnx)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 (int8: not implemented yet)")
+    p.add_argument("--opset", type=int, default=20)
+    p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--parity-samples", type=int, default=32, help="images for the parity check")
+    p.add_argument("--tol-mask-abs", type=float, default=None, help="fp32: max abs mask diff (default 1e-4)")
+    p.add_argument("--tol-mask-iou", type=float, default=None, help="fp16: min mask IoU (default 0.99)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.precision == "int8":
+        raise UserError("int8 export is not implemented yet (tracked in the export issue); use fp32 or fp16")
+    import torch
+
+    from wysiwyc.data import build_dataset, dataset_kwargs
+    from wysiwyc.export.onnx_export import (TOLERANCES, ExportOptions, check_tolerances, export_checkpoint,
+                                            parity_report, write_json)
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.output) if args.output else ckpt.with_suffix(".onnx")
+    dynamic = args.batch == "dynamic"
+    if not dynamic and not args.batch.isdigit():
+        raise UserError(f"--batch must be a number or 'dynamic', got {args.batch!r}")
+    opts = ExportOptions(precision=args.precision, opset=args.opset, dynamic_batch=dynamic,
+                         batch=2 if dynamic else int(args.batch),
+                         image_size=tuple(args.image_size) if args.image_size else None)
+    meta = export_checkpoint(ckpt, out, opts)
+    from wysiwyc.spec import ModelSpec
+
+    spec = ModelSpec.from_json(meta["wysiwyc.spec"])
+    size = opts.image_size or spec.image_size
+    n = args.parity_samples if dynamic else opts.batch
+    try:
+        ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, n))
+        images = torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+    except UserError:  # real data not on this machine: fall back to random images, say so
+        print(f"warning: {spec.dataset} data not available, parity on random images", file=sys.stderr)
+        images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
+    report = parity_report(ckpt, out, images)
+    tol = dict(TOLERANCES[args.precision])
+    if args.tol_mask_abs is not None:
+        tol["masks_max_abs_diff"] = args.tol_mask_abs
+    if args.tol_mask_iou is not None:
+        tol["mask_iou"] = args.tol_mask_iou
+    failed = check_tolerances(report, tol)
+    report.update({"precision": args.precision, "tolerances": tol, "passed": not failed,
+                   "onnx": str(out), "size_bytes": out.stat().st_size, **meta})
+    write_json(str(out) + ".report.json", report)
+    print(" ".join(f"{k}={v:.3g}" for k, v in report.items() if isinstance(v, float)))
+    if failed:
+        out.unlink()
+        print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {out}.report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

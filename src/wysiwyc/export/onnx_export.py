@@ -1,0 +1,162 @@
+"""Checkpoint -> parity-checked ONNX.
+
+The fused graph (``--graph fused``) is :class:`wysiwyc.models.fused.FusedModel`: input
+``images`` float (B,3,H,W) RGB in [0,1] with normalisation inside, outputs ``logits`` (B,C)
+and ``masks`` (B,C,H,W) in [0,1]. A plain classifier checkpoint exports ``logits`` only.
+The spec goes into ``metadata_props`` under ``wysiwyc.spec`` (JSON), with
+``wysiwyc.precision`` and ``wysiwyc.source_sha256``.
+
+Choices: torch's dynamo exporter (the default since torch 2.9), traced at batch 2 so the
+batch dimension stays dynamic (a size-1 example gets specialised), ``external_data=False``
+so small models are one self-contained file. fp16 converts weights and activations with
+onnxruntime's float16 converter keeping float32 inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import file_sha256, load_checkpoint
+from ..errors import UserError, require
+from ..fileio import atomic_path, check_writable
+from ..models.fused import FusedModel, load_model
+
+PRECISIONS = ("fp32", "fp16")
+MIN_OPSET, MAX_OPSET = 17, 23
+
+
+class _LogitsOnly(nn.Module):
+    def __init__(self, fused: FusedModel) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fused.classify(images)
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "fp32"
+    opset: int = 20
+    dynamic_batch: bool = True
+    batch: int = 2
+    image_size: tuple[int, int] | None = None
+
+
+def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str],
+                      opts: ExportOptions) -> dict[str, Any]:
+    """Export ``ckpt_path`` to ``out`` (written atomically). Returns the metadata dict."""
+    onnx = require("onnx", "export", "ONNX export")
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if not MIN_OPSET <= opts.opset <= MAX_OPSET:
+        raise UserError(f"unsupported opset {opts.opset}; use {MIN_OPSET}..{MAX_OPSET}")
+    check_writable(out)
+    ckpt = load_checkpoint(ckpt_path)
+    model = load_model(ckpt)
+    spec = model.spec
+    h, w = opts.image_size or spec.image_size
+    module: nn.Module = model if spec.kind != "classifier" else _LogitsOnly(model)
+    outputs = ["logits", "masks"] if spec.kind != "classifier" else ["logits"]
+    example = torch.rand(max(2, opts.batch), 3, h, w)
+    dyn = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if opts.dynamic_batch else None
+    meta = {"wysiwyc.spec": spec.to_json(), "wysiwyc.precision": opts.precision,
+            "wysiwyc.source_sha256": file_sha256(ckpt_path), "wysiwyc.kind": spec.kind}
+    with atomic_path(out) as tmp:
+        prog = torch.onnx.export(module, (example,), input_names=["images"], output_names=outputs,
+                                 opset_version=opts.opset, dynamo=True, external_data=False,
+                                 dynamic_shapes=(dyn["images"],) if dyn else None, verbose=False)
+        proto = prog.model_proto
+        if opts.precision == "fp16":
+            f16 = require("onnxruntime.transformers.float16", "export", "fp16 conversion")
+            proto = f16.convert_float_to_float16(proto, keep_io_types=True)
+            _toposort(proto.graph)  # the converter appends its input casts after their consumers
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+    return meta
+
+
+def _toposort(graph: Any) -> None:
+    """Reorder ``graph.node`` topologically (stable: original order among ready nodes)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise RuntimeError("ONNX graph has a cycle or a dangling input")
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """metadata_props of an ONNX file as a dict."""
+    onnx = require("onnx", "export")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                  images: torch.Tensor) -> dict[str, float]:
+    """Compare ONNX Runtime (CPU) with torch on ``images`` (N,3,H,W) in [0,1].
+
+    Returns max abs diff of logits and masks, continuous mask IoU (Σmin/Σmax) and the
+    agreement of thresholded labels (sigmoid ≥ 0.5).
+    """
+    ort = require("onnxruntime", "cpu", "the parity check")
+    model = load_model(ckpt_path)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        t_logits, t_masks = model(images)
+    outs = sess.run(None, {"images": images.numpy()})
+    o_logits = torch.from_numpy(outs[0]).float()
+    rep = {"n_images": int(images.shape[0]),
+           "logits_max_abs_diff": float((o_logits - t_logits).abs().max()),
+           "label_agreement": float(((o_logits > 0) == (t_logits > 0)).float().mean())}
+    if len(outs) > 1:
+        o_masks = torch.from_numpy(outs[1]).float()
+        rep["masks_max_abs_diff"] = float((o_masks - t_masks).abs().max())
+        rep["mask_iou"] = float(torch.minimum(o_masks, t_masks).sum() / torch.maximum(o_masks, t_masks).sum().clamp_min(1e-12))
+    return rep
+
+
+TOLERANCES = {
+    "fp32": {"masks_max_abs_diff": 1e-4, "mask_iou": 0.0, "label_agreement": 0.0},
+    "fp16": {"masks_max_abs_diff": float("inf"), "mask_iou": 0.99, "label_agreement": 0.0},
+}
+
+
+def check_tolerances(report: dict[str, float], tol: dict[str, float]) -> list[str]:
+    """Names of the violated tolerances (``*_max_abs_diff`` are upper bounds, others lower)."""
+    bad = []
+    for key, bound in tol.items():
+        if key not in report:
+            continue
+        val = report[key]
+        if (key.endswith("max_abs_diff") and val > bound) or (not key.endswith("max_abs_diff") and val < bound):
+            bad.append(f"{key}={val:.6g} (tolerance {bound:g})")
+    return bad
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True))

@@ -1,0 +1,104 @@
+"""ONNX export: fp32/fp16 parity with torch, metadata round trip, dynamic batch, failure modes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from wysiwyc.checkpoint import save_checkpoint  # noqa: E402
+from wysiwyc.data.shapes import CLASSES  # noqa: E402
+from wysiwyc.models.classifiers import build_classifier  # noqa: E402
+from wysiwyc.models.explainer import head_from_spec  # noqa: E402
+from wysiwyc.models.fused import load_model  # noqa: E402
+from wysiwyc.spec import ModelSpec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _to_onnx():
+    path = ROOT / "export" / "to_onnx.py"
+    spec = importlib.util.spec_from_file_location("wysiwyc_to_onnx_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.pop(0)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_explainer(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("ck")
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
+                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
+    clf = build_classifier("small_cnn", 6, ).eval()
+    head = head_from_spec(spec)
+    p = d / "tiny_explainer.pt"
+    save_checkpoint(p, "explainer", spec, clf.state_dict(), explainer=head.state_dict())
+    return p
+
+
+def test_fp32_export_parity_metadata_and_dynamic_batch(tiny_explainer, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "8"]) == 0
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["passed"] and report["masks_max_abs_diff"] <= 1e-4 and report["label_agreement"] == 1.0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    spec = ModelSpec.from_json(meta["wysiwyc.spec"])
+    assert spec.class_names == list(CLASSES) and meta["wysiwyc.precision"] == "fp32"
+    assert [o.name for o in sess.get_outputs()] == ["logits", "masks"]
+    model = load_model(tiny_explainer)
+    for b in (1, 7):  # dynamic batch
+        x = torch.rand(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
+        logits, masks = sess.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            t_logits, t_masks = model(x)
+        assert logits.shape == (b, 6) and masks.shape == (b, 6, 32, 32)
+        assert torch.allclose(torch.from_numpy(masks), t_masks, atol=1e-5)
+    assert not list(tmp_path.glob("*.data"))  # one self-contained file
+
+
+def test_fp16_export_keeps_float32_io(tiny_explainer, tmp_path):
+    out = tmp_path / "m16.onnx"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--precision", "fp16", "--parity-samples", "4"]) == 0
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["mask_iou"] >= 0.99
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(float)"
+
+
+def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
+    out = tmp_path / "strict.onnx"
+    rc = _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "2", "--tol-mask-abs", "-1"])
+    assert rc == 1 and not out.exists()
+    assert "parity check FAILED" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--opset", "5"], "unsupported opset"),
+    (["--precision", "int8"], "int8"),
+    (["--precision", "fp8"], "unsupported precision"),
+])
+def test_user_errors(tiny_explainer, tmp_path, capsys, args, msg):
+    out = tmp_path / "bad.onnx"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0] and not out.exists()
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    junk = tmp_path / "x.pt"
+    junk.write_text("hello")
+    assert _to_onnx().main([str(junk), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "not a loadable wysiwyc checkpoint" in capsys.readouterr().err
