@@ -78,6 +78,29 @@ def test_fp16_export_keeps_float32_io(tiny_explainer, tmp_path):
     assert sess.get_inputs()[0].type == "tensor(float)"
 
 
+def test_int8_is_symmetric_qdq(tiny_explainer, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "m8.onnx"
+    rc = _to_onnx().main([str(tiny_explainer), "-o", str(out), "--precision", "int8", "--calib-samples", "16",
+                          "--parity-samples", "8", "--tol-mask-iou", "0.5", "--tol-label-agreement", "0.5"])
+    assert rc == 0
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["mask_iou"] >= 0.5 and report["wysiwyc.precision"] == "int8"
+    model = onnx.load(str(out))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all((z == 0).all() for z in zps)  # symmetric
+    per_channel = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None
+                   and inits[n.input[1]].size > 1]
+    assert per_channel  # per-channel weight scales
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["wysiwyc.precision"] == "int8"
+
+
 def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
     out = tmp_path / "strict.onnx"
     rc = _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "2", "--tol-mask-abs", "-1"])
@@ -87,7 +110,6 @@ def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, msg", [
     (["--opset", "5"], "unsupported opset"),
-    (["--precision", "int8"], "int8"),
     (["--precision", "fp8"], "unsupported precision"),
 ])
 def test_user_errors(tiny_explainer, tmp_path, capsys, args, msg):
