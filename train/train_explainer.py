@@ -23,7 +23,7 @@ from pathlib import Path
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
-from wysiwyc.scripting import add_device_arg, image_size_arg
+from wysiwyc.scripting import add_run_args, image_size_arg
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -56,13 +56,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
     p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
     p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
-    p.add_argument("--spurious", action="store_true", help="shapes: plant the background cue for 'dots'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
-    add_device_arg(p)
+    add_run_args(p)
     return p
 
 

@@ -81,10 +81,7 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
             f16 = require("onnxruntime.transformers.float16", "export", "fp16 conversion")
             proto = f16.convert_float_to_float16(proto, keep_io_types=True)
             _toposort(proto.graph)  # the converter appends its input casts after their consumers
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
+        _set_metadata(proto, meta)
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         if opts.precision == "int8":
@@ -99,12 +96,16 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
             finally:
                 fp32_tmp.unlink(missing_ok=True)
             qproto = onnx.load(str(tmp))
-            del qproto.metadata_props[:]
-            for k, v in meta.items():
-                entry = qproto.metadata_props.add()
-                entry.key, entry.value = k, v
+            _set_metadata(qproto, meta)  # quantize_static drops metadata_props
             onnx.save(qproto, tmp)
     return meta
+
+
+def _set_metadata(proto: Any, meta: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
 
 
 def _toposort(graph: Any) -> None:
