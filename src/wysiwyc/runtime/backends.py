@@ -1,0 +1,330 @@
+"""Inference backends: the file decides — ``.pt`` torch, ``.onnx`` ONNX Runtime, ``.engine`` TensorRT.
+
+Every backend holds the model's :class:`~wysiwyc.spec.ModelSpec` and splits a batch
+into the runtime's timed stages:
+
+* ``preprocess(frames)`` — frames (H,W,3) uint8 RGB of any size -> the model input
+  (B,3,h,w) in [0,1] at the spec's size (numpy here; a torch tensor on the GPU for the
+  CUDA torch backend);
+* ``infer(x)`` -> ``(logits (B,C), masks (B,C,h,w))`` in the backend's own array type;
+* ``probabilities(logits)`` -> (B,C) float32 numpy (sigmoid: every model here is
+  multi-label);
+* ``masks_for(masks, i, classes, size)`` -> (K,H,W) float32 numpy in [0,1]: image ``i``'s
+  masks of the chosen classes, upsampled to the display size. Only the shown classes
+  are upsampled, and on CUDA this happens on the GPU.
+
+``backend(images (B,3,h,w) float32 numpy) -> (logits, masks)`` numpy is the plain call
+used for parity checks. :func:`open_backend` picks the class by file suffix from
+:data:`BACKENDS`; only :class:`TorchBackend` imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError, require
+from ..spec import ModelSpec
+from .imageops import frames_to_batch, resize, sigmoid
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEMO_MODEL_STEM = "shapes_explainer"
+
+
+class ModelError(UserError):
+    """The model file cannot be used by the runtime (missing, foreign, mismatched)."""
+
+
+class Backend:
+    """Base backend: numpy pre/post-processing around an ``infer`` that subclasses provide.
+
+    Attributes:
+        spec: the model spec (class names, input size, ...).
+        name: what really runs, e.g. ``onnxruntime CPUExecutionProvider``.
+        fixed_batch: the batch size a static-shape model requires, or ``None``.
+    """
+
+    name = "backend"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.fixed_batch: int | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.spec.image_size[0]), int(self.spec.image_size[1])
+
+    # -- stages ---------------------------------------------------------------------
+    def preprocess(self, frames: list[np.ndarray]) -> Any:
+        return frames_to_batch(frames, self.input_size)
+
+    def infer(self, x: Any) -> tuple[Any, Any]:
+        n = x.shape[0]
+        if self.fixed_batch is None or n == self.fixed_batch:
+            return self._run(x)
+        if n > self.fixed_batch:
+            outs = [self.infer(x[i:i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
+            return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+        pad = np.concatenate([x, np.repeat(x[-1:], self.fixed_batch - n, axis=0)])
+        logits, masks = self._run(pad)
+        return logits[:n], masks[:n]
+
+    def probabilities(self, logits: Any) -> np.ndarray:
+        return sigmoid(np.asarray(logits, dtype=np.float32))
+
+    def masks_for(self, masks: Any, i: int, classes: list[int], size: tuple[int, int]) -> np.ndarray:
+        h, w = size
+        out = np.empty((len(classes), h, w), dtype=np.float32)
+        for k, c in enumerate(classes):
+            out[k] = resize(np.asarray(masks[i, c], dtype=np.float32), (h, w))
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def raw_masks(self, masks: Any) -> np.ndarray:
+        """All masks (B,C,h,w) as float32 numpy at model resolution (for ``--save-masks``)."""
+        return np.asarray(masks, dtype=np.float32)
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, masks = self.infer(images)
+        return np.asarray(logits, dtype=np.float32), self.raw_masks(masks)
+
+    def _run(self, x: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(suffix: str) -> Callable[[type[Backend]], type[Backend]]:
+    def deco(cls: type[Backend]) -> type[Backend]:
+        BACKENDS[suffix] = cls
+        return cls
+
+    return deco
+
+
+def default_model() -> Path:
+    """The bundled demo Explainer: its ONNX export when ONNX Runtime is installed (no torch
+    needed), else the ``.pt`` checkpoint."""
+    onnx_path = ASSETS / f"{DEMO_MODEL_STEM}.onnx"
+    if onnx_path.is_file() and importlib.util.find_spec("onnxruntime") is not None:
+        return onnx_path
+    return ASSETS / f"{DEMO_MODEL_STEM}.pt"
+
+
+def open_backend(path: str | os.PathLike[str] | None = None, **options: Any) -> Backend:
+    """Open a model file with the backend its suffix names.
+
+    Args:
+        path: ``.pt`` / ``.onnx`` / ``.engine``; ``None`` = the bundled demo model.
+        options: backend options (``device``, ``fp16``, ``provider``, ``threads``);
+            each backend takes the ones it understands.
+
+    Raises:
+        ModelError: missing file, unknown suffix, or a model the runtime cannot use.
+    """
+    p = Path(path) if path is not None else default_model()
+    if not p.is_file():
+        raise ModelError(f"model not found: {p}")
+    cls = BACKENDS.get(p.suffix.lower())
+    if cls is None:
+        raise ModelError(f"{p}: unknown model type {p.suffix!r}; use a .pt checkpoint, an .onnx "
+                         "export or a TensorRT .engine")
+    return cls(p, **options)
+
+
+# -- ONNX Runtime ------------------------------------------------------------------------
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "cpu": "CPUExecutionProvider"}
+
+
+def spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec:
+    """The spec stored by ``export/to_onnx.py`` in an ONNX file's ``metadata_props``."""
+    raw = meta.get("wysiwyc.spec")
+    if not raw:
+        raise ModelError(f"{path} has no wysiwyc spec in its metadata: export it with "
+                         "`python export/to_onnx.py CHECKPOINT.pt`")
+    try:
+        return ModelSpec.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: malformed wysiwyc spec in its metadata ({exc})") from exc
+
+
+@register_backend(".onnx")
+class OnnxBackend(Backend):
+    """ONNX Runtime. Providers are tried TensorRT -> CUDA -> CPU among those installed
+    (``provider`` forces one); :attr:`name` reports the provider the session really uses.
+
+    Args:
+        path: an ``.onnx`` file written by ``export/to_onnx.py``.
+        provider: ``auto`` | ``tensorrt`` | ``cuda`` | ``cpu``.
+        threads: intra-op threads (``None``: ONNX Runtime's default, one per core).
+    """
+
+    def __init__(self, path: Path, provider: str = "auto", threads: int | None = None, **_: Any) -> None:
+        ort = require("onnxruntime", "cpu", ".onnx models (use [gpu] for CUDA/TensorRT)")
+        available = ort.get_available_providers()
+        if provider in (None, "auto"):
+            providers = [PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu") if PROVIDERS[k] in available]
+        else:
+            if provider not in PROVIDERS:
+                raise ModelError(f"unknown provider {provider!r}; choose from auto, {', '.join(PROVIDERS)}")
+            if PROVIDERS[provider] not in available:
+                raise ModelError(f"ONNX Runtime provider {PROVIDERS[provider]} is not available here "
+                                 f"(installed: {', '.join(available)}); for GPU providers install "
+                                 "'wysiwyc[gpu]' instead of 'wysiwyc[cpu]'")
+            providers = [PROVIDERS[provider]]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{path} is not a loadable ONNX model ({first[:200]})") from exc
+        super().__init__(spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, path))
+        self.provider = self.session.get_providers()[0]
+        self.name = f"onnxruntime {self.provider}"
+        self._check_graph(path)
+
+    def _check_graph(self, path: Path) -> None:
+        ins = self.session.get_inputs()
+        outs = [o.name for o in self.session.get_outputs()]
+        if [i.name for i in ins] != ["images"] or outs[:2] != ["logits", "masks"]:
+            raise ModelError(f"{path}: expected input 'images' and outputs 'logits', 'masks' (got "
+                             f"{[i.name for i in ins]} -> {outs}); export an Explainer or mask-predictor "
+                             "checkpoint with `python export/to_onnx.py`")
+        shape = ins[0].shape
+        hw = tuple(shape[2:4])
+        if all(isinstance(d, int) for d in hw) and hw != self.input_size:
+            raise ModelError(f"{path}: graph input is {hw[0]}x{hw[1]} but its spec says "
+                             f"{self.input_size[0]}x{self.input_size[1]}; re-export the model")
+        if isinstance(shape[0], int):
+            self.fixed_batch = int(shape[0])
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, masks = self.session.run(["logits", "masks"], {"images": np.ascontiguousarray(x, np.float32)})
+        if logits.shape[1] != self.spec.num_classes:
+            raise ModelError(f"model returns {logits.shape[1]} classes but its spec names "
+                             f"{self.spec.num_classes}; re-export the model")
+        return logits, masks
+
+
+# -- TensorRT ---------------------------------------------------------------------------
+@register_backend(".engine")
+class TensorRTBackend(Backend):
+    """A serialized TensorRT engine built by ``export/to_tensorrt.py``.
+
+    The engine's sidecar ``X.engine.json`` must match this machine (TensorRT version,
+    GPU compute capability), else a :class:`~wysiwyc.errors.UserError` says how to rebuild.
+    """
+
+    def __init__(self, path: Path, **_: Any) -> None:
+        from ..export import tensorrt as trt_export
+
+        machine = trt_export.current_machine()
+        sidecar = trt_export.check_engine_sidecar(path, **machine)
+        super().__init__(ModelSpec.from_dict(sidecar["spec"]))
+        self.engine = trt_export.TensorRTEngine(path)
+        self.name = f"tensorrt {machine.get('trt_version', '')} on {machine.get('gpu_name', 'GPU')}"
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine(np.ascontiguousarray(x, np.float32))
+
+
+# -- torch ------------------------------------------------------------------------------
+@register_backend(".pt")
+class TorchBackend(Backend):
+    """A wysiwyc checkpoint run by torch (the only backend that imports it).
+
+    On CUDA the whole batch path stays on the GPU: frames are uploaded as uint8, resized
+    and scaled there, the model runs in fp16 (``fp16=None`` means "on CUDA"), and the
+    shown masks are upsampled there before one copy back.
+
+    Args:
+        path: an explainer / mask_predictor (or rtis) checkpoint.
+        device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda`` | ``cuda:N``.
+        fp16: run the model in half precision (CUDA only).
+        threads: torch intra-op threads on the CPU.
+    """
+
+    def __init__(self, path: Path, device: str = "auto", fp16: bool | None = None,
+                 threads: int | None = None, **_: Any) -> None:
+        import torch
+
+        from ..models.fused import load_model
+
+        self.torch = torch
+        if device in (None, "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError("--device cuda asked for, but torch sees no CUDA GPU")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = torch.device(device)
+        model = load_model(path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
+        super().__init__(model.spec)
+        self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
+        if self.fp16 and self.device.type != "cuda":
+            raise ModelError("--fp16 needs CUDA (half precision on the CPU is slower, not faster)")
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        self.model = model.to(dtype=self.dtype)
+        gpu = f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""
+        self.name = f"torch {torch.__version__} {self.device}{gpu}{' fp16' if self.fp16 else ''}"
+
+    def preprocess(self, frames: list[np.ndarray]) -> Any:
+        torch = self.torch
+        if self.device.type != "cuda":
+            return torch.from_numpy(frames_to_batch(frames, self.input_size))
+        h, w = self.input_size
+        out = []
+        for f in frames:  # frames may differ in size: resize each on the GPU
+            t = torch.from_numpy(f).to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
+            if t.shape[-2:] != (h, w):
+                t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+            out.append(t)
+        return torch.cat(out).div_(255.0)
+
+    def infer(self, x: Any) -> tuple[Any, Any]:
+        torch = self.torch
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        with torch.inference_mode():
+            logits, masks = self.model(x.to(self.device, self.dtype))
+        return logits.float(), masks
+
+    def probabilities(self, logits: Any) -> np.ndarray:
+        return self.torch.sigmoid(logits).cpu().numpy()
+
+    def masks_for(self, masks: Any, i: int, classes: list[int], size: tuple[int, int]) -> np.ndarray:
+        torch = self.torch
+        if not classes:
+            return np.empty((0, *size), np.float32)
+        with torch.inference_mode():
+            sel = masks[i, classes][None].float()
+            if tuple(sel.shape[-2:]) != tuple(size):
+                sel = torch.nn.functional.interpolate(sel, size=size, mode="bilinear", align_corners=False)
+            return sel[0].clamp(0, 1).cpu().numpy()
+
+    def raw_masks(self, masks: Any) -> np.ndarray:
+        return masks.float().cpu().numpy()
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, masks = self.infer(images)
+        return logits.cpu().numpy(), self.raw_masks(masks)
+
+
+def describe_model(path: str | os.PathLike[str] | None, backend: Backend) -> dict[str, Any]:
+    """What ran, for the summary JSON."""
+    return {"path": str(path if path is not None else default_model()), "backend": backend.name,
+            "kind": backend.spec.kind, "classes": list(backend.spec.class_names),
+            "input_size": list(backend.input_size)}
+

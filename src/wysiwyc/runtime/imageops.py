@@ -1,0 +1,77 @@
+"""Numpy image operations for the runtime: resizing frames and masks, batching.
+
+OpenCV (the ``[video]`` extra) does the resizing when it is installed, because it is
+several times faster than Pillow; Pillow (a core dependency) is the fallback, so the
+``--images`` and ``--demo`` sources work without OpenCV. Both use bilinear filtering
+with pixel centres aligned (``align_corners=False`` in torch terms), so the numpy and
+the torch backends agree to within rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import numpy as np
+
+
+@functools.cache
+def cv2_or_none() -> ModuleType | None:
+    """The ``cv2`` module, or ``None`` when OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an (H,W) or (H,W,3) array to ``size`` = (h, w); dtype kept.
+
+    A no-op (no copy) when the size already matches.
+    """
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    cv2 = cv2_or_none()
+    if cv2 is not None:
+        # INTER_AREA would alias less when shrinking, but the torch backend (and the
+        # exported graph's training-time resize) are bilinear: stay bilinear for parity.
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    from PIL import Image
+
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    chans = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
+    out = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+           for c in chans]
+    res = out[0] if image.ndim == 2 else np.stack(out, axis=-1)
+    return res.astype(image.dtype, copy=False)
+
+
+def frames_to_batch(frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Frames (H,W,3) uint8 RGB, any sizes -> model input (B,3,h,w) float32 in [0,1]."""
+    batch = np.stack([resize(f, size) for f in frames])  # (B,h,w,3) uint8
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255)
+
+
+def view_size(frame_shape: tuple[int, ...], min_short_side: int) -> tuple[int, int]:
+    """(h, w) to render a frame at: its own size, or upscaled so the short side is at
+    least ``min_short_side`` (a 64 px demo frame is unreadable at native size)."""
+    h, w = int(frame_shape[0]), int(frame_shape[1])
+    short = min(h, w)
+    if short >= min_short_side or short == 0:
+        return h, w
+    scale = min_short_side / short
+    return int(round(h * scale)), int(round(w * scale))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out

@@ -1,0 +1,208 @@
+"""Where rendered frames go: a window, a video file, per-frame mask files, JSON lines.
+
+Every output is an :class:`Output` with ``write(record)`` and ``close(ok)``. Files are
+written under a temporary name and moved into place by ``close(ok=True)`` — also after
+Ctrl-C, so an interrupted recording is a complete, playable file — while ``close(ok=False)``
+(a crash) removes them: nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..errors import UserError, require
+from ..fileio import check_writable
+from .imageops import resize
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+@dataclass
+class FrameRecord:
+    """Everything known about one processed frame.
+
+    Attributes:
+        index, name: the frame's position in its source and its file name (images).
+        image: the rendered frame (h,w,3) uint8 RGB.
+        probs: (C,) class probabilities.
+        shown: indices of the classes drawn.
+        masks: (C,h0,w0) float32 masks at model resolution, when an output asked for them.
+        timings_ms: per-stage latency of this frame.
+        t: seconds since the run started.
+    """
+
+    index: int
+    name: str
+    image: np.ndarray
+    probs: np.ndarray
+    shown: list[int]
+    timings_ms: dict[str, float]
+    t: float
+    masks: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Output:
+    """Base output. ``records`` outputs (JSON lines, mask files) are written after the
+    frame's timings are complete; the others (window, video) inside the render stage."""
+
+    wants_masks = False
+    records = False
+
+    def write(self, rec: FrameRecord) -> bool:
+        """Deliver one frame; ``False`` asks the pipeline to stop (e.g. 'q' in the window)."""
+        return True
+
+    def close(self, ok: bool = True) -> None:
+        pass
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display server on Linux, always elsewhere."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class WindowOutput(Output):
+    """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
+    off with one notice instead of failing."""
+
+    def __init__(self, title: str = "wysiwyc") -> None:
+        self.cv2 = require("cv2", "video", "the preview window")
+        self.title = title
+        self.enabled = True
+
+    def write(self, rec: FrameRecord) -> bool:
+        if not self.enabled:
+            return True
+        cv2 = self.cv2
+        try:
+            cv2.imshow(self.title, rec.image[..., ::-1])
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error:
+            print("note: this OpenCV build cannot open windows (headless); continuing without one "
+                  "(--no-show hides this)", file=sys.stderr)
+            self.enabled = False
+            return True
+        return key not in (ord("q"), 27)
+
+    def close(self, ok: bool = True) -> None:
+        if self.enabled:
+            with contextlib.suppress(Exception):
+                self.cv2.destroyWindow(self.title)
+
+
+class VideoOutput(Output):
+    """The rendered frames as a video file (``.mp4``/``.mov``/``.mkv``: MPEG-4 Part 2,
+    ``.avi``: MJPEG). The size is the first frame's; later frames of another size (image
+    folders) are resized to it."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.cv2 = require("cv2", "video", "--output")
+        self.path = check_writable(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in FOURCC:
+            raise UserError(f"--output {self.path}: unsupported video type {suffix!r}; use one of "
+                            f"{', '.join(FOURCC)}")
+        self.fps = float(fps)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        self.writer: Any = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, rec: FrameRecord) -> bool:
+        cv2 = self.cv2
+        img = rec.image
+        if self.writer is None:
+            self.size = img.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (img.shape[1], img.shape[0]))
+            if not self.writer.isOpened():
+                raise UserError(f"cannot write video {self.path} (no encoder for "
+                                f"{FOURCC[self.path.suffix.lower()]} in this OpenCV build)")
+        if img.shape[:2] != self.size:
+            img = resize(img, self.size)
+        self.writer.write(np.ascontiguousarray(img[..., ::-1]))
+        self.frames += 1
+        return True
+
+    def close(self, ok: bool = True) -> None:
+        if self.writer is not None:
+            self.writer.release()  # writes the container index: the file is playable now
+            self.writer = None
+        if ok and self.frames:
+            os.replace(self.tmp, self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+
+
+class MaskOutput(Output):
+    """One ``.npz`` per frame in a folder: ``masks`` uint8 (C,h,w) (mask × 255, model
+    resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names."""
+
+    wants_masks = True
+    records = True
+
+    def __init__(self, folder: str | os.PathLike[str], class_names: list[str]) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --save-masks folder {self.folder}: {exc.strerror}") from exc
+        if not os.access(self.folder, os.W_OK):
+            raise UserError(f"--save-masks folder {self.folder} is not writable")
+        self.classes = np.array(class_names)
+
+    def write(self, rec: FrameRecord) -> bool:
+        stem = f"{rec.index:06d}" + (f"_{Path(rec.name).stem}" if rec.name else "")
+        dest = self.folder / f"{stem}.npz"
+        tmp = self.folder / f".{stem}.partial.npz"
+        masks = np.clip(rec.masks * 255 + 0.5, 0, 255).astype(np.uint8)
+        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes)
+        os.replace(tmp, dest)
+        return True
+
+
+class JsonLinesOutput(Output):
+    """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout)."""
+
+    records = True
+
+    def __init__(self, target: str, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+        self.stdout = target == "-"
+        self.path = None if self.stdout else check_writable(target)
+        self.tmp = None if self.path is None else self.path.with_name(f".{self.path.name}.partial")
+        self.fh: TextIO = sys.stdout if self.stdout else open(self.tmp, "w")  # noqa: SIM115
+
+    def write(self, rec: FrameRecord) -> bool:
+        line = {"frame": rec.index, "t": round(rec.t, 4),
+                "probs": {n: round(float(p), 4) for n, p in zip(self.class_names, rec.probs)},
+                "shown": [self.class_names[c] for c in rec.shown],
+                "timings_ms": {k: round(v, 3) for k, v in rec.timings_ms.items()}}
+        if rec.name:
+            line["name"] = rec.name
+        self.fh.write(json.dumps(line) + "\n")
+        return True
+
+    def close(self, ok: bool = True) -> None:
+        if self.stdout:
+            self.fh.flush()
+            return
+        self.fh.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+

@@ -1,0 +1,515 @@
+"""Frame sources and the two reading policies of the runtime.
+
+A :class:`Source` yields frames (H,W,3) uint8 RGB one at a time. :class:`FrameStream`
+runs it in a background thread under one of two policies:
+
+* **live** (cameras, network streams): the grabber thread reads as fast as the source
+  delivers and keeps only the newest frame; the pipeline always gets the freshest one,
+  so a slow model drops frames instead of falling behind (latency cannot grow). Dropped
+  frames are counted. A stream that stops delivering is reopened with exponential
+  back-off (0.5 s doubling to 8 s) up to ``reconnect`` times in a row.
+* **buffered** (video files, image folders, the ``--demo`` stream): the thread decodes
+  ahead into a bounded queue and nothing is dropped; the pipeline batches the frames
+  that are already waiting.
+
+A frame that cannot be decoded (a corrupt image file, an unreadable video frame) is
+skipped and counted, never fatal.
+
+Sources are registered by kind in :data:`SOURCES`; the CLI maps ``--camera``,
+``--video``, ``--rtsp``, ``--images`` and ``--demo`` to them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError, require
+from .imageops import cv2_or_none
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class SourceError(UserError):
+    """A source cannot be opened (absent camera, missing file, unreachable stream)."""
+
+
+class CorruptFrame(Exception):
+    """One frame could not be decoded; the stream goes on."""
+
+
+@dataclass
+class Frame:
+    """One frame and where/when it came from.
+
+    Attributes:
+        index: position in the source (for live sources: the n-th frame grabbed, so gaps
+            show dropped frames).
+        image: (H,W,3) uint8 RGB.
+        t_capture: ``time.perf_counter()`` when the frame was decoded.
+        capture_ms: time spent grabbing/decoding it (ms).
+        name: file name for image folders, else ``""``.
+    """
+
+    index: int
+    image: np.ndarray
+    t_capture: float
+    capture_ms: float
+    name: str = ""
+
+
+@dataclass
+class SourceStats:
+    """Counters a stream reports in the summary."""
+
+    grabbed: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+    corrupt_names: list[str] = field(default_factory=list)
+
+
+class Source:
+    """A frame source. Subclasses implement :meth:`_open`, :meth:`_read`, :meth:`_close`.
+
+    ``_read`` returns an (H,W,3) uint8 RGB frame, ``None`` at the end of the source (for
+    a live source: the stream stopped delivering), or raises :class:`CorruptFrame`.
+    """
+
+    kind = "source"
+    live = False
+
+    def __init__(self) -> None:
+        self.fps: float | None = None  # nominal frame rate, for video writers
+        self.name = ""  # name of the last frame read (image files)
+
+    def describe(self) -> str:
+        return self.kind
+
+    def open(self) -> None:
+        """Open the source; raises :class:`SourceError` with a message naming it."""
+        self._open()
+
+    def reopen(self) -> bool:
+        """Close and open again (live reconnect); ``False`` when that fails."""
+        self._close()
+        try:
+            self._open()
+        except SourceError:
+            return False
+        return True
+
+    def read(self) -> np.ndarray | None:
+        return self._read()
+
+    def close(self) -> None:
+        self._close()
+
+    # -- subclass hooks -------------------------------------------------------------
+    def _open(self) -> None:
+        pass
+
+    def _read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register_source(kind: str) -> Callable[[type[Source]], type[Source]]:
+    def deco(cls: type[Source]) -> type[Source]:
+        cls.kind = kind
+        SOURCES[kind] = cls
+        return cls
+
+    return deco
+
+
+def open_source(kind: str, target: Any, **kwargs: Any) -> Source:
+    """Build and open a registered source, e.g. ``open_source("video", "clip.mp4")``."""
+    if kind not in SOURCES:
+        raise SourceError(f"unknown source kind {kind!r}; choose from {', '.join(SOURCES)}")
+    src = SOURCES[kind](target, **kwargs)
+    src.open()
+    return src
+
+
+# -- OpenCV sources ---------------------------------------------------------------------
+class _Capture(Source):
+    """Shared OpenCV ``VideoCapture`` plumbing (BGR -> RGB)."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = target
+        self.cap: Any = None
+
+    def _capture(self, cv2: Any) -> Any:
+        return cv2.VideoCapture(self.target)
+
+    def _open(self) -> None:
+        cv2 = require("cv2", "video", f"--{self.kind}")
+        self.cap = self._capture(cv2)
+        if not self.cap.isOpened():
+            self.cap.release()
+            self.cap = None
+            raise SourceError(self._open_error())
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0 < fps < 1000 else None
+
+    def _open_error(self) -> str:
+        return f"cannot open {self.describe()}"
+
+    def _read(self) -> np.ndarray | None:
+        if self.cap is None:
+            return None
+        ok, frame = self.cap.read()
+        if not ok or frame is None:
+            return None
+        return _bgr_to_rgb(frame)
+
+    def _close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=2)
+    if frame.ndim != 3 or frame.shape[2] < 3 or frame.dtype != np.uint8:
+        raise CorruptFrame(f"unexpected frame {frame.dtype} {frame.shape}")
+    return np.ascontiguousarray(frame[..., 2::-1])  # BGR(A) -> RGB
+
+
+@register_source("camera")
+class CameraSource(_Capture):
+    """A local camera by index (``--camera 0``) or device path (``--camera /dev/video2``)."""
+
+    live = True
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(int(target) if str(target).isdigit() else str(target))
+
+    def describe(self) -> str:
+        return f"camera {self.target}"
+
+    def _open(self) -> None:
+        super()._open()
+        # An opened device that cannot deliver a frame is held by another program.
+        ok, _ = self.cap.read()
+        if not ok:
+            self._close()
+            raise SourceError(f"camera {self.target} opened but delivers no frames: it is busy "
+                              "(another program holds it) or not a capture device")
+
+    def _open_error(self) -> str:
+        return (f"camera {self.target} could not be opened: no such device, or it is busy "
+                "(another program holds it); list devices with `v4l2-ctl --list-devices`")
+
+
+@register_source("stream")
+class StreamSource(_Capture):
+    """A network stream through FFmpeg: ``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``.
+
+    Open and read time out after ``timeout_s`` so a dead server triggers a reconnect
+    instead of a hang.
+    """
+
+    live = True
+
+    def __init__(self, target: Any, timeout_s: float = 5.0) -> None:
+        super().__init__(str(target))
+        self.timeout_ms = int(timeout_s * 1000)
+
+    def describe(self) -> str:
+        return f"stream {self.target}"
+
+    def _capture(self, cv2: Any) -> Any:
+        if str(self.target).startswith("rtsp://"):
+            # TCP interleaving survives NAT and packet loss; FFmpeg's default is UDP.
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
+        return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+
+    def _open_error(self) -> str:
+        return f"cannot open stream {self.target} (unreachable, refused, or not a video stream)"
+
+
+@register_source("video")
+class VideoFileSource(_Capture):
+    """A video file; decoded ahead, nothing dropped. Unreadable frames are skipped and
+    counted until ``max_bad`` in a row, which is taken as the end of a truncated file."""
+
+    max_bad = 10
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(str(target))
+        self._frames = 0
+        self._pos = 0
+        self._bad = 0
+
+    def describe(self) -> str:
+        return f"video {self.target}"
+
+    def _open(self) -> None:
+        if not Path(self.target).is_file():
+            raise SourceError(f"video file not found: {self.target}")
+        super()._open()
+        cv2 = cv2_or_none()
+        self._frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._pos = 0
+
+    def _open_error(self) -> str:
+        return f"cannot decode video {self.target} (not a video, or a codec this OpenCV build lacks)"
+
+    def _read(self) -> np.ndarray | None:
+        frame = super()._read()
+        self._pos += 1
+        if frame is not None:
+            self._bad = 0
+            return frame
+        self._bad += 1
+        if self._pos >= self._frames or self._bad >= self.max_bad:
+            return None
+        raise CorruptFrame(f"frame {self._pos - 1}")
+
+
+@register_source("images")
+class ImageFolderSource(Source):
+    """Still images from a folder (sorted) or a glob pattern; corrupt files are skipped."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = str(target)
+        self.files: list[str] = []
+        self._next = 0
+
+    def describe(self) -> str:
+        return f"images {self.target} ({len(self.files)} files)"
+
+    def _open(self) -> None:
+        t = self.target
+        if any(ch in t for ch in "*?["):
+            files = sorted(glob.glob(t, recursive=True))
+        elif Path(t).is_dir():
+            files = sorted(str(p) for p in Path(t).iterdir())
+        elif Path(t).is_file():
+            files = [t]
+        else:
+            raise SourceError(f"no such image folder or file: {t}")
+        self.files = [f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and Path(f).is_file()]
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {t}")
+        self._next = 0
+
+    def _read(self) -> np.ndarray | None:
+        if self._next >= len(self.files):
+            return None
+        path = self.files[self._next]
+        self._next += 1
+        self.name = Path(path).name
+        cv2 = cv2_or_none()
+        if cv2 is not None:
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is None:
+                raise CorruptFrame(self.name)
+            return _bgr_to_rgb(img)
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except Exception as exc:  # PIL raises many types for a bad file
+            raise CorruptFrame(self.name) from exc
+
+
+@register_source("demo")
+class DemoSource(Source):
+    """The synthetic ``--demo`` stream: shapes scenes (numpy renderer, no data needed).
+
+    Each scene is held for ``hold`` frames while it pans sideways one pixel every other
+    frame (a wrap-around roll), so the stream moves like video and the masks must follow.
+    Deterministic in ``seed``; endless (bound it with ``--max-frames``).
+    """
+
+    def __init__(self, target: Any = None, size: int = 64, seed: int = 0, spurious: bool = False,
+                 hold: int = 48) -> None:
+        super().__init__()
+        from ..data.shapes_render import ShapesRenderer
+
+        self.renderer = ShapesRenderer(split="test", size=int(size), seed=seed, spurious=spurious)
+        self.hold = max(1, int(hold))
+        self.fps = 30.0
+        self._t = 0
+        self._scene: tuple[int, np.ndarray] | None = None
+
+    def describe(self) -> str:
+        return f"demo (synthetic shapes {self.renderer.size}px)"
+
+    def _read(self) -> np.ndarray | None:
+        k, phase = divmod(self._t, self.hold)
+        if self._scene is None or self._scene[0] != k:
+            self._scene = (k, self.renderer.generate(k)[0])
+        self._t += 1
+        return np.roll(self._scene[1], phase // 2, axis=1)
+
+
+# -- reading policies ---------------------------------------------------------------------
+class FrameStream:
+    """Runs a :class:`Source` in a background thread; see the module doc for the policies.
+
+    Args:
+        source: an opened source.
+        live: newest-frame policy (default: ``source.live``).
+        reconnect: live sources: reopen attempts in a row before giving up (0 = none).
+        prefetch: buffered sources: frames decoded ahead.
+        backoff: (first, max) reconnect delays in seconds.
+    """
+
+    def __init__(self, source: Source, live: bool | None = None, reconnect: int = 5, prefetch: int = 32,
+                 backoff: tuple[float, float] = (0.5, 8.0)) -> None:
+        self.source = source
+        self.live = source.live if live is None else live
+        self.reconnect = max(0, int(reconnect))
+        self.backoff = backoff
+        self.stats = SourceStats()
+        self.lost: str | None = None  # why a live stream ended, if it did
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=max(1, prefetch))
+        self._thread = threading.Thread(target=self._run, name=f"wysiwyc-{source.kind}", daemon=True)
+        self._started = False
+
+    # -- consumer side --------------------------------------------------------------
+    def start(self) -> "FrameStream":
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def next_batch(self, max_batch: int = 1) -> list[Frame]:
+        """Block for the next frame(s); ``[]`` at the end of the stream.
+
+        Live: exactly the newest frame. Buffered: the next frame plus up to
+        ``max_batch - 1`` more that are already decoded (never waits to fill a batch).
+        """
+        self.start()
+        if self.live:
+            with self._cond:
+                while self._latest is None and not self._done:
+                    self._cond.wait(0.1)
+                frame, self._latest = self._latest, None
+            self._raise_thread_error()
+            return [frame] if frame is not None else []
+        first = self._queue.get()
+        if first is None:
+            self._raise_thread_error()
+            return []
+        out = [first]
+        while len(out) < max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)  # keep the end marker for the next call
+                break
+            out.append(nxt)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._started:
+            while self._thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(0.05)
+        self.source.close()
+
+    def _raise_thread_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    # -- producer side --------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as exc:  # surfaced in the consumer thread
+            self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+            if not self.live:
+                self._put(None, force=True)
+
+    def _produce(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                img = self.source.read()
+            except CorruptFrame as exc:
+                self.stats.corrupt += 1
+                if len(self.stats.corrupt_names) < 100:
+                    self.stats.corrupt_names.append(str(exc) or f"frame {index}")
+                index += 1
+                continue
+            t1 = time.perf_counter()
+            if img is None:
+                if self.live and self._reconnect():
+                    continue
+                return
+            frame = Frame(index, img, t1, (t1 - t0) * 1e3, self.source.name)
+            index += 1
+            self.stats.grabbed += 1
+            if self.live:
+                with self._cond:
+                    if self._latest is not None:
+                        self.stats.dropped += 1  # replaced before anyone took it
+                    self._latest = frame
+                    self._cond.notify_all()
+            else:
+                self._put(frame)
+
+    def _put(self, item: Frame | None, force: bool = False) -> None:
+        while True:
+            if self._stop.is_set() and not force:
+                return
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if force:
+                    return  # consumer gone and queue full: nobody needs the end marker
+
+    def _reconnect(self) -> bool:
+        first, cap = self.backoff
+        for attempt in range(self.reconnect):
+            if self._stop.wait(min(first * 2**attempt, cap)):
+                return False
+            if self.source.reopen():
+                self.stats.reconnects += 1
+                return True
+        self.lost = (f"{self.source.describe()} stopped delivering frames"
+                     + (f" and {self.reconnect} reconnect attempts failed" if self.reconnect else
+                        " (reconnect disabled)"))
+        return False
