@@ -1,0 +1,161 @@
+"""TensorRT export: sidecar checks, precision rules, exit 2 without TensorRT, no torch import."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wysiwyc.errors import UserError
+from wysiwyc.export.tensorrt import SIDECAR_FORMAT, check_engine_sidecar, plan_precision
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+MACHINE = {"trt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def _to_tensorrt():
+    path = ROOT / "export" / "to_tensorrt.py"
+    spec = importlib.util.spec_from_file_location("wysiwyc_to_tensorrt_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.pop(0)
+    return mod
+
+
+@pytest.fixture
+def engine(tmp_path):
+    e = tmp_path / "m.engine"
+    e.write_bytes(b"plan")
+    side = {"format": SIDECAR_FORMAT, "tensorrt_version": MACHINE["trt_version"], "gpu_name": MACHINE["gpu_name"],
+            "compute_capability": "9.0", "spec": {"class_names": ["a", "b"], "image_size": [64, 64]},
+            "precision": "fp16", "source_onnx": "m_fp16.onnx"}
+    Path(f"{e}.json").write_text(json.dumps(side))
+    return e
+
+
+def test_matching_sidecar_passes(engine):
+    assert check_engine_sidecar(engine, **MACHINE)["spec"]["class_names"] == ["a", "b"]
+    # another GPU model of the same architecture runs the engine
+    assert check_engine_sidecar(engine, **{**MACHINE, "gpu_name": "NVIDIA H100 PCIe"})["precision"] == "fp16"
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"trt_version": "10.14.1.48"}, "built with TensorRT 10.13.0.35, this machine has 10.14.1.48"),
+    ({"compute_capability": "8.9", "gpu_name": "NVIDIA L4"}, "built for compute capability 9.0"),
+])
+def test_mismatched_sidecar_says_how_to_rebuild(engine, change, msg):
+    with pytest.raises(UserError) as e:
+        check_engine_sidecar(engine, **{**MACHINE, **change})
+    assert msg in str(e.value)
+    assert f"python export/to_tensorrt.py m_fp16.onnx --fp16 -o {engine}" in str(e.value)
+
+
+def test_missing_or_malformed_sidecar(engine):
+    Path(f"{engine}.json").write_text("{not json")
+    with pytest.raises(UserError, match="malformed.*python export/to_tensorrt.py"):
+        check_engine_sidecar(engine, **MACHINE)
+    Path(f"{engine}.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(UserError, match="malformed"):
+        check_engine_sidecar(engine, **MACHINE)
+    os.remove(f"{engine}.json")
+    with pytest.raises(UserError, match="has no sidecar m.engine.json.*python export/to_tensorrt.py"):
+        check_engine_sidecar(engine, **MACHINE)
+
+
+def test_precision_rules():
+    assert plan_precision("fp32", False, False, 10) == (True, "fp32")
+    assert plan_precision("fp16", False, False, 11) == (True, "fp16")
+    assert plan_precision("int8", False, True, 10) == (True, "int8")
+    assert plan_precision("fp32", True, False, 10) == (False, "fp16")  # weakly typed BuilderFlag.FP16
+    with pytest.raises(UserError, match="TensorRT 11 builds strongly typed"):
+        plan_precision("fp32", True, False, 11)
+    with pytest.raises(UserError, match="--int8 needs an ONNX with QDQ nodes"):
+        plan_precision("fp32", False, True, 10)
+    with pytest.raises(UserError, match="one of --fp16 and --int8"):
+        plan_precision("fp16", True, True, 10)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.explainer import head_from_spec
+    from wysiwyc.spec import ModelSpec
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("trt")
+    spec = ModelSpec(class_names=["a", "b", "c"], image_size=(32, 32), kind="explainer", explainer_arch="unet",
+                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
+    pt = d / "tiny.pt"
+    save_checkpoint(pt, "explainer", spec, build_classifier("small_cnn", 3).state_dict(),
+                    explainer=head_from_spec(spec).state_dict())
+    export_checkpoint(pt, d / "tiny.onnx", ExportOptions())
+    return d / "tiny.onnx"
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the no-TensorRT path cannot be exercised")
+def test_cli_without_tensorrt_exits_2(tiny_onnx, tmp_path, capsys):
+    out = tmp_path / "m.engine"
+    assert _to_tensorrt().main([str(tiny_onnx), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tensorrt is not installed" in err and "pip install 'wysiwyc[trt]'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda p: None, "ONNX model not found"),
+    (lambda p: p.write_bytes(b"\x08garbage" * 10), "is not an ONNX model"),
+])
+def test_cli_bad_input_exits_2_before_tensorrt(tmp_path, capsys, make, msg):
+    pytest.importorskip("onnx")
+    src = tmp_path / "in.onnx"
+    make(src)
+    assert _to_tensorrt().main([str(src), "-o", str(tmp_path / "x.engine")]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x.engine").exists()
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, wysiwyc.export.tensorrt, wysiwyc.runtime.backends; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def _have_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not HAVE_TRT or not _have_gpu(),
+                    reason="needs TensorRT (pip install 'wysiwyc[trt]') and a CUDA GPU; neither exists on CI")
+def test_build_and_run_engine_matches_onnxruntime(tiny_onnx, tmp_path):
+    import numpy as np
+
+    from wysiwyc.runtime.backends import open_backend
+
+    out = tmp_path / "tiny.engine"
+    assert _to_tensorrt().main([str(tiny_onnx), "-o", str(out), "--batch", "1", "2", "4"]) == 0
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    lt, mt = open_backend(out)(x)
+    lo, mo = open_backend(tiny_onnx)(x)
+    assert np.abs(lt - lo).max() < 1e-3 and np.abs(mt - mo).max() < 1e-3
