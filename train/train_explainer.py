@@ -18,12 +18,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
-from wysiwyc.errors import UserError, cli_main
-from wysiwyc.scripting import add_run_args, image_size_arg
+from wysiwyc.errors import cli_main
+from wysiwyc.scripting import add_run_args, image_size_arg, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -62,30 +61,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags; ``--config`` values become defaults so explicit flags override them."""
-    parser = get_args_parser()
-    first, _ = parser.parse_known_args(argv)
-    if first.config:
-        path = Path(first.config)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            cfg = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc})") from exc
-        known = {a.dest for a in parser._actions}
-        values = {}
-        for key, value in cfg.items():
-            if key.startswith("_"):  # "_comment" and friends: notes for humans
-                continue
-            dest = key.lstrip("-").replace("-", "_")
-            if dest not in known or dest in ("config", "help"):
-                raise UserError(f"{path}: unknown setting {key!r}")
-            values[dest] = value
-        parser.set_defaults(**values)
-        for action in parser._actions:  # a required flag given by the config is no longer required
-            if action.dest in values:
-                action.required = False
-    return parser.parse_args(argv)
+    return parse_with_config(get_args_parser(), argv)
 
 
 @cli_main

@@ -9,6 +9,13 @@ m = pixel-wise max of the label classes' masks, n = max of the other classes' ma
 x = the NORMALISED image (0 = the dataset mean colour). The last two terms are the extra
 "total area" L1 terms of the authors' public code (not in the paper's equation).
 Each function below is one term, on batches; all return a scalar averaged over the batch.
+
+Mask predictor (paper 2, Eq. 4): only the classification loss on the perturbed image
+φ(I, M) = I⊙M + A⊙(1−M), A the blurred image or a random colour plus noise
+(:func:`alternative_images`, :func:`perturb`, :func:`mask_predictor_loss`).
+
+RTIS (Dabkowski & Gal 2017), the baseline the Explainer paper trains on its own network:
+preserver + destroyer hinges, area power and smoothness (:func:`rtis_loss`).
 """
 
 from __future__ import annotations
@@ -154,4 +161,94 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
     total = (terms["cls"] + w.entropy * terms["ent"]
              + w.area * (terms["area_m"] + terms["area_n"] + terms["bounds"])
              + w.tv * terms["tv"] + w.total_area * terms["area_m"] + w.nontarget_area * terms["area_n"])
+    return total, terms
+
+
+# -- perturbation with an alternative image (paper 2; RTIS) ---------------------------------------
+def alternative_images(images: torch.Tensor, blur_sigma: float, noise_std: float = 0.2,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """The "alternative image" A of paper 2 (and RTIS): per image, with probability 1/2 the
+    Gaussian-blurred image, else a random uniform colour plus Gaussian noise.
+
+    Args:
+        images: (B,3,H,W) in [0,1].
+        blur_sigma: blur σ in pixels (paper 2: variance 10 at 224 px, i.e. σ≈3.2).
+        noise_std: std of the noise on the random colour (the papers leave it open).
+        generator: for reproducible draws.
+
+    Returns:
+        (B,3,H,W) in [0,1].
+    """
+    from .metrics.localization import gaussian_blur
+
+    b = images.shape[0]
+    dev, dt = images.device, images.dtype
+    pick_blur = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < 0.5
+    colour = torch.rand(b, 3, 1, 1, generator=generator, device=dev, dtype=dt)
+    noise = torch.randn(images.shape, generator=generator, device=dev, dtype=dt) * noise_std
+    random_colour = (colour + noise).clamp(0, 1)
+    return torch.where(pick_blur, gaussian_blur(images, blur_sigma), random_colour)
+
+
+def perturb(images: torch.Tensor, masks: torch.Tensor, alternative: torch.Tensor) -> torch.Tensor:
+    """φ(I, M) = I⊙M + A⊙(1−M): images/alternative (N,3,H,W), masks (N,H,W) or (N,1,H,W)."""
+    m = masks if masks.ndim == 4 else masks.unsqueeze(1)
+    return images * m + alternative * (1 - m)
+
+
+def blur_sigma_for(size: int) -> float:
+    """Paper 2's blur (variance 10 at 224 px) scaled to an image side, at least 2 px so a
+    64 px image's fine patterns are really destroyed."""
+    return max(2.0, math.sqrt(10.0) * size / 224.0)
+
+
+def mask_predictor_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Paper 2, Eq. 4 for multi-label classifiers: BCE pushing the logit of each mask's own
+    class up on its perturbed image. logits (N,C) of φ(I_n, M_n), classes (N,) long."""
+    z = logits.gather(1, classes.view(-1, 1)).squeeze(1)
+    return F.binary_cross_entropy_with_logits(z, torch.ones_like(z))
+
+
+@dataclass
+class RTISLossWeights:
+    """Dabkowski & Gal's loss weights (their public code, anchors.md)."""
+
+    area: float = 8.0
+    area_power: float = 0.3
+    smooth: float = 0.5
+    preserve: float = 0.3
+    destroy: float = 1.0
+    confidence: float = 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def rtis_loss(logits_preserved: torch.Tensor, logits_destroyed: torch.Tensor, classes: torch.Tensor,
+              all_masks: torch.Tensor, w: RTISLossWeights | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Real-time image saliency loss (Dabkowski & Gal 2017) on our Explainer net.
+
+    Adaptation to multi-label sigmoid classifiers: the CW-style hinges act on the class's
+    own logit — preserver ``relu(κ − z_c(φ(I, m_c)))``, destroyer ``relu(z_c(φ(I, 1−m_c)) + κ)``
+    — for every (image, present class) pair; the area term ``mean((m+5e-4)^0.3)`` and the
+    (squared) TV smoothness act on every class channel, so channels of absent classes shrink
+    to nothing (the role of RTIS's "fake label" samples).
+
+    Args:
+        logits_preserved, logits_destroyed: (N,C) classifier logits of the two perturbations.
+        classes: (N,) the pair's class.
+        all_masks: (B,C,H,W) every mask channel in [0,1].
+    """
+    w = w or RTISLossWeights()
+    zp = logits_preserved.gather(1, classes.view(-1, 1)).squeeze(1)
+    zd = logits_destroyed.gather(1, classes.view(-1, 1)).squeeze(1)
+    terms = {
+        "preserve": F.relu(w.confidence - zp).mean(),
+        "destroy": F.relu(zd + w.confidence).mean(),
+        "area": (all_masks + 5e-4).pow(w.area_power).mean(),
+        "smooth": ((all_masks[..., 1:, :] - all_masks[..., :-1, :]) ** 2).mean()
+        + ((all_masks[..., :, 1:] - all_masks[..., :, :-1]) ** 2).mean(),
+    }
+    total = (w.preserve * terms["preserve"] + w.destroy * terms["destroy"] + w.area * terms["area"]
+             + w.smooth * terms["smooth"])
     return total, terms

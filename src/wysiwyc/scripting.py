@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from .errors import UserError
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -27,3 +31,34 @@ def image_size_arg(values: list[int] | None, default: tuple[int, int]) -> tuple[
     if len(values) == 1:
         return (values[0], values[0])
     return (values[0], values[1])
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags; ``--config FILE.json`` values become defaults so explicit flags win.
+
+    Config keys are flag names (``lambda-e`` or ``lambda_e``); keys starting with ``_``
+    are comments. An unknown key or a missing/invalid file is a :class:`UserError`.
+    """
+    first, _ = parser.parse_known_args(argv)
+    if getattr(first, "config", None):
+        path = Path(first.config)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from exc
+        known = {a.dest for a in parser._actions}
+        values = {}
+        for key, value in cfg.items():
+            if key.startswith("_"):  # "_comment" and friends: notes for humans
+                continue
+            dest = key.lstrip("-").replace("-", "_")
+            if dest not in known or dest in ("config", "help"):
+                raise UserError(f"{path}: unknown setting {key!r}")
+            values[dest] = value
+        parser.set_defaults(**values)
+        for action in parser._actions:  # a required flag given by the config is no longer required
+            if action.dest in values:
+                action.required = False
+    return parser.parse_args(argv)

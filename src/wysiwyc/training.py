@@ -1,7 +1,7 @@
 """One fit loop for every trainable thing: progress bar, validation, early stopping, resume.
 
 A :class:`Task` owns the trainable modules and knows how to compute a loss on a batch and
-how to evaluate; :class:`Trainer` owns the loop (Adam, optional cosine schedule, epochs,
+how to evaluate; :class:`Trainer` owns the loop (Adam, optional cosine or step-decay schedule, epochs,
 tqdm bar with loss and ETA, early stopping on a monitored metric, best-state tracking and a
 resume file written atomically after every epoch).
 """
@@ -85,6 +85,8 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     cosine: bool = False
+    lr_step_epochs: int | None = None  # step decay: multiply the lr by lr_step_gamma every N epochs
+    lr_step_gamma: float = 0.5
     monitor: str = "val_loss"
     mode: str = "min"  # "min" or "max"
     patience: int = 5
@@ -128,14 +130,15 @@ class Trainer:
         self.optim = torch.optim.Adam(list(task.parameters()), lr=config.lr, weight_decay=config.weight_decay)
         steps = len(train_loader) if config.max_steps_per_epoch is None else min(len(train_loader), config.max_steps_per_epoch)
         self.steps_per_epoch = max(1, steps)
-        self.sched = (
-            torch.optim.lr_scheduler.LambdaLR(
-                self.optim,
-                lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / (config.epochs * self.steps_per_epoch)))),
-            )
-            if config.cosine
-            else None
-        )
+        self.sched = None
+        if config.cosine:
+            total = config.epochs * self.steps_per_epoch
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+        elif config.lr_step_epochs:
+            every = config.lr_step_epochs * self.steps_per_epoch
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.optim, lambda s: config.lr_step_gamma ** (s // every))
 
     def _better(self, score: float, best: float) -> bool:
         if self.cfg.mode == "min":

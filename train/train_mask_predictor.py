@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Train a mask predictor with a distribution controller (paper 2) for a frozen classifier.
+
+Two stages (see :mod:`wysiwyc.mask_predictor_training`): the feature filter's class
+embeddings (``--filter-epochs``), then the generator with the classification loss only
+(``--epochs``, Adam, step decay). The checkpoint (kind ``mask_predictor``) embeds its
+classifier; export, runtime and ``bench/quality.py`` take it like an Explainer checkpoint.
+
+Example (the bundled demo mask predictor)::
+
+    python train/train_mask_predictor.py --config train/configs/shapes_mask_predictor.json \\
+        -o src/wysiwyc/assets/shapes_mask_predictor.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import cli_main
+from wysiwyc.scripting import add_run_args, image_size_arg, parse_with_config
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a mask predictor for a frozen classifier.", add_help=add_help)
+    p.add_argument("--config", default=None, help="JSON file of flag values (CLI flags override)")
+    p.add_argument("--classifier", default="src/wysiwyc/assets/shapes_classifier.pt",
+                   help="classifier checkpoint (the explanandum)")
+    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    p.add_argument("--width", type=int, default=64, help="decoder channels")
+    p.add_argument("--controller", choices=("custom", "basic"), default="custom",
+                   help="distribution controller: sigmoid(eta*z)^h (custom) or relu (basic)")
+    p.add_argument("--eta", type=float, default=1.5, help="custom controller η")
+    p.add_argument("--h", type=float, default=2.5, help="custom controller h")
+    p.add_argument("--targets", choices=("predicted", "labels"), default="predicted",
+                   help="classes to explain: the classifier's predictions (paper) or the labels")
+    p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
+    p.add_argument("--blur-sigma", type=float, default=None,
+                   help="σ in px of the blurred alternative image (default: paper 2's, scaled, ≥ 2)")
+    p.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: the classifier's)")
+    p.add_argument("--filter-epochs", type=int, default=1, help="stage 1: feature-filter epochs (0 skips)")
+    p.add_argument("--epochs", type=int, default=10, help="stage 2: generator epochs (paper: 10)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    p.add_argument("--batch-size", type=int, default=64, help="paper: 64")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (paper: 1e-2)")
+    p.add_argument("--lr-step-epochs", type=int, default=3, help="halve the learning rate every N epochs (paper: 3)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
+    p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
+    add_run_args(p)
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_with_config(get_args_parser(), argv)
+    from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+    from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
+    from wysiwyc.fileio import check_writable
+    from wysiwyc.mask_predictor_training import MaskPredictorTask
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.mask_predictor import head_from_spec
+    from wysiwyc.spec import ModelSpec
+    from wysiwyc.training import FitConfig, Trainer, resolve_device, seed_everything
+
+    out = check_writable(args.output)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
+    cspec: ModelSpec = ckpt["spec_obj"]
+    classifier = build_classifier(cspec.classifier_arch, cspec.num_classes)
+    classifier.load_state_dict(ckpt["classifier"])
+    name, _ = parse_data_arg(args.data)
+    size = image_size_arg(args.image_size, tuple(cspec.image_size))
+    kw = lambda n: dataset_kwargs(args.data, n, args.spurious, args.seed)  # noqa: E731
+    train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
+    val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
+    check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
+
+    extra = {**cspec.extra, "mask_predictor": {"width": args.width, "controller": args.controller,
+                                               "eta": args.eta, "h": args.h}}
+    if name == "shapes":
+        extra["spurious"] = bool(args.spurious)
+    spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
+                     classifier_arch=cspec.classifier_arch, kind="mask_predictor", explainer_arch="mask_predictor",
+                     mask_kind=args.controller, dataset=args.data.split(":")[0], extra=extra)
+    head = head_from_spec(spec)
+    train_loader = make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True)
+    val_loader = make_loader(val_ds, 128, workers=args.workers)
+    t0 = time.time()
+    history = {}
+    stages = [("filter", args.filter_epochs, None), ("generator", args.epochs, args.lr_step_epochs)]
+    for stage, epochs, step in stages:
+        if epochs <= 0:
+            continue
+        print(f"stage {stage}: {epochs} epoch(s)", flush=True)
+        task = MaskPredictorTask(head, classifier, spec.mean, spec.std, stage=stage, targets=args.targets,
+                                 threshold=args.threshold, blur_sigma=args.blur_sigma)
+        cfg = FitConfig(epochs=epochs, lr=args.lr, monitor="val_loss", mode="min", patience=args.patience,
+                        max_steps_per_epoch=args.steps_per_epoch, seed=args.seed, lr_step_epochs=step,
+                        progress=not args.no_progress)
+        result = Trainer(task, train_loader, val_loader, cfg, device, resume_path=f"{out}.{stage}.last.pt",
+                         resume=args.resume).fit()
+        task.load_state_dict(result.best_state)
+        history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch}
+    metrics = {**history.get("generator", history.get("filter", {})), "train_seconds": round(time.time() - t0, 1),
+               "stages": history}
+    config = dict(vars(args))
+    config["argv"] = sys.argv[1:] if argv is None else list(argv)
+    save_checkpoint(out, "mask_predictor", spec, classifier.state_dict(), head.cpu().state_dict(), train=config,
+                    metrics=metrics)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
