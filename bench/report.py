@@ -44,7 +44,7 @@ from wysiwyc.scripting import add_device_arg
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = ("scorecam", "sise", "rise", "extremal")
-ORDER = ("explainer", "mask_predictor", "rtis", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
+ORDER = ("explainer", "mask_predictor", "mask_predictor_refined", "rtis", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
 COLUMNS = ("method", "images", "ms_top1", "ms_all", "acc", "iou", "sal", "mae", "ebpg", "miou20", "bbox",
            "drop", "increase", "m_f", "m_i", "pointing", "deletion", "insertion", "sanity_rho",
            "matrix_diag_min", "matrix_off_max")
@@ -56,6 +56,9 @@ HEADERS = {"ms_top1": "ms/img top-1", "ms_all": "ms/img all C", "miou20": "mIoU2
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Quality + latency report of all attribution methods.", add_help=add_help)
     p.add_argument("--model", default=None, help="explainer checkpoint (default: the bundled shapes explainer)")
+    p.add_argument("--extra-models", default=None,
+                   help="comma-separated mask_predictor / rtis checkpoints of the same classifier, "
+                        "reported beside --model (default: the bundled ones that exist)")
     p.add_argument("--data", default="shapes")
     p.add_argument("--split", default="test")
     p.add_argument("--methods", default=None, help="comma-separated (default: every registered method that applies)")
@@ -269,6 +272,44 @@ def write_gallery(ds, gallery: dict[str, dict], idx: list[int], class_names: lis
     plt.close(fig)
 
 
+OWN = {"explainer": ("explainer",), "rtis": ("rtis",), "mask_predictor": ("mask_predictor", "mask_predictor_refined")}
+ASSET_EXTRAS = ("shapes_mask_predictor.pt", "shapes_rtis.pt")
+
+
+def extra_models(value: str | None, model_path: str, model, device) -> list:  # noqa: ANN001
+    """Load the --extra-models checkpoints; each must explain the very same classifier."""
+    import torch
+
+    from wysiwyc.models.fused import load_model
+
+    if value is None:
+        assets = ROOT / "src" / "wysiwyc" / "assets"
+        paths = [str(assets / n) for n in ASSET_EXTRAS if (assets / n).is_file() and str(assets / n) != model_path]
+        if Path(model_path).parent != assets:
+            paths = []  # the bundled extras explain the bundled classifier only
+    else:
+        paths = [p.strip() for p in value.split(",") if p.strip()]
+    ref = model.classifier.state_dict()
+    out = []
+    for p in paths:
+        m = load_model(p, kinds=("explainer", "mask_predictor", "rtis"), device=device)
+        same = m.classifier.state_dict()
+        if same.keys() != ref.keys() or any(not torch.equal(same[k], ref[k]) for k in ref):
+            raise UserError(f"{p} explains a different classifier than {model_path}")
+        m.path = p
+        out.append(m)
+    return out
+
+
+def own_methods(model, extras: list) -> dict:  # noqa: ANN001
+    """method name -> the FusedModel whose head it runs (single-pass methods of each checkpoint)."""
+    owner = {}
+    for m in [model, *extras]:
+        for name in OWN.get(m.spec.kind, ()):
+            owner.setdefault(name, m)
+    return owner
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
@@ -294,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(model_path, device=device)
     spec = model.spec
+    owner = own_methods(model, extra_models(args.extra_models, model_path, model, device))
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else [
-        m for m in ORDER if m in available_methods() and (m not in ("explainer", "mask_predictor", "rtis") or m == spec.kind)]
+        m for m in ORDER if m in available_methods() and (m not in OWN or m in owner)]
     unknown = [m for m in methods if m not in available_methods()]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
@@ -309,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     for m in methods:
         n = n_all if m not in SLOW or args.slow_limit is None else min(args.slow_limit, n_all)
-        row, gal = evaluate_method(m, model, Subset(full, range(n)), args, device, gallery_idx)
+        row, gal = evaluate_method(m, owner.get(m, model), Subset(full, range(n)), args, device, gallery_idx)
         rows.append(row)
         gallery[m] = gal
         print(" | ".join(f"{k}={_fmt(row[k], k)}" for k in COLUMNS), flush=True)
@@ -329,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Attribution report: {args.name}",
         "",
-        f"- model: `{Path(model_path).name}` ({spec.kind}; classifier {spec.classifier_arch}, "
+        f"- models: `{Path(model_path).name}` ({spec.kind}"
+        + "".join(f", `{Path(p).name}` ({k})" for k, p in sorted({m_.spec.kind: getattr(m_, 'path', '')
+                                                                   for m_ in owner.values() if m_ is not model}.items()))
+        + f"; classifier {spec.classifier_arch}, "
         f"{spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes)",
         f"- data: `{args.data}` split `{args.split}` (whole split = {len(full)} images); "
         + ("every method on the whole split" if args.limit is None and args.slow_limit is None else

@@ -97,3 +97,22 @@ def test_explainer_loss_combines_terms_with_weights() -> None:
 def test_default_weights_are_the_papers() -> None:
     w = ExplainerLossWeights()
     assert (w.entropy, w.area, w.tv, w.total_area, w.nontarget_area, w.min_area, w.max_area) == (1, 1, 1, 0.1, 0.3, 0.05, 0.3)
+
+
+def test_rtis_loss_by_hand():
+    from wysiwyc.losses import RTISLossWeights, rtis_loss
+
+    kept = torch.tensor([[0.5, -2.0], [3.0, 0.0]])
+    destroyed = torch.tensor([[1.0, 0.0], [-4.0, -0.5]])
+    classes = torch.tensor([0, 1])
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 1.0
+    w = RTISLossWeights()
+    total, t = rtis_loss(kept, destroyed, classes, masks, w)
+    # preserver relu(1 - z): pair 0 -> 0.5, pair 1 (z=0) -> 1; destroyer relu(z + 1): 2 and 0.5
+    assert torch.isclose(t["preserve"], torch.tensor(0.75)) and torch.isclose(t["destroy"], torch.tensor(1.25))
+    area = ((1 + 5e-4) ** 0.3 + 7 * (5e-4) ** 0.3) / 8
+    assert torch.isclose(t["area"], torch.tensor(area), atol=1e-6)
+    # one corner of one channel at 1: vertical and horizontal squared steps, 1 each out of 4 per direction
+    assert torch.isclose(t["smooth"], torch.tensor(0.25 + 0.25))
+    assert torch.isclose(total, 0.3 * 0.75 + 1.25 + 8 * t["area"] + 0.5 * 0.5)

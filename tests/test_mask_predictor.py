@@ -172,3 +172,12 @@ def test_wrong_checkpoint_kind_exits_2(tiny_classifier, tmp_path, capsys):
     assert _script().main(["--classifier", str(mp), "-o", str(tmp_path / "o.pt")]) == 2
     assert "is a explainer checkpoint, expected one of: classifier" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_shipped_config_parses(tmp_path):
+    cfg = ROOT / "train" / "configs" / "shapes_mask_predictor.json"
+    args = _script().get_args_parser()
+    from wysiwyc.scripting import parse_with_config
+
+    ns = parse_with_config(args, ["--config", str(cfg), "-o", str(tmp_path / "x.pt")])
+    assert ns.controller == "custom" and ns.eta == 1.5 and ns.h == 2.5 and ns.lr == 0.01

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Train an Explainer (Stalder et al.) for a frozen classifier checkpoint.
 
+``--loss rtis`` trains the same network with Dabkowski & Gal's loss instead: the RTIS
+baseline as the Explainer paper built it (checkpoint kind ``rtis``).
+
 The output checkpoint (kind ``explainer``) embeds the classifier, so export and runtime
 need only this one file. Settings can come from ``--config FILE.json`` whose keys are the
 flag names (``lambda-e`` or ``lambda_e``; keys starting with ``_`` are comments); flags
@@ -38,6 +41,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--targets", choices=("labels", "predicted"), default="labels",
                    help="target classes: ground-truth labels (paper) or thresholded predictions")
     p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
+    p.add_argument("--loss", choices=("paper", "rtis"), default="paper",
+                   help="paper: the Explainer loss (kind explainer); rtis: Dabkowski & Gal's loss on the same "
+                        "net, the RTIS baseline (kind rtis)")
+    p.add_argument("--rtis-area", type=float, default=8.0, help="rtis: area weight (mean (m+5e-4)^0.3)")
+    p.add_argument("--rtis-smooth", type=float, default=0.5, help="rtis: smoothness weight")
+    p.add_argument("--rtis-preserve", type=float, default=0.3, help="rtis: preserver weight")
+    p.add_argument("--rtis-destroy", type=float, default=1.0, help="rtis: destroyer weight")
     # loss weights: the paper / authors' code defaults (VGG16, VOC-2007)
     p.add_argument("--lambda-e", type=float, default=1.0, help="negative-entropy weight λe")
     p.add_argument("--lambda-a", type=float, default=1.0, help="area weight λa")
@@ -71,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
-    from wysiwyc.explainer_training import ExplainerTask
+    from wysiwyc.explainer_training import ExplainerTask, RTISTask
     from wysiwyc.fileio import check_writable
-    from wysiwyc.losses import ExplainerLossWeights
+    from wysiwyc.losses import ExplainerLossWeights, RTISLossWeights
     from wysiwyc.models.classifiers import build_classifier
     from wysiwyc.models.explainer import head_from_spec, load_backbone_weights
     from wysiwyc.spec import ModelSpec
@@ -93,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
     check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
 
+    kind = "rtis" if args.loss == "rtis" else "explainer"
     arch_extra = {"width": args.width, "levels": args.levels} if args.arch == "unet" else {}
     extra = {**cspec.extra, "explainer": arch_extra}
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
     spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
-                     classifier_arch=cspec.classifier_arch, kind="explainer", explainer_arch=args.arch,
+                     classifier_arch=cspec.classifier_arch, kind=kind, explainer_arch=args.arch,
                      mask_kind="sigmoid", dataset=args.data.split(":")[0], extra=extra)
     head = head_from_spec(spec)
     if args.backbone_weights:
@@ -106,8 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     weights = ExplainerLossWeights(entropy=args.lambda_e, area=args.lambda_a, tv=args.lambda_tv,
                                    total_area=args.total_area, nontarget_area=args.nontarget_area,
                                    min_area=args.min_area, max_area=args.max_area)
-    task = ExplainerTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
-                         threshold=args.threshold)
+    if args.loss == "rtis":
+        weights = RTISLossWeights(area=args.rtis_area, smooth=args.rtis_smooth, preserve=args.rtis_preserve,
+                                  destroy=args.rtis_destroy)
+        task = RTISTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
+                        threshold=args.threshold)
+    else:
+        task = ExplainerTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
+                             threshold=args.threshold)
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, monitor="val_loss", mode="min", patience=args.patience,
                     min_delta=args.min_delta, max_steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                     progress=not args.no_progress)
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["loss_weights"] = weights.to_dict()
-    save_checkpoint(out, "explainer", spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
+    save_checkpoint(out, kind, spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
     return 0

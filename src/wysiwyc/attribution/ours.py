@@ -34,6 +34,15 @@ class MaskPredictorAttribution(ExplainerAttribution):
     cost = "1 classifier + 1 decoder pass (all classes)"
 
 
+@register_method("rtis")
+class RTISAttribution(ExplainerAttribution):
+    """RTIS (Dabkowski & Gal 2017) as the Explainer paper ran it: the Explainer network
+    trained with the RTIS loss (``train/train_explainer.py --loss rtis``).
+
+    Cost: 1 explainer + 1 classifier pass per image (all classes).
+    """
+
+
 @register_method("mask_predictor_refined")
 class RefinedMaskPredictorAttribution(ExplainerAttribution):
     """The mask predictor with paper 2's per-image refinement (Sec. 3.3).
