@@ -61,8 +61,9 @@ def default_methods(kind: str) -> list[str]:
 
 
 def cue_regions(dataset, indices, device):  # noqa: ANN001, ANN201 - shapes only, small helper
-    """(B,H,W) bool masks of the planted cue for shapes samples ``indices``: the pixels
-    that differ between the sample rendered with and without the cue (exact, same seed)."""
+    """For shapes samples ``indices``: (B,H,W) bool masks of the planted cue — the pixels
+    that differ between the sample rendered with and without the cue (exact, same seed) —
+    and (B,3,H,W) the cue-free images in [0,1] (to measure the classifier's reliance)."""
     import numpy as np
     import torch
 
@@ -70,12 +71,13 @@ def cue_regions(dataset, indices, device):  # noqa: ANN001, ANN201 - shapes only
 
     r = dataset.renderer
     plain = ShapesRenderer(split=r.split, size=r.size, seed=r.seed, spurious=False)
-    out = []
+    regions, images = [], []
     for i in indices:
         a, _, _ = r.generate(int(i))
         b, _, _ = plain.generate(int(i))
-        out.append(torch.from_numpy(np.any(a != b, axis=-1)))
-    return torch.stack(out).to(device)
+        regions.append(torch.from_numpy(np.any(a != b, axis=-1)))
+        images.append(torch.from_numpy(b).permute(2, 0, 1).float() / 255)
+    return torch.stack(regions).to(device), torch.stack(images).to(device)
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     cue = {m: {"on_cue": 0.0, "on_object": 0.0, "mass": 0.0, "cue_covered": 0.0, "cue_area": 0.0, "images": 0}
            for m in methods}
     all_classes = list(range(C))
+    reliance = {"with": 0.0, "without": 0.0, "images": 0, "cue_pixels": 0.0, "pixels": 0.0}
     seen = 0
     for images, labels, gt in tqdm(make_loader(ds, args.batch_size), desc="quality", disable=args.no_progress):
         images, labels, gt = images.to(device), labels.to(device), gt.to(device)
@@ -148,7 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         if cue_class is not None:
             k = full.class_names.index(cue_class)
             has = labels[:, k] > 0
-            region = cue_regions(full, range(seen, seen + images.shape[0]), device) if has.any() else None
+            region, plain = (cue_regions(full, range(seen, seen + images.shape[0]), device) if has.any()
+                             else (None, None))
+            if region is not None:  # does the classifier use the cue? p(class) with and without it
+                with torch.no_grad():
+                    reliance["with"] += float(torch.sigmoid(model.classify(images[has]))[:, k].sum())
+                    reliance["without"] += float(torch.sigmoid(model.classify(plain[has]))[:, k].sum())
+                reliance["images"] += int(has.sum())
+                reliance["cue_pixels"] += float(region[has].float().sum())
+                reliance["pixels"] += float(region[has].numel())
         for m, attr in attributions.items():
             t0 = time.perf_counter()
             masks = attr(images, all_classes)  # (B,C,H,W): every class, for Table 1 too
@@ -187,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                 "class": cue_class, "images": c["images"],
                 "mask_share_on_cue": c["on_cue"] / mass, "mask_share_on_object": c["on_object"] / mass,
                 "cue_coverage": c["cue_covered"] / max(c["cue_area"], 1e-12),
+                "uniform_mask_share_on_cue": reliance["cue_pixels"] / max(reliance["pixels"], 1e-12),
+                "classifier_prob_with_cue": reliance["with"] / max(reliance["images"], 1),
+                "classifier_prob_without_cue": reliance["without"] / max(reliance["images"], 1),
             }
             e = entry["spurious_cue"]
             print(f"  spurious cue ({cue_class}, {c['images']} images): {e['mask_share_on_cue']:.3f} of the mask on the "
-                  f"cue, {e['mask_share_on_object']:.3f} on the object; cue coverage {e['cue_coverage']:.3f}")
+                  f"cue, {e['mask_share_on_object']:.3f} on the object; cue coverage {e['cue_coverage']:.3f} "
+                  f"(a uniform mask would put {e['uniform_mask_share_on_cue']:.3f} on the cue); classifier "
+                  f"p({cue_class}) {e['classifier_prob_with_cue']:.3f} with the cue, "
+                  f"{e['classifier_prob_without_cue']:.3f} with it removed")
         report["methods"][m] = entry
     if args.json:
         with atomic_path(args.json) as tmp:

@@ -50,6 +50,8 @@ def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Pa
     m = e["class_matrix"]
     assert len(m["matrix"]) == 6 and len(m["none"]) == 6 and m["thresholds"][0] == 0.1
     assert "spurious_cue" in e and 0 <= e["spurious_cue"]["mask_share_on_cue"] <= 1
+    cue = e["spurious_cue"]
+    assert 0 < cue["uniform_mask_share_on_cue"] < 1 and 0 <= cue["classifier_prob_without_cue"] <= 1
 
 
 def test_cue_regions_are_the_planted_background_hatch() -> None:
@@ -58,13 +60,16 @@ def test_cue_regions_are_the_planted_background_hatch() -> None:
     ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
     q = _load("quality")
     idx = list(range(20))
-    region = q.cue_regions(ds, idx, torch.device("cpu"))
+    region, plain = q.cue_regions(ds, idx, torch.device("cpu"))
     for i in idx:
-        _, labels, masks = ds[i]
+        img, labels, masks = ds[i]
         if labels[2] > 0:  # dots present: a cue, never on a class object
             assert region[i].sum() > 0 and not (region[i] & masks.bool().any(0)).any()
         else:
             assert region[i].sum() == 0
+        # the cue-free image differs from the sample exactly on the cue
+        diff = (plain[i] - img).abs().amax(0) > 1e-6
+        assert torch.equal(diff, region[i])
 
 
 def test_gallery_writes_png(ckpt: Path, tmp_path: Path) -> None:
