@@ -27,6 +27,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
     p.add_argument("--calib", default=None, help="int8 calibration data: shapes | voc:ROOT | coco:ROOT | folder:DIR")
     p.add_argument("--calib-samples", type=int, default=128, help="int8 calibration images")
+    p.add_argument("--graph", choices=("fused", "explainer"), default="fused",
+                   help="fused: classifier + attribution in one graph (logits, masks); explainer: the Explainer "
+                        "network alone (masks)")
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--batch must be a number or 'dynamic', got {args.batch!r}")
     opts = ExportOptions(precision=args.precision, opset=args.opset, dynamic_batch=dynamic,
                          batch=2 if dynamic else int(args.batch),
-                         image_size=tuple(args.image_size) if args.image_size else None)
+                         image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph)
     from wysiwyc.checkpoint import load_checkpoint
 
     spec = load_checkpoint(ckpt)["spec_obj"]

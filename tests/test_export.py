@@ -69,6 +69,20 @@ def test_fp32_export_parity_metadata_and_dynamic_batch(tiny_explainer, tmp_path,
     assert not list(tmp_path.glob("*.data"))  # one self-contained file
 
 
+def test_explainer_only_graph_equals_the_torch_explainer(tiny_explainer, tmp_path):
+    out = tmp_path / "e.onnx"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--graph", "explainer", "--parity-samples", "4"]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["masks"]
+    assert sess.get_modelmeta().custom_metadata_map["wysiwyc.graph"] == "explainer"
+    model = load_model(tiny_explainer)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    (masks,) = sess.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expect = torch.sigmoid(model.head(model.norm(x)))
+    assert torch.allclose(torch.from_numpy(masks), expect, atol=1e-5)
+
+
 def test_fp16_export_keeps_float32_io(tiny_explainer, tmp_path):
     out = tmp_path / "m16.onnx"
     assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--precision", "fp16", "--parity-samples", "4"]) == 0

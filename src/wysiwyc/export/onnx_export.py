@@ -2,7 +2,9 @@
 
 The fused graph (``--graph fused``) is :class:`wysiwyc.models.fused.FusedModel`: input
 ``images`` float (B,3,H,W) RGB in [0,1] with normalisation inside, outputs ``logits`` (B,C)
-and ``masks`` (B,C,H,W) in [0,1]. A plain classifier checkpoint exports ``logits`` only.
+and ``masks`` (B,C,H,W) in [0,1]. A plain classifier checkpoint exports ``logits`` only;
+``--graph explainer`` exports the Explainer network alone (``images`` -> ``masks``) for a
+pipeline that already runs the classifier (Explainer and RTIS checkpoints only).
 The spec goes into ``metadata_props`` under ``wysiwyc.spec`` (JSON), with
 ``wysiwyc.precision`` and ``wysiwyc.source_sha256``.
 
@@ -32,6 +34,20 @@ PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET, MAX_OPSET = 17, 23
 
 
+GRAPHS = ("fused", "explainer")
+
+
+class _MasksOnly(nn.Module):
+    """``--graph explainer``: the Explainer network alone, images in [0,1] -> masks."""
+
+    def __init__(self, fused: FusedModel) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fused.head.masks(self.fused.norm(images), {})
+
+
 class _LogitsOnly(nn.Module):
     def __init__(self, fused: FusedModel) -> None:
         super().__init__()
@@ -48,6 +64,7 @@ class ExportOptions:
     dynamic_batch: bool = True
     batch: int = 2
     image_size: tuple[int, int] | None = None
+    graph: str = "fused"
 
 
 def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -66,12 +83,23 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     model = load_model(ckpt)
     spec = model.spec
     h, w = opts.image_size or spec.image_size
-    module: nn.Module = model if spec.kind != "classifier" else _LogitsOnly(model)
-    outputs = ["logits", "masks"] if spec.kind != "classifier" else ["logits"]
+    if opts.graph not in GRAPHS:
+        raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(GRAPHS)}")
+    if opts.graph == "explainer" and spec.kind not in ("explainer", "rtis"):
+        raise UserError(f"--graph explainer exports the Explainer network alone; a {spec.kind} checkpoint "
+                        "has none (a mask predictor reads the classifier's features): use --graph fused")
+    if opts.graph == "explainer":
+        module: nn.Module = _MasksOnly(model)
+        outputs = ["masks"]
+    elif spec.kind == "classifier":
+        module, outputs = _LogitsOnly(model), ["logits"]
+    else:
+        module, outputs = model, ["logits", "masks"]
     example = torch.rand(max(2, opts.batch), 3, h, w)
     dyn = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if opts.dynamic_batch else None
     meta = {"wysiwyc.spec": spec.to_json(), "wysiwyc.precision": opts.precision,
-            "wysiwyc.source_sha256": file_sha256(ckpt_path), "wysiwyc.kind": spec.kind}
+            "wysiwyc.source_sha256": file_sha256(ckpt_path), "wysiwyc.kind": spec.kind,
+            "wysiwyc.graph": opts.graph if spec.kind != "classifier" else "classifier"}
     with atomic_path(out) as tmp:
         prog = torch.onnx.export(module, (example,), input_names=["images"], output_names=outputs,
                                  opset_version=opts.opset, dynamo=True, external_data=False,
@@ -148,13 +176,15 @@ def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLik
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         t_logits, t_masks = model(images)
-    outs = sess.run(None, {"images": images.numpy()})
-    o_logits = torch.from_numpy(outs[0]).float()
-    rep = {"n_images": int(images.shape[0]),
-           "logits_max_abs_diff": float((o_logits - t_logits).abs().max()),
-           "label_agreement": float(((o_logits > 0) == (t_logits > 0)).float().mean())}
-    if len(outs) > 1:
-        o_masks = torch.from_numpy(outs[1]).float()
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(None, {"images": images.numpy()})))
+    rep: dict[str, float] = {"n_images": int(images.shape[0])}
+    if "logits" in outs:
+        o_logits = torch.from_numpy(outs["logits"]).float()
+        rep["logits_max_abs_diff"] = float((o_logits - t_logits).abs().max())
+        rep["label_agreement"] = float(((o_logits > 0) == (t_logits > 0)).float().mean())
+    if "masks" in outs:
+        o_masks = torch.from_numpy(outs["masks"]).float()
         rep["masks_max_abs_diff"] = float((o_masks - t_masks).abs().max())
         rep["mask_iou"] = float(torch.minimum(o_masks, t_masks).sum() / torch.maximum(o_masks, t_masks).sum().clamp_min(1e-12))
     return rep

@@ -198,6 +198,9 @@ class OnnxBackend(Backend):
     def _check_graph(self, path: Path) -> None:
         ins = self.session.get_inputs()
         outs = [o.name for o in self.session.get_outputs()]
+        if outs == ["masks"]:
+            raise ModelError(f"{path} is an Explainer-only graph (--graph explainer) without the classifier; "
+                             "the runtime needs the fused graph: export with --graph fused (the default)")
         if [i.name for i in ins] != ["images"] or outs[:2] != ["logits", "masks"]:
             raise ModelError(f"{path}: expected input 'images' and outputs 'logits', 'masks' (got "
                              f"{[i.name for i in ins]} -> {outs}); export an Explainer or mask-predictor "
