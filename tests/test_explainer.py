@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from wysiwyc.models.classifiers import build_classifier
 from wysiwyc.models.explainer import EXPLAINERS, build_explainer, head_from_spec
 from wysiwyc.models.fused import load_model
 from wysiwyc.spec import ModelSpec
+from _helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["stripes", "checks", "dots", "grid", "rings", "zigzag"]
@@ -106,11 +105,7 @@ def test_predicted_targets_threshold_the_classifier() -> None:
 
 
 def _script():  # noqa: ANN202
-    sys.path.insert(0, str(ROOT / "train"))
-    spec = importlib.util.spec_from_file_location("train_explainer_script", ROOT / "train" / "train_explainer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_script("train/train_explainer.py")
 
 
 def test_train_script_end_to_end_with_config_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

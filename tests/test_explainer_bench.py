@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,14 @@ from wysiwyc.checkpoint import save_checkpoint
 from wysiwyc.models.classifiers import build_classifier
 from wysiwyc.models.explainer import head_from_spec
 from wysiwyc.spec import ModelSpec
+from _helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["stripes", "checks", "dots", "grid", "rings", "zigzag"]
 
 
 def _load(name: str):  # noqa: ANN202
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}_script", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_script(f"bench/{name}.py")
 
 
 @pytest.fixture()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,39 +11,21 @@ import torch
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from wysiwyc.checkpoint import save_checkpoint  # noqa: E402
 from wysiwyc.data.shapes import CLASSES  # noqa: E402
-from wysiwyc.models.classifiers import build_classifier  # noqa: E402
-from wysiwyc.models.explainer import head_from_spec  # noqa: E402
 from wysiwyc.models.fused import load_model  # noqa: E402
 from wysiwyc.spec import ModelSpec  # noqa: E402
+from _helpers import load_script, tiny_explainer as make_tiny_explainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _to_onnx():
-    path = ROOT / "export" / "to_onnx.py"
-    spec = importlib.util.spec_from_file_location("wysiwyc_to_onnx_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
+    return load_script("export/to_onnx.py")
 
 
 @pytest.fixture(scope="module")
 def tiny_explainer(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ck")
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
-                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
-    clf = build_classifier("small_cnn", 6, ).eval()
-    head = head_from_spec(spec)
-    p = d / "tiny_explainer.pt"
-    save_checkpoint(p, "explainer", spec, clf.state_dict(), explainer=head.state_dict())
-    return p
+    return make_tiny_explainer(tmp_path_factory.mktemp("ck") / "tiny_explainer.pt")
 
 
 def test_fp32_export_parity_metadata_and_dynamic_batch(tiny_explainer, tmp_path, capsys):

@@ -3,8 +3,6 @@ classifier training script end to end, and the user-error contract (one line, ex
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,13 @@ from wysiwyc.errors import UserError
 from wysiwyc.models.classifiers import build_classifier, freeze
 from wysiwyc.models.fused import load_model
 from wysiwyc.spec import ModelSpec
+from _helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(rel: str):
-    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], ROOT / rel)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str((ROOT / rel).parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
+    return load_script(rel)
 
 
 # -- shapes ------------------------------------------------------------------------------

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _helpers import load_script
 from wysiwyc.attribution.ours import refine_scores, score_ranks
 from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
 from wysiwyc.data.shapes import CLASSES
@@ -132,15 +130,7 @@ def tiny_classifier(tmp_path_factory):
 
 
 def _script():
-    path = ROOT / "train" / "train_mask_predictor.py"
-    spec = importlib.util.spec_from_file_location("wysiwyc_train_mp_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
+    return load_script("train/train_mask_predictor.py")
 
 
 def test_train_checkpoint_load_export(tiny_classifier, tmp_path):

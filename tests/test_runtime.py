@@ -17,7 +17,6 @@ import torch
 from wysiwyc.checkpoint import save_checkpoint
 from wysiwyc.data.shapes import CLASSES
 from wysiwyc.models.classifiers import build_classifier
-from wysiwyc.models.explainer import head_from_spec
 from wysiwyc.runtime import cli
 from wysiwyc.runtime.backends import Backend, open_backend
 from wysiwyc.runtime.overlay import Overlay, class_colour, select_classes
@@ -30,7 +29,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
+from _helpers import tiny_explainer  # noqa: E402
 from _mjpeg import MJPEGServer  # noqa: E402
 
 
@@ -39,17 +38,10 @@ def models(tmp_path_factory):
     """A tiny 32 px Explainer checkpoint and its fp32 ONNX export."""
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
-    torch.manual_seed(0)
     d = tmp_path_factory.mktemp("rt")
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
-                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
-    clf = build_classifier("small_cnn", 6).eval()
-    head = head_from_spec(spec)
-    pt = d / "tiny.pt"
-    save_checkpoint(pt, "explainer", spec, clf.state_dict(), explainer=head.state_dict())
-    onnx_path = d / "tiny.onnx"
-    export_checkpoint(pt, onnx_path, ExportOptions())
-    return {"pt": pt, "onnx": onnx_path, "dir": d}
+    pt = tiny_explainer(d / "tiny.pt")
+    export_checkpoint(pt, d / "tiny.onnx", ExportOptions())
+    return {"pt": pt, "onnx": d / "tiny.onnx", "dir": d}
 
 
 def run_cli(*args: str) -> int:

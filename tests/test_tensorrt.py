@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import load_script, tiny_explainer
 from wysiwyc.errors import UserError
 from wysiwyc.export.tensorrt import SIDECAR_FORMAT, check_engine_sidecar, plan_precision
 
@@ -20,15 +21,7 @@ MACHINE = {"trt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "co
 
 
 def _to_tensorrt():
-    path = ROOT / "export" / "to_tensorrt.py"
-    spec = importlib.util.spec_from_file_location("wysiwyc_to_tensorrt_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
+    return load_script("export/to_tensorrt.py")
 
 
 @pytest.fixture
@@ -88,22 +81,10 @@ def test_precision_rules():
 def tiny_onnx(tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    import torch
-
-    from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
-    from wysiwyc.models.classifiers import build_classifier
-    from wysiwyc.models.explainer import head_from_spec
-    from wysiwyc.spec import ModelSpec
 
-    torch.manual_seed(0)
     d = tmp_path_factory.mktemp("trt")
-    spec = ModelSpec(class_names=["a", "b", "c"], image_size=(32, 32), kind="explainer", explainer_arch="unet",
-                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
-    pt = d / "tiny.pt"
-    save_checkpoint(pt, "explainer", spec, build_classifier("small_cnn", 3).state_dict(),
-                    explainer=head_from_spec(spec).state_dict())
-    export_checkpoint(pt, d / "tiny.onnx", ExportOptions())
+    export_checkpoint(tiny_explainer(d / "tiny.pt", ["a", "b", "c"]), d / "tiny.onnx", ExportOptions())
     return d / "tiny.onnx"
 
 

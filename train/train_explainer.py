@@ -25,15 +25,13 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_run_args, image_size_arg, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, image_size_arg, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train an Explainer for a frozen classifier.", add_help=add_help)
-    p.add_argument("--config", default=None, help="JSON file of flag values (CLI flags override)")
-    p.add_argument("--classifier", default="src/wysiwyc/assets/shapes_classifier.pt",
-                   help="classifier checkpoint (the explanandum)")
-    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    add_head_training_args(p, epochs=20, batch_size=16, lr=1e-5,
+                           lr_help="Adam learning rate (paper: 1e-5 VGG16, 1e-4 ResNet50)")
     p.add_argument("--arch", default="unet", help="explainer: unet | lraspp_mobilenet_v3 | deeplabv3_resnet50")
     p.add_argument("--width", type=int, default=16, help="unet: channels of the first level")
     p.add_argument("--levels", type=int, default=4, help="unet: resolution levels")
@@ -56,15 +54,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--nontarget-area", type=float, default=0.3, help="extra non-target area weight (authors' code)")
     p.add_argument("--min-area", type=float, default=0.05, help="area bound a")
     p.add_argument("--max-area", type=float, default=0.3, help="area bound b")
-    p.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: the classifier's)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (paper: 1e-5 VGG16, 1e-4 ResNet50)")
-    p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
-    p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
-    p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
     add_run_args(p)
     return p
 
@@ -77,8 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
     from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
     from wysiwyc.explainer_training import ExplainerTask, RTISTask

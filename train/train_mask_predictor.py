@@ -22,15 +22,13 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_run_args, image_size_arg, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, image_size_arg, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a mask predictor for a frozen classifier.", add_help=add_help)
-    p.add_argument("--config", default=None, help="JSON file of flag values (CLI flags override)")
-    p.add_argument("--classifier", default="src/wysiwyc/assets/shapes_classifier.pt",
-                   help="classifier checkpoint (the explanandum)")
-    p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    # paper 2: Adam, lr 1e-2, batch 64, 10 generator epochs
+    add_head_training_args(p, epochs=10, batch_size=64, lr=1e-2, lr_help="Adam learning rate (paper: 1e-2)")
     p.add_argument("--width", type=int, default=64, help="decoder channels")
     p.add_argument("--controller", choices=("custom", "basic"), default="custom",
                    help="distribution controller: sigmoid(eta*z)^h (custom) or relu (basic)")
@@ -41,16 +39,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
     p.add_argument("--blur-sigma", type=float, default=None,
                    help="σ in px of the blurred alternative image (default: paper 2's, scaled, ≥ 2)")
-    p.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: the classifier's)")
     p.add_argument("--filter-epochs", type=int, default=1, help="stage 1: feature-filter epochs (0 skips)")
-    p.add_argument("--epochs", type=int, default=10, help="stage 2: generator epochs (paper: 10)")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
-    p.add_argument("--batch-size", type=int, default=64, help="paper: 64")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (paper: 1e-2)")
     p.add_argument("--lr-step-epochs", type=int, default=3, help="halve the learning rate every N epochs (paper: 3)")
-    p.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
-    p.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
-    p.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
     add_run_args(p)
     return p
 

@@ -24,6 +24,24 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     add_device_arg(parser)
 
 
+def add_head_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                           lr_help: str) -> None:
+    """Flags shared by the scripts that train an attribution head for a frozen classifier
+    (Explainer, RTIS, mask predictor): config, explanandum, data and the schedule."""
+    parser.add_argument("--config", default=None, help="JSON file of flag values (CLI flags override)")
+    parser.add_argument("--classifier", default="src/wysiwyc/assets/shapes_classifier.pt",
+                        help="classifier checkpoint (the explanandum)")
+    parser.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
+    parser.add_argument("--image-size", type=int, nargs="+", default=None, help="H [W] (default: the classifier's)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap on training steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help=lr_help)
+    parser.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    parser.add_argument("--train-length", type=int, default=None, help="shapes: number of training images")
+    parser.add_argument("--val-length", type=int, default=None, help="shapes: number of validation images")
+
+
 def image_size_arg(values: list[int] | None, default: tuple[int, int]) -> tuple[int, int]:
     """``--image-size H W`` or ``--image-size S`` -> (H, W)."""
     if not values:
