@@ -89,10 +89,10 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
         raise UserError(f"--graph explainer exports the Explainer network alone; a {spec.kind} checkpoint "
                         "has none (a mask predictor reads the classifier's features): use --graph fused")
     if opts.graph == "explainer":
-        module: nn.Module = _MasksOnly(model)
+        module: nn.Module = _MasksOnly(model).eval()
         outputs = ["masks"]
     elif spec.kind == "classifier":
-        module, outputs = _LogitsOnly(model), ["logits"]
+        module, outputs = _LogitsOnly(model).eval(), ["logits"]
     else:
         module, outputs = model, ["logits", "masks"]
     example = torch.rand(max(2, opts.batch), 3, h, w)
