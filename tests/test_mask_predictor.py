@@ -133,12 +133,20 @@ def _script():
     return load_script("train/train_mask_predictor.py")
 
 
-def test_train_checkpoint_load_export(tiny_classifier, tmp_path):
-    out = tmp_path / "mp.pt"
+@pytest.fixture(scope="module")
+def tiny_mp(tiny_classifier, tmp_path_factory):
+    """A mask predictor trained for one filter and one generator epoch on 32 images."""
+    out = tmp_path_factory.mktemp("mp_ckpt") / "mp.pt"
     rc = _script().main(["--classifier", str(tiny_classifier), "--train-length", "32", "--val-length", "16",
                          "--batch-size", "16", "--epochs", "1", "--width", "8", "--no-progress", "-o", str(out)])
     assert rc == 0
+    return out
+
+
+def test_train_checkpoint_load_export(tiny_mp, tmp_path):
+    out = tiny_mp
     ck = load_checkpoint(out, kinds=("mask_predictor",))
+    assert set(ck["metrics"]["stages"]) == {"filter", "generator"}
     assert ck["spec"]["mask_kind"] == "custom" and "val_iou" in ck["metrics"]
     model = load_model(out)
     x = torch.rand(2, 3, 32, 32)
@@ -153,6 +161,37 @@ def test_train_checkpoint_load_export(tiny_classifier, tmp_path):
     export_checkpoint(out, onnx_path, ExportOptions())
     rep = parity_report(out, onnx_path, torch.rand(3, 3, 32, 32))
     assert rep["masks_max_abs_diff"] < 1e-4 and rep["label_agreement"] == 1.0
+
+
+def test_target_class_mode_equals_the_all_class_pass(tiny_mp):
+    from wysiwyc.attribution import build_method
+
+    model = load_model(tiny_mp)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    attr = build_method("mask_predictor", model)
+    full = attr(images, list(range(6)))  # K = C: the fused graph
+    with torch.no_grad():
+        assert torch.allclose(full, model(images)[1], atol=1e-6)
+    classes = torch.tensor([[4], [0], [2]])
+    one = attr(images, classes)  # target-class mode: only these pairs are decoded
+    assert one.shape == (3, 1, 32, 32)
+    assert torch.allclose(one[:, 0], full[torch.arange(3), classes[:, 0]], atol=1e-5)
+
+
+def test_refined_method_keeps_the_ranking(tiny_mp):
+    from wysiwyc.attribution import build_method
+
+    model = load_model(tiny_mp)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    classes = torch.tensor([[1, 3], [5, 0]])
+    raw = build_method("mask_predictor", model)(images, classes).flatten(2)
+    ref = build_method("mask_predictor_refined", model, steps=8)(images, classes).flatten(2)
+    assert ref.shape == raw.shape and 0 <= ref.min() and ref.max() <= 1
+    order = raw.argsort(dim=2, descending=True, stable=True)
+    ranked = ref.gather(2, order)  # refined scores in the raw ranking: never increasing
+    assert (ranked[..., 1:] <= ranked[..., :-1] + 1e-6).all()
+    top = ref.amax(2)  # scaled to a maximum of 1 (0 only where the probability never rose)
+    assert (((top - 1).abs() < 1e-6) | (top == 0)).all()
 
 
 def test_wrong_checkpoint_kind_exits_2(tiny_classifier, tmp_path, capsys):

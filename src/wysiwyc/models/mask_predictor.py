@@ -8,7 +8,9 @@ plus a distribution controller, trained with the classification loss only.
   (K,Cx). Choice: the dot product is divided by sqrt(Cx) and given a per-class bias so the
   sigmoid starts in its linear range for any backbone width. All K classes are filtered
   at once by broadcasting the embeddings, so the decoder sees a batch of B·K maps and
-  every class's mask comes out of one forward pass.
+  every class's mask comes out of one forward pass (:meth:`MaskPredictor.masks`, the
+  fused graph); :meth:`MaskPredictor.class_masks` decodes only requested classes
+  (target-class mode).
 * **Generator** ``G``: three up-blocks (U-Net style, after Dabkowski & Gal). Each
   doubles the resolution with a transposed convolution (stride 2) while it is below the
   target — 1/4 of the input (56×56 at 224) — concatenates the classifier block of that
@@ -181,15 +183,20 @@ class MaskPredictor(nn.Module):
         """
         x = feats[self.deep]
         gate = self.filter.attention(x)  # (B,K,h,w)
+        # The 1x1 bottleneck is linear over channels and the gate is one scalar per pixel, so
+        # bottleneck(X·g_k) = (W·X)·g_k + b exactly: project once per image and gate the
+        # projection, never materialising the (B·K, Cx, h, w) filtered features (Cx is 2048
+        # on ResNet-50, 128 on small_cnn).
+        proj = F.conv2d(x, self.bottleneck.weight)  # (B,width,h,w)
+        bias = self.bottleneck.bias.view(1, -1, 1, 1)
         if pairs is None:
             b, k = x.shape[0], gate.shape[1]
-            y = (x.unsqueeze(1) * gate.unsqueeze(2)).flatten(0, 1)  # (B*K,Cx,h,w)
+            h = (proj.unsqueeze(1) * gate.unsqueeze(2)).flatten(0, 1) + bias  # (B*K,width,h,w)
             expand = lambda t: t.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)  # noqa: E731
         else:
             bi, ki = pairs
-            y = x[bi] * gate[bi, ki].unsqueeze(1)
+            h = proj[bi] * gate[bi, ki].unsqueeze(1) + bias  # (N,width,h,w)
             expand = lambda t: t[bi]  # noqa: E731
-        h = self.bottleneck(y)
         for name, up in zip(self.skip_names, self.ups):
             skip = expand(self.skip_proj[name](feats[name])) if name is not None else None
             h = up(h, skip)
@@ -209,6 +216,19 @@ class MaskPredictor(nn.Module):
     def masks(self, x_norm: torch.Tensor, feats: "OrderedDict[str, torch.Tensor]") -> torch.Tensor:
         """The fused-model contract: masks (B,K,H,W) in [0,1] for every class."""
         return self.controlled(feats, tuple(x_norm.shape[-2:]))
+
+    def class_masks(self, x_norm: torch.Tensor, feats: "OrderedDict[str, torch.Tensor]",
+                    classes: torch.Tensor) -> torch.Tensor:
+        """Target-class mode: masks (B,T,H,W) only for ``classes`` (B,T) long.
+
+        The decoder runs on B·T maps instead of B·K, so explaining one class of a
+        many-class classifier costs one class's decoder pass; the values equal
+        ``masks(...)`` gathered at ``classes``.
+        """
+        b, t = classes.shape
+        bi = torch.arange(b, device=classes.device).repeat_interleave(t)
+        m = self.controlled(feats, tuple(x_norm.shape[-2:]), pairs=(bi, classes.reshape(-1)))  # (B*T,H,W)
+        return m.view(b, t, *m.shape[-2:])
 
 
 def head_from_spec(spec: ModelSpec) -> MaskPredictor:
