@@ -110,6 +110,39 @@ def test_cli_bad_input_exits_2_before_tensorrt(tmp_path, capsys, make, msg):
     assert not (tmp_path / "x.engine").exists()
 
 
+def test_cli_refuses_explainer_only_graph_before_tensorrt(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
+
+    src = tmp_path / "masks_only.onnx"
+    export_checkpoint(tiny_explainer(tmp_path / "tiny.pt", ["a", "b"]), src, ExportOptions(graph="explainer"))
+    assert _to_tensorrt().main([str(src), "-o", str(tmp_path / "x.engine")]) == 2
+    assert "engines are built from the fused graph" in capsys.readouterr().err
+    assert not (tmp_path / "x.engine").exists()
+
+
+def test_cli_rejects_bad_profile_workspace_and_output(tiny_onnx, tmp_path, capsys):
+    assert _to_tensorrt().main([str(tiny_onnx), "-o", str(tmp_path / "x.engine"), "--batch", "4", "2", "8"]) == 2
+    assert "1 ≤ MIN ≤ OPT ≤ MAX" in capsys.readouterr().err
+    assert _to_tensorrt().main([str(tiny_onnx), "-o", str(tmp_path / "x.engine"), "--workspace", "0"]) == 2
+    assert "--workspace must be > 0" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")  # an output folder that cannot exist: its "parent" is a file
+    assert _to_tensorrt().main([str(tiny_onnx), "-o", str(tmp_path / "afile" / "x.engine")]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    (tmp_path / "afile").unlink()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
+def test_runtime_helpers_without_tensorrt_name_the_extra(engine):
+    from wysiwyc.export.tensorrt import TensorRTEngine, current_machine
+
+    for call in (current_machine, lambda: TensorRTEngine(engine)):
+        with pytest.raises(UserError, match=r"pip install 'wysiwyc\[trt\]'"):
+            call()
+
+
 def test_import_does_not_import_torch():
     code = "import sys, wysiwyc.export.tensorrt, wysiwyc.runtime.backends; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

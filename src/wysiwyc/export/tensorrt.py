@@ -103,7 +103,12 @@ def _gpu_from_nvidia_smi() -> tuple[str, str] | None:
 def current_machine(device: int = 0) -> dict[str, str]:
     """``{"trt_version", "gpu_name", "compute_capability"}`` of this machine.
 
-    The GPU comes from cuda-python when installed, else from ``nvidia-smi``.
+    The GPU name and compute capability come from cuda-python's ``cudaGetDeviceProperties``
+    (``cuda-python`` is in the ``[trt]`` extra because the engine runner needs it anyway, and
+    it asks the driver for the same device TensorRT will use), else from
+    ``nvidia-smi --query-gpu=name,compute_cap`` (driver >= 510). ``torch.cuda`` is never
+    used: this runs inside the torch-free runtime. The TensorRT version is
+    ``tensorrt.__version__`` — the one that will deserialize the engine.
 
     Raises:
         UserError: TensorRT is not installed, or there is no CUDA GPU.
@@ -218,9 +223,17 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     src = Path(onnx_path)
     meta = read_onnx_metadata(src)
     spec = json.loads(meta["wysiwyc.spec"])
+    graph = meta.get("wysiwyc.graph", "fused")
+    if graph != "fused":
+        # TensorRTEngine and the runtime read images -> (logits, masks); a masks-only or
+        # logits-only graph would build and then fail at the first frame
+        raise UserError(f"{src} is a {graph!r} graph; engines are built from the fused graph: "
+                        "`python export/to_onnx.py CKPT` (without --graph explainer)")
     lo, opt, hi = batch
     if not 1 <= lo <= opt <= hi:
         raise UserError(f"--batch needs 1 ≤ MIN ≤ OPT ≤ MAX, got {lo} {opt} {hi}")
+    if not workspace_gib > 0:
+        raise UserError(f"--workspace must be > 0 GiB, got {workspace_gib}")
     machine = current_machine()  # raises UserError without tensorrt / GPU
     import tensorrt as trt
 
@@ -230,21 +243,39 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     builder = trt.Builder(logger)
     flags = 0
     if strongly_typed and major == 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # 11: always on, flag ignored
+        # 10.x: opt in per network, `1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)`;
+        # EXPLICIT_BATCH is ignored (always explicit batch)
+        # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    # 11.x: strongly typed is always on; STRONGLY_TYPED is "retained for API compatibility
+    # but ignored", so no flag is passed
+    # https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
+    # OnnxParser.parse_from_file reads the model (and any external data) from its path
+    # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
     if not parser.parse_from_file(str(src)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT cannot parse {src}: {errors[:400]}")
     config = builder.create_builder_config()
+    # IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes) replaced
+    # max_workspace_size in 8.4 and is unchanged in 10 and 11
+    # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/BuilderConfig.html
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if precision == "fp16" and not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 weak typing only (see module doc)
+        # 10.x only (plan_precision refuses it on 11): weak typing, deprecated since 10.12
+        # (https://docs.nvidia.com/deeplearning/tensorrt/latest/getting-started/release-notes-10/10.12.0.html),
+        # BuilderFlag.FP16 removed in 11 (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/
+        # migration/tensorrt-10x-to-11x-python-api-reference.html)
+        config.set_flag(trt.BuilderFlag.FP16)
+    # int8 never needs a flag here: the QDQ nodes of a --precision int8 export are explicit
+    # quantisation, which strongly typed networks take from the graph as they are
     h, w = (int(v) for v in spec["image_size"])
     profile = builder.create_optimization_profile()
     profile.set_shape("images", (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
     config.add_optimization_profile(profile)
     t0 = time.time()
+    # build_serialized_network -> IHostMemory | None (build_engine was removed in 10.0)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise UserError(f"TensorRT failed to build an engine from {src} (see the log above)")
@@ -252,7 +283,8 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
         Path(tmp).write_bytes(bytes(plan))
     sidecar = {"format": SIDECAR_FORMAT, "tensorrt_version": machine["trt_version"],
                "gpu_name": machine["gpu_name"], "compute_capability": machine["compute_capability"],
-               "spec": spec, "precision": precision, "strongly_typed": strongly_typed,
+               "spec": spec, "kind": meta.get("wysiwyc.kind", spec.get("kind")),
+               "graph": meta.get("wysiwyc.graph", "fused"), "precision": precision, "strongly_typed": strongly_typed,
                "batch": {"min": lo, "opt": opt, "max": hi}, "workspace_gib": workspace_gib,
                "source_onnx": str(src), "source_onnx_sha256": _sha256(src),
                "source_checkpoint_sha256": meta.get("wysiwyc.source_sha256"),
@@ -274,16 +306,26 @@ class TensorRTEngine:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         trt = require("tensorrt", "trt", "TensorRT engines")
+        if not Path(path).is_file():
+            raise UserError(f"engine not found: {path}")
         self.trt, self.cudart = trt, _cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
+        # Runtime.deserialize_cuda_engine(bytes) -> ICudaEngine | None
+        # (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise UserError(f"{path}: TensorRT could not deserialize the engine; rebuild it on this machine")
+            raise UserError(f"{path}: TensorRT could not deserialize the engine; rebuild it on this machine "
+                            f"with python export/to_tensorrt.py MODEL.onnx -o {path}")
         self.context = self.engine.create_execution_context()
+        # 10.x name-based I/O: num_io_tensors / get_tensor_name replace the binding indices
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if "images" not in self.names or not {"logits", "masks"} <= set(self.names):
             raise UserError(f"{path}: expected tensors images -> logits, masks; found {self.names}")
+        # the fp16/int8 exports keep float32 I/O (keep_io_types), but honour whatever the engine says
+        self.input_dtype = trt.nptype(self.engine.get_tensor_dtype("images"))
+        # (min, opt, max) shapes of profile 0, for a readable error on an out-of-profile batch
+        self.profile = [tuple(s) for s in self.engine.get_tensor_profile_shape("images", 0)]
         self.stream = _cuda_check(self.cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
@@ -297,31 +339,44 @@ class TensorRTEngine:
         return int(ptr)
 
     def __call__(self, images: Any) -> tuple[Any, Any]:
+        """Run the engine on ``images`` (B,3,H,W) float32 in [0,1], B inside the build profile.
+
+        Returns:
+            ``(logits (B,C), masks (B,C,H,W))`` float32 numpy arrays (host copies).
+        """
         import numpy as np
 
         trt, cudart = self.trt, self.cudart
-        x = np.ascontiguousarray(images, dtype=np.float32)
-        self.context.set_input_shape("images", tuple(x.shape))
+        x = np.ascontiguousarray(images, dtype=self.input_dtype)
+        # set_input_shape returns False for a shape outside every optimisation profile
+        if not self.context.set_input_shape("images", tuple(x.shape)):
+            lo, _, hi = self.profile
+            raise UserError(f"input {tuple(x.shape)} is outside the engine's profile {lo} .. {hi}; rebuild with "
+                            "python export/to_tensorrt.py MODEL.onnx --batch MIN OPT MAX")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        stream = int(self.stream)  # cudaStream_t -> the raw handle execute_async_v3 expects
         ptr = self._device("images", x.nbytes)
-        _cuda_check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, h2d, self.stream))
+        _cuda_check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, h2d, stream))
         self.context.set_tensor_address("images", ptr)
         outs = {}
         for name in ("logits", "masks"):
+            # output shapes are known once every input shape is set
             shape = tuple(self.context.get_tensor_shape(name))
             host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
             outs[name] = (host, self._device(name, host.nbytes))
             self.context.set_tensor_address(name, outs[name][1])
-        if not self.context.execute_async_v3(self.stream):
-            raise RuntimeError("TensorRT execution failed")
+        if not self.context.execute_async_v3(stream):
+            raise RuntimeError("TensorRT execution failed (see the TensorRT log above)")
         for host, dev in outs.values():
-            _cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, d2h, self.stream))
-        _cuda_check(cudart.cudaStreamSynchronize(self.stream))
-        return outs["logits"][0].astype(np.float32), outs["masks"][0].astype(np.float32)
+            _cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, d2h, stream))
+        _cuda_check(cudart.cudaStreamSynchronize(stream))
+        return outs["logits"][0].astype(np.float32, copy=False), outs["masks"][0].astype(np.float32, copy=False)
 
     def __del__(self) -> None:
-        for ptr, _ in getattr(self, "_buffers", {}).values():
-            try:
+        try:
+            for ptr, _ in getattr(self, "_buffers", {}).values():
                 self.cudart.cudaFree(ptr)
-            except Exception:  # interpreter shutdown: nothing left to free into
-                pass
+            if getattr(self, "stream", None) is not None:
+                self.cudart.cudaStreamDestroy(self.stream)
+        except Exception:  # interpreter shutdown: the CUDA context may already be gone
+            pass
