@@ -120,7 +120,7 @@ def current_machine(device: int = 0) -> dict[str, str]:
         prop = _cuda_check(cudart.cudaGetDeviceProperties(device))
         name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
         gpu = (name.strip("\x00 "), f"{prop.major}.{prop.minor}")
-    except (UserError, RuntimeError):
+    except Exception:  # no cuda-python, no driver (cudaErrorInsufficientDriver), no device: ask nvidia-smi
         gpu = _gpu_from_nvidia_smi()
     if gpu is None:
         raise UserError("TensorRT needs an NVIDIA GPU and none was found (no CUDA device, no nvidia-smi)")
