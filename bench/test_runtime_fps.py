@@ -10,6 +10,7 @@ Cases (group ``runtime | cpu``):
 
 * the bundled demo Explainer (U-Net w16 + small_cnn, 64 px) through ONNX Runtime fp32
   at the default batch (up to 8 waiting frames) and at batch 1, and through torch;
+* the bundled demo mask predictor (same classifier) through ONNX Runtime fp32;
 * ``lraspp_mobilenet_v3`` Explainer + ``mobilenet_v3_large`` classifier at 224×224
   through ONNX Runtime (fp32, batch 1 and 8): untrained weights, which do not change
   latency — the architecture is what is measured.
@@ -91,6 +92,24 @@ def _bench(benchmark, name: str, fn) -> None:  # noqa: ANN001
 def test_demo_model_onnxruntime(benchmark, batch):
     pytest.importorskip("onnxruntime")
     _bench(benchmark, f"demo explainer 64px onnxruntime fp32 batch≤{batch}", lambda: _run(DEMO_ONNX, 64, batch))
+
+
+@pytest.fixture(scope="module")
+def mask_predictor_onnx(tmp_path_factory) -> Path:
+    """The bundled demo mask predictor exported to fp32 ONNX."""
+    pytest.importorskip("onnx")
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("mp") / "mp.onnx"
+    export_checkpoint(ROOT / "src" / "wysiwyc" / "assets" / "shapes_mask_predictor.pt", out, ExportOptions())
+    return out
+
+
+@pytest.mark.parametrize("batch", [8, 1])
+def test_demo_mask_predictor_onnxruntime(benchmark, mask_predictor_onnx, batch):
+    pytest.importorskip("onnxruntime")
+    _bench(benchmark, f"demo mask predictor 64px onnxruntime fp32 batch≤{batch}",
+           lambda: _run(mask_predictor_onnx, 64, batch))
 
 
 def test_demo_model_torch(benchmark):
