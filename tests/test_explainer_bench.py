@@ -47,6 +47,32 @@ def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Pa
     assert "spurious_cue" in e and 0 <= e["spurious_cue"]["mask_share_on_cue"] <= 1
     cue = e["spurious_cue"]
     assert 0 < cue["uniform_mask_share_on_cue"] < 1 and 0 <= cue["classifier_prob_without_cue"] <= 1
+    assert 0 < cue["hatched_background_fraction"] < 1
+    for part in ("class_mask", "class_mask_cue_removed", "other_present_masks", "cue_alone"):
+        assert all(0 <= v <= 1 for v in cue[part].values()), part
+
+
+def test_cue_can_be_forced_and_background_is_where_it_lies() -> None:
+    import numpy as np
+
+    from wysiwyc.data.shapes_render import ShapesRenderer
+
+    r = ShapesRenderer("test", 32, 0, spurious=True)
+    for i in range(12):
+        img, labels, masks = r.generate(i)
+        planted, l2, m2 = r.generate(i, cue=True)
+        plain, l3, m3 = r.generate(i, cue=False)
+        assert np.array_equal(labels, l2) and np.array_equal(labels, l3) and np.array_equal(masks, m3)
+        assert np.array_equal(img, planted if labels[2] else plain)
+        diff = (planted != plain).any(-1)
+        bg = r.background(i)
+        assert diff.any() and not (diff & ~bg).any() and not (bg & masks.astype(bool).any(0)).any()
+    q = _load("quality")
+    from wysiwyc.data import build_dataset
+
+    ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
+    planted, plain, stripes, field = q.cue_probe(ds, [0, 1], torch.device("cpu"))
+    assert planted.shape == plain.shape == (2, 3, 32, 32) and stripes.any() and not (stripes & ~field).any()
 
 
 def test_cue_regions_are_the_planted_background_hatch() -> None:

@@ -111,8 +111,21 @@ class ShapesRenderer:
         self._yy, self._xx = yy + 0.5, xx + 0.5
 
     # -- generation ------------------------------------------------------------------
-    def generate(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Render sample ``index``: (image uint8 (H,W,3), labels uint8 (C,), masks uint8 (C,H,W))."""
+    def generate(self, index: int, cue: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Render sample ``index``: (image uint8 (H,W,3), labels uint8 (C,), masks uint8 (C,H,W)).
+
+        ``cue`` overrides the planted cue for probing a classifier: ``None`` as configured
+        (the hatch iff ``spurious`` and the sample has ``spurious_class``), ``True`` the
+        hatch on this sample's background whatever its labels, ``False`` never. Labels and
+        masks do not change (the hatch is no class)."""
+        return self._render(index, cue)[:3]
+
+    def background(self, index: int) -> np.ndarray:
+        """(H,W) bool: the background of sample ``index`` (no object, distractors included
+        as objects) — where the planted hatch is drawn, its stripes and the gaps between."""
+        return self._render(index, False)[3] < 0
+
+    def _render(self, index: int, cue: bool | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, SPLITS[self.split], int(index)])
         s, yy, xx = self.size, self._yy, self._xx
         C = len(CLASSES)
@@ -148,13 +161,15 @@ class ShapesRenderer:
                 masks[kind] |= (owner == j).astype(np.uint8)
         labels = (masks.reshape(C, -1).max(axis=1) > 0).astype(np.uint8)
 
-        if self.spurious and labels[CLASSES.index(self.spurious_class)]:
+        if cue is None:
+            cue = bool(self.spurious and labels[CLASSES.index(self.spurious_class)])
+        if cue:
             bg = owner < 0
             u = (xx + yy) / (0.16 * s)
             hatch = (u - np.floor(u)) < 0.35
-            cue = bg & hatch
-            img[cue] = np.clip(img[cue] * 0.55 + 0.45 * (1.0 - img[cue]), 0, 1)
-        return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels, masks
+            on = bg & hatch
+            img[on] = np.clip(img[on] * 0.55 + 0.45 * (1.0 - img[on]), 0, 1)
+        return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels, masks, owner
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """(H,W,3) float: base colour + linear gradient + low-frequency noise."""
