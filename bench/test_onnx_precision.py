@@ -1,17 +1,28 @@
 """ONNX Runtime CPU latency of the exported demo model at each precision (fp32, fp16, int8).
 
-Run: ``pytest bench/test_onnx_precision.py --benchmark-only``. The bench checkpoint
-(default: the bundled shapes Explainer; ``--bench-classifier X.pt`` for another) is
-exported by the product's own path (:func:`wysiwyc.export.onnx_export.export_checkpoint`;
-int8 = static QDQ calibrated on 128 training images) into a temporary folder, then each
-file runs in one ONNX Runtime CPU session (all optimisations on, default threads) at
-batch 1 and batch 16 on the same random images. One group per batch size, so each table
-shows the precisions' ratios; ``extra_info`` holds the file size and ms per image.
+Run (the README table comes from the JSON)::
 
-Graph simplification: onnxsim 0.8 on the fp32 export leaves the graph unchanged (64 nodes
-before and after; the dynamo exporter already folds BatchNorm into the convolutions) and
-ONNX Runtime's own ``ORT_ENABLE_ALL`` pass runs at session creation, so no offline
-simplification step is applied (measured on the bundled Explainer, 2026-11-22).
+    pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json out/onnx_precision.json
+    python bench/onnx_precision_table.py out/onnx_precision.json
+
+The bench checkpoint (default: the bundled shapes Explainer; ``--bench-classifier X.pt`` for
+another) is exported by the product's own path
+(:func:`wysiwyc.export.onnx_export.export_checkpoint`; int8 = static QDQ calibrated on 128
+training images, as ``export/to_onnx.py --precision int8`` does) into a temporary folder,
+and checked against torch with :func:`~wysiwyc.export.onnx_export.parity_report` on 32
+test images of its dataset (the numbers ``OUT.report.json`` holds). Each file then runs in
+one ONNX Runtime CPU session (``ORT_ENABLE_ALL``, default threads — how the runtime loads
+it) at batch 1 and batch 16 on the same random images. All six cases are one group, so the
+table shows precision and batch side by side; ``extra_info`` holds file size, ms per image
+and the parity numbers.
+
+This is separate from ``test_latency.py``, whose ``explainer[onnxruntime-*]`` entries export
+whatever model the bench builds (an architecture name gives an untrained model with no
+checkpoint) and compare ONNX Runtime against the other attribution methods; here the
+question is what each *export precision* of a checkpoint costs and loses.
+
+Graph simplification is measured by ``bench/onnx_simplify.py`` (no variant helps; none is
+applied).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 PRECISIONS = ("fp32", "fp16", "int8")
-_EXPORTS: dict[str, Path] = {}
+PARITY_IMAGES = 32
+_EXPORTS: dict[str, tuple[Path, dict[str, Any]]] = {}
 
 
 def _checkpoint(bench_config: dict) -> Path:
@@ -37,22 +50,26 @@ def _checkpoint(bench_config: dict) -> Path:
     return ROOT / "src" / "wysiwyc" / "assets" / "shapes_explainer.pt"
 
 
-def _export(ckpt: Path, precision: str) -> Path:
+def _export(ckpt: Path, precision: str) -> tuple[Path, dict[str, Any]]:
+    """(path, parity report) of ``ckpt`` exported at ``precision``; cached per session."""
     if precision not in _EXPORTS:
         import torch
 
         from wysiwyc.checkpoint import load_checkpoint
-        from wysiwyc.data import build_dataset
-        from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
+        from wysiwyc.data import build_dataset, dataset_kwargs
+        from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint, parity_report
 
+        spec = load_checkpoint(ckpt)["spec_obj"]
+        size = tuple(spec.image_size)
         out = Path(tempfile.mkdtemp(prefix="wysiwyc-prec-")) / f"model_{precision}.onnx"
         calib = None
-        if precision == "int8":
-            spec = load_checkpoint(ckpt)["spec_obj"]
-            ds = build_dataset(spec.dataset if spec.dataset == "shapes" else "shapes", "train", tuple(spec.image_size))
-            calib = torch.stack([ds[i][0] for i in range(128)]).numpy()
+        if precision == "int8":  # the train split calibrates, the test split checks (as to_onnx.py)
+            cds = build_dataset(spec.dataset, "train", size, **dataset_kwargs(spec.dataset, 128))
+            calib = torch.stack([cds[i][0] for i in range(min(128, len(cds)))]).numpy()
         export_checkpoint(ckpt, out, ExportOptions(precision=precision), calib_images=calib)
-        _EXPORTS[precision] = out
+        ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, PARITY_IMAGES))
+        images = torch.stack([ds[i][0] for i in range(min(PARITY_IMAGES, len(ds)))])
+        _EXPORTS[precision] = (out, parity_report(ckpt, out, images))
     return _EXPORTS[precision]
 
 
@@ -61,17 +78,18 @@ def _export(ckpt: Path, precision: str) -> Path:
 def test_onnxruntime_precision(benchmark, bench_config, precision, batch):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    path = _export(_checkpoint(bench_config), precision)
+    path, parity = _export(_checkpoint(bench_config), precision)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     h, w = sess.get_inputs()[0].shape[2:]
     x = np.random.default_rng(0).random((batch, 3, h, w), dtype=np.float32)
-    benchmark.group = f"onnxruntime cpu | batch {batch} | precision"
+    benchmark.group = "onnxruntime cpu | exported demo model | precision x batch"
     benchmark.name = f"{precision} batch {batch}"
     logits, masks = benchmark(sess.run, ["logits", "masks"], {"images": x})
     assert masks.shape[0] == batch and 0 <= masks.min() and masks.max() <= 1
     stats = benchmark.stats.stats if hasattr(benchmark.stats, "stats") else benchmark.stats
-    benchmark.extra_info.update({"precision": precision, "batch": batch, "size_mb": round(path.stat().st_size / 1e6, 2),
-                                 "ms_per_image_median": round(1000 * stats.median / batch, 3),
-                                 "onnxruntime": ort.__version__})
+    benchmark.extra_info.update({
+        "precision": precision, "batch": batch, "size_mb": round(path.stat().st_size / 1e6, 2),
+        "median_ms": round(1000 * stats.median, 3), "ms_per_image_median": round(1000 * stats.median / batch, 3),
+        "onnxruntime": ort.__version__, "parity": {k: float(v) for k, v in parity.items()}})
