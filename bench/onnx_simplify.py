@@ -19,6 +19,14 @@ creation, CPU provider, default threads) and timed on the same random images; ro
 variants are interleaved so background load on a shared machine hits them alike. Reported:
 node count and op histogram delta, file size, session-creation time, median / p90 latency
 per batch size, and the max abs difference of the outputs to the unmodified export.
+
+Result on the bundled demo Explainer (fp32, 64 px; onnxsim 0.8.1, onnxslim 0.1.98,
+onnxruntime 1.31.1, 2-core x86_64, 2026-11-22, 200 interleaved rounds): every variant has
+the same 64 nodes and the same op histogram as the export — the dynamo exporter already
+folds BatchNorm and constants — onnxsim/onnxslim only shrink the file 4.40 -> 4.30 MB
+(duplicate initialisers), and median latency is unchanged within noise at batch 1 and 16
+(ONNX Runtime applies ORT_ENABLE_ALL at load anyway). So ``export/to_onnx.py`` applies no
+simplification and adds no dependency; rerun this script when the exporter or model changes.
 """
 
 from __future__ import annotations
