@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Attribution report: {args.name}",
         "",
-        f"- models: `{Path(model_path).name}` ({spec.kind}"
+        f"- models: `{Path(model_path).name}` ({spec.kind})"
         + "".join(f", `{Path(p).name}` ({k})" for k, p in sorted({m_.spec.kind: getattr(m_, 'path', '')
                                                                    for m_ in owner.values() if m_ is not model}.items()))
         + f"; classifier {spec.classifier_arch}, "
