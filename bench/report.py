@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f", `{Path(p).name}` ({k})" for k, p in sorted({m_.spec.kind: getattr(m_, 'path', '')
                                                                    for m_ in owner.values() if m_ is not model}.items()))
         + f"; classifier {spec.classifier_arch}, "
-        f"{spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes)",
+        f"{spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes",
         f"- data: `{args.data}` split `{args.split}` (whole split = {len(full)} images); "
         + ("every method on the whole split" if args.limit is None and args.slow_limit is None else
            f"**subset, stated honestly**: the first {n_all} images for every method"
