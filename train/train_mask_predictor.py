@@ -22,7 +22,7 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_head_training_args, add_run_args, image_size_arg, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -48,28 +48,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(get_args_parser(), argv)
-    from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
-    from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader, parse_data_arg
-    from wysiwyc.fileio import check_writable
+    from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.data import make_loader
+    from wysiwyc.head_setup import prepare_head_training
     from wysiwyc.mask_predictor_training import MaskPredictorTask
-    from wysiwyc.models.classifiers import build_classifier
     from wysiwyc.models.mask_predictor import head_from_spec
     from wysiwyc.spec import ModelSpec
-    from wysiwyc.training import FitConfig, Trainer, resolve_device, seed_everything
+    from wysiwyc.training import FitConfig, Trainer
 
-    out = check_writable(args.output)
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
-    cspec: ModelSpec = ckpt["spec_obj"]
-    classifier = build_classifier(cspec.classifier_arch, cspec.num_classes)
-    classifier.load_state_dict(ckpt["classifier"])
-    name, _ = parse_data_arg(args.data)
-    size = image_size_arg(args.image_size, tuple(cspec.image_size))
-    kw = lambda n: dataset_kwargs(args.data, n, args.spurious, args.seed)  # noqa: E731
-    train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
-    val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
-    check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
+    setup = prepare_head_training(args)
+    out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
+    name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 
     extra = {**cspec.extra, "mask_predictor": {"width": args.width, "controller": args.controller,
                                                "eta": args.eta, "h": args.h}}
