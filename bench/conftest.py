@@ -6,12 +6,14 @@ Options:
                       explainer asset is missing) — or a classifier architecture name
                       (``resnet50``…) for an untrained paper-scale model (latency only).
   --bench-size        input side in pixels (default: the checkpoint's image size).
+  --bench-explainer   explainer architecture for an architecture-name classifier (default
+                      deeplabv3_resnet50, the Explainer paper's; unet, lraspp_mobilenet_v3).
   --bench-reduced     reduced settings for the slow methods (RISE 800 masks, EP 80
                       iterations, SISE μ=0.5); every such benchmark is labelled REDUCED.
   --bench-full        also run the multi-minute cases on the CPU (EP for all classes,
                       batch-16 EP); on CUDA they always run.
-
-Devices: CPU always, CUDA too when available.
+  --bench-devices     comma-separated subset of ``cpu,cuda`` (default: CPU always, CUDA too
+                      when available).
 """
 
 from __future__ import annotations
@@ -37,8 +39,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("wysiwyc bench")
     g.addoption("--bench-classifier", default=None, help="checkpoint .pt or classifier arch name")
     g.addoption("--bench-size", type=int, default=None, help="input side in pixels")
+    g.addoption("--bench-explainer", default="deeplabv3_resnet50",
+                help="explainer architecture for an architecture-name --bench-classifier")
     g.addoption("--bench-reduced", action="store_true", help="reduced settings for RISE/EP/SISE (labelled)")
     g.addoption("--bench-full", action="store_true", help="run multi-minute CPU cases too")
+    g.addoption("--bench-devices", default=None, help="comma-separated subset of cpu,cuda (default: all present)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``device`` from --bench-devices (default: CPU, and CUDA when available)."""
+    if "device" not in metafunc.fixturenames:
+        return
+    present = bench_devices()
+    chosen = metafunc.config.getoption("--bench-devices")
+    devices = [d.strip() for d in chosen.split(",") if d.strip()] if chosen else present
+    missing = [d for d in devices if d not in present]
+    if missing:
+        raise pytest.UsageError(f"--bench-devices: {', '.join(missing)} not available here (have {', '.join(present)})")
+    metafunc.parametrize("device", devices)
 
 
 def default_checkpoint() -> Path:
@@ -48,7 +66,8 @@ def default_checkpoint() -> Path:
     raise pytest.UsageError("no bundled shapes model in src/wysiwyc/assets; pass --bench-classifier")
 
 
-def build_bench_model(source: str | None, size: int | None, device: str):  # noqa: ANN201
+def build_bench_model(source: str | None, size: int | None, device: str,  # noqa: ANN201
+                      explainer_arch: str = "deeplabv3_resnet50"):
     """A FusedModel with an explainer head (untrained if the checkpoint has none) and its image size."""
     from wysiwyc.models.classifiers import build_classifier, freeze
     from wysiwyc.models.explainer import head_from_spec
@@ -61,7 +80,7 @@ def build_bench_model(source: str | None, size: int | None, device: str):  # noq
     else:  # an architecture name: untrained weights are fine for latency
         torch.manual_seed(0)
         spec = ModelSpec(class_names=[f"c{i}" for i in range(20)], image_size=(size or 224,) * 2,
-                         classifier_arch=str(source), kind="explainer", explainer_arch="unet")
+                         classifier_arch=str(source), kind="explainer", explainer_arch=explainer_arch)
         model = FusedModel(spec, freeze(build_classifier(str(source), 20)))
     if model.head is None:
         torch.manual_seed(0)
@@ -73,7 +92,7 @@ def build_bench_model(source: str | None, size: int | None, device: str):  # noq
 @pytest.fixture(scope="session")
 def bench_config(request: pytest.FixtureRequest) -> dict:
     opt = request.config.getoption
-    return {"source": opt("--bench-classifier"), "size": opt("--bench-size"),
+    return {"source": opt("--bench-classifier"), "size": opt("--bench-size"), "explainer": opt("--bench-explainer"),
             "reduced": opt("--bench-reduced"), "full": opt("--bench-full")}
 
 
@@ -84,14 +103,16 @@ _MODELS: dict[str, tuple] = {}
 def bench_model(bench_config: dict):  # noqa: ANN201
     def get(device: str):  # noqa: ANN202
         if device not in _MODELS:
-            _MODELS[device] = build_bench_model(bench_config["source"], bench_config["size"], device)
+            _MODELS[device] = build_bench_model(bench_config["source"], bench_config["size"], device,
+                                               bench_config["explainer"])
         return _MODELS[device]
 
     return get
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [f"wysiwyc bench: devices {', '.join(bench_devices())}; torch {torch.__version__}; "
+    gpu = f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""
+    lines = [f"wysiwyc bench: devices {', '.join(bench_devices())}{gpu}; torch {torch.__version__}; "
              f"{os.cpu_count()} CPU threads"]
     if config.getoption("--bench-reduced", default=False):
         lines.append("wysiwyc bench: REDUCED settings for the slow methods: "

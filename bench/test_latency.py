@@ -18,6 +18,7 @@ rounds (pedantic mode) because one call takes seconds to minutes.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS, bench_devices  # noqa: E402
+from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
 
 METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
            "scorecam", "sise", "rise", "extremal"]
@@ -91,11 +92,10 @@ def _runner(name: str, device: str, bench_model, reduced: bool):  # noqa: ANN001
     return build_method(name, model, **settings)
 
 
-@pytest.mark.parametrize("device", bench_devices())
 @pytest.mark.parametrize("scope", ["top-1 class", "all classes"])
 @pytest.mark.parametrize("batch", [1, 16])
 @pytest.mark.parametrize("method", METHODS)
-def test_latency(benchmark, bench_config, bench_model, method, batch, scope, device):
+def test_latency(benchmark, bench_config, bench_model, method, batch, scope, device):  # device: conftest
     if batch > 1 and method not in BATCHED:
         pytest.skip(f"{method} loops over images; batch 16 = 16 x batch 1")
     if batch > 1 and scope == "all classes":
@@ -122,7 +122,10 @@ def test_latency(benchmark, bench_config, bench_model, method, batch, scope, dev
     benchmark.group = f"{device} | batch {batch} | {scope}" + (" | REDUCED settings" if bench_config["reduced"] else "")
     benchmark.extra_info.update({"method": method, "batch": batch, "scope": scope, "device": device,
                                  "image_size": side, "classifier": model.spec.classifier_arch,
-                                 "settings": "reduced" if reduced else "paper defaults"})
+                                 "explainer_arch": model.spec.explainer_arch,
+                                 "settings": "reduced" if reduced else "paper defaults",
+                                 "device_name": torch.cuda.get_device_name(images.device) if device == "cuda"
+                                 else f"{os.cpu_count()}-thread CPU, torch {torch.get_num_threads()} threads"})
     if method in SLOW_ROUNDS:
         out = benchmark.pedantic(call, rounds=SLOW_ROUNDS[method], iterations=1, warmup_rounds=0)
     else:
