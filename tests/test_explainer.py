@@ -11,7 +11,7 @@ import torch
 from wysiwyc.checkpoint import save_checkpoint
 from wysiwyc.explainer_training import ExplainerTask
 from wysiwyc.models.classifiers import build_classifier
-from wysiwyc.models.explainer import EXPLAINERS, build_explainer, head_from_spec
+from wysiwyc.models.explainer import EXPLAINERS, build_explainer, head_from_spec, init_mask_bias
 from wysiwyc.models.fused import load_model
 from wysiwyc.spec import ModelSpec
 from _helpers import load_script
@@ -46,6 +46,23 @@ def test_torchvision_explainers_build_offline() -> None:
     assert out.shape == (2, 3, 40, 48)
     deeplab = build_explainer("deeplabv3_resnet50", 2)
     assert deeplab.net.classifier[-1].out_channels == 2  # built with no download (weights=None)
+
+
+def test_mask_init_sets_the_output_biases() -> None:
+    from wysiwyc.errors import UserError
+
+    torch.manual_seed(0)
+    head = build_explainer("unet", 3, width=4, levels=2)
+    torch.nn.init.zeros_(head.net.out.weight)  # then every pixel's mask is exactly the start value
+    assert init_mask_bias(head, 0.9, 3) == 1
+    assert torch.allclose(head.masks(torch.randn(1, 3, 8, 8)), torch.full((1, 3, 8, 8), 0.9))
+    lraspp = build_explainer("lraspp_mobilenet_v3", 3)
+    assert init_mask_bias(lraspp, 0.75, 3) == 2  # low + high classifiers, summed: one carries the bias
+    logit = float(torch.logit(torch.tensor(0.75)))
+    assert lraspp.net.classifier.low_classifier.bias.tolist() == pytest.approx([logit] * 3)
+    assert lraspp.net.classifier.high_classifier.bias.abs().max() == 0
+    with pytest.raises(UserError, match="in \\(0, 1\\)"):
+        init_mask_bias(head, 1.0, 3)
 
 
 def test_unknown_arch_is_a_user_error() -> None:
@@ -114,10 +131,12 @@ def test_train_script_end_to_end_with_config_override(tmp_path: Path, capsys: py
     cfg.write_text(json.dumps({"classifier": str(clf), "width": 4, "levels": 3, "epochs": 3, "batch-size": 8,
                                "train_length": 16, "val-length": 8, "lr": 1e-3, "lambda-e": 2.5}))
     out = tmp_path / "expl.pt"
-    rc = _script().main(["--config", str(cfg), "--epochs", "1", "--no-progress", "--device", "cpu", "-o", str(out)])
+    rc = _script().main(["--config", str(cfg), "--epochs", "1", "--mask-init", "0.9", "--no-progress", "--device", "cpu",
+                         "-o", str(out)])
     assert rc == 0 and out.is_file()
     ck = torch.load(out, weights_only=True)
     assert ck["kind"] == "explainer" and ck["spec"]["explainer_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
+    assert ck["train"]["mask_init"] == 0.9
     assert ck["train"]["epochs"] == 1 and ck["train"]["loss_weights"]["entropy"] == 2.5  # CLI beat config; config beat default
     model = load_model(out)
     _, masks = model(torch.rand(1, 3, 32, 32))

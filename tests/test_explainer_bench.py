@@ -103,3 +103,26 @@ def test_gallery_writes_png(ckpt: Path, tmp_path: Path) -> None:
     assert im.size == (9 * (64 + 4), 16 + 3 * (64 + 4))  # image, gt, 6 masks, overlay; 2x tiles
     assert _load("gallery").main(["--model", str(ckpt), "--with-class", "cats", "-o", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_objective_ranks_candidate_masks(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "obj.json"
+    rc = _load("objective").main(["--model", str(ckpt), "--limit", "4", "--batch-size", "2", "--json", str(out),
+                                  "--device", "cpu"])
+    assert rc == 0 and "| ground truth |" in capsys.readouterr().out
+    r = json.loads(out.read_text())
+    rows, w = r["rows"], r["weights"]
+    assert r["images"] == 4 and rows["ground truth"]["iou"] == pytest.approx(1) and rows["ground truth"]["mae"] == 0
+    zero, one = rows["all 0"], rows["all 1"]
+    assert zero["area_m"] == zero["area_n"] == zero["tv"] == 0 and one["area_m"] == one["area_n"] == 1
+    # all-0 masks: only the lower area bound is violated, by floor(a·Z)/Z of the sorted mask
+    assert zero["bounds"] == pytest.approx(int(w["min_area"] * 32 * 32) / (32 * 32))
+    assert zero["total"] == pytest.approx(zero["cls"] + w["entropy"] * zero["ent"] + w["area"] * zero["bounds"])
+    assert one["bounds"] == pytest.approx(1 - int(w["max_area"] * 32 * 32) / (32 * 32))
+
+
+def test_objective_rejects_a_classifier_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
+    clf = save_checkpoint(tmp_path / "c.pt", "classifier", spec, build_classifier("small_cnn", 6).state_dict())
+    assert _load("objective").main(["--model", str(clf), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

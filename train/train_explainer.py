@@ -36,6 +36,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="unet: channels of the first level")
     p.add_argument("--levels", type=int, default=4, help="unet: resolution levels")
     p.add_argument("--backbone-weights", default=None, help="local torchvision backbone weights file")
+    p.add_argument("--mask-init", type=float, default=None,
+                   help="start every mask at this value (output bias logit(v)); default: the layer's own init")
     p.add_argument("--targets", choices=("labels", "predicted"), default="labels",
                    help="target classes: ground-truth labels (paper) or thresholded predictions")
     p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.explainer_training import ExplainerTask, RTISTask
     from wysiwyc.head_setup import prepare_head_training
     from wysiwyc.losses import ExplainerLossWeights, RTISLossWeights
-    from wysiwyc.models.explainer import head_from_spec, load_backbone_weights
+    from wysiwyc.models.explainer import head_from_spec, init_mask_bias, load_backbone_weights
     from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     head = head_from_spec(spec)
     if args.backbone_weights:
         print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
+    if args.mask_init is not None:
+        init_mask_bias(head, args.mask_init, spec.num_classes)
     weights = ExplainerLossWeights(entropy=args.lambda_e, area=args.lambda_a, tv=args.lambda_tv,
                                    total_area=args.total_area, nontarget_area=args.nontarget_area,
                                    min_area=args.min_area, max_area=args.max_area)

@@ -134,9 +134,8 @@ class ExtremalPerturbation(Attribution):
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape
         k, na = classes.shape[1], len(self.areas)
-        scale = h / 224
-        step = max(1, round(7 * scale))
-        sigma_mask, sigma_blur = 21 * scale, 20 * scale
+        step, reward_scale = self.grid(h)
+        sigma_mask, sigma_blur = 21 * h / 224, 20 * h / 224
         gen = torch.Generator().manual_seed(self.seed)
         # one optimisation problem per (image, class, area): rows ordered (b, k, a)
         n = b * k * na
@@ -149,7 +148,6 @@ class ExtremalPerturbation(Attribution):
             ref[j, z - int(round(a * z)):] = 1  # ascending sort: the ones at the end
         ref = ref.repeat(b * k, 1)
         reg_weight = 300.0 if self.reg_weight is None else self.reg_weight
-        reward_scale = (7 / step) ** 2
         shape = (n, 1, math.ceil(h / step), math.ceil(w / step))
         jitter = 1e-3 * (2 * torch.rand(shape, generator=gen) - 1)
         param = (0.5 + jitter).to(images.device, images.dtype).requires_grad_(True)
@@ -170,6 +168,13 @@ class ExtremalPerturbation(Attribution):
         with torch.no_grad():
             mask = self.mask(param, (h, w), sigma_mask)
         return mask.view(b, k, na, h, w).mean(2)
+
+    @staticmethod
+    def grid(height: int) -> tuple[int, float]:
+        """(mask parameter step in px, reward scale) for images ``height`` px tall: TorchRay's 7 px
+        step at 224 px, scaled with the image, and the (7/step)² that restores its reward/area balance."""
+        step = max(1, round(7 * height / 224))
+        return step, (7 / step) ** 2
 
     @staticmethod
     def mask(param: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:

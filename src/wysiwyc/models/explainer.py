@@ -137,6 +137,30 @@ def head_from_spec(spec: ModelSpec) -> ExplainerHead:
     return build_explainer(spec.explainer_arch or "unet", spec.num_classes, **extra)
 
 
+def init_mask_bias(head: ExplainerHead, mask: float, num_classes: int) -> int:
+    """Start every mask at ``mask`` (in (0,1)) by setting the output biases to logit(mask).
+
+    The output convolutions are the biased ``Conv2d`` layers with ``num_classes`` outputs
+    (U-Net: ``out``; DeepLabV3: the classifier's last conv; LR-ASPP: its low and high
+    classifiers, whose outputs are summed — the first gets the bias, the others 0). Their
+    weights keep PyTorch's default init. The paper does not say how its masks start (its
+    DeepLabV3 head is default-initialised, so masks start near 0.5); why a high start
+    matters on ``shapes`` is in the README's Explainer section. Returns the number of
+    layers set.
+    """
+    if not 0.0 < mask < 1.0:
+        raise UserError(f"--mask-init must be in (0, 1), got {mask}")
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d) and m.out_channels == num_classes
+             and m.bias is not None]
+    if not convs:
+        raise UserError(f"{type(head.net).__name__}: no output convolution with {num_classes} channels found")
+    logit = float(torch.logit(torch.tensor(mask)))
+    with torch.no_grad():
+        for i, conv in enumerate(convs):
+            conv.bias.fill_(logit if i == 0 else 0.0)
+    return len(convs)
+
+
 def load_backbone_weights(head: ExplainerHead, path: str | Path) -> int:
     """Load a local torchvision backbone state dict (e.g. ``resnet50-*.pth`` or
     ``mobilenet_v3_large-*.pth``) into a torchvision explainer's ``backbone``.
