@@ -69,6 +69,7 @@ def evaluate(model, loader, weights, device) -> dict[str, dict[str, float]]:  # 
 
     sums: dict[str, dict[str, float]] = {}
     n = 0
+    makers = candidates()
     with torch.no_grad():
         for batch in loader:
             images, labels, gt = (t.to(device) for t in batch[:3])
@@ -77,7 +78,7 @@ def evaluate(model, loader, weights, device) -> dict[str, dict[str, float]]:  # 
             g = (gt == 1).float()  # 255 (unknown) counts as background here; IoU/MAE ignore it
             g_agg, valid = aggregate_gt(gt, labels)
             pos = labels.sum().clamp_min(1)
-            for name, make in candidates().items():
+            for name, make in makers.items():
                 masks = make(expl, g)
                 total, terms = explainer_loss(model.classifier, x, masks, labels, weights)
                 m, _ = merge_masks(masks, labels)
@@ -117,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(ckpt, device=device)
     spec = model.spec
     data = args.data or spec.dataset or "shapes"
-    spurious = bool(spec.extra.get("spurious", False)) if isinstance(spec.extra, dict) else False
+    spurious = bool(spec.extra.get("spurious", False))
     ds = build_dataset(data, args.split, tuple(spec.image_size), **dataset_kwargs(data, spurious=spurious))
-    check_classes(ds.class_names, spec.class_names)
+    check_classes(list(ds.class_names), spec.class_names, args.model)
     if args.limit is not None:
         if args.limit < 1:
             raise UserError(f"--limit must be ≥ 1, got {args.limit}")
