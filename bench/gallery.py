@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.fileio import atomic_path, check_writable
     from wysiwyc.metrics.segmentation import aggregate
     from wysiwyc.models.fused import load_model
-    from wysiwyc.training import resolve_device
+    from wysiwyc.devices import resolve_device
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from quality import default_methods

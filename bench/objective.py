@@ -64,7 +64,7 @@ def evaluate(model, loader, weights, device) -> dict[str, dict[str, float]]:  # 
     """Image-weighted means of :data:`COLUMNS` for every candidate over ``loader``."""
     import torch
 
-    from wysiwyc.losses import explainer_loss, merge_masks
+    from wysiwyc.training.losses import explainer_loss, merge_masks
     from wysiwyc.metrics.segmentation import aggregate_gt, segmentation_scores
 
     sums: dict[str, dict[str, float]] = {}
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.checkpoint import load_checkpoint
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, make_loader
     from wysiwyc.fileio import atomic_path
-    from wysiwyc.losses import ExplainerLossWeights
+    from wysiwyc.training.losses import ExplainerLossWeights
     from wysiwyc.models.fused import load_model
-    from wysiwyc.training import resolve_device
+    from wysiwyc.devices import resolve_device
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.model, ("explainer",))

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.metrics.segmentation import (ClassMaskingMeter, SegmentationMeter, aggregate, aggregate_gt,
                                               matrix_goal, trivial_masks)
     from wysiwyc.models.fused import load_model
-    from wysiwyc.training import resolve_device
+    from wysiwyc.devices import resolve_device
 
     if args.json:
         check_writable(args.json)

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs
     from wysiwyc.fileio import atomic_path, check_writable
     from wysiwyc.models.fused import load_model
-    from wysiwyc.training import resolve_device
+    from wysiwyc.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wysiwyc.checkpoint import save_checkpoint
-from wysiwyc.explainer_training import ExplainerTask
+from wysiwyc.training.explainer import ExplainerTask
 from wysiwyc.models.classifiers import build_classifier
 from wysiwyc.models.explainer import EXPLAINERS, build_explainer, head_from_spec, init_mask_bias
 from wysiwyc.models.fused import load_model

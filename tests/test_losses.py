@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wysiwyc.losses import (ExplainerLossWeights, area, area_bounds, classification_loss, explainer_loss,
+from wysiwyc.training.losses import (ExplainerLossWeights, area, area_bounds, classification_loss, explainer_loss,
                             merge_masks, negative_entropy_loss, total_variation)
 
 
@@ -100,7 +100,7 @@ def test_default_weights_are_the_papers() -> None:
 
 
 def test_rtis_loss_by_hand():
-    from wysiwyc.losses import RTISLossWeights, rtis_loss
+    from wysiwyc.training.losses import RTISLossWeights, rtis_loss
 
     kept = torch.tensor([[0.5, -2.0], [3.0, 0.0]])
     destroyed = torch.tensor([[1.0, 0.0], [-4.0, -0.5]])

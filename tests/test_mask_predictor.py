@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from _helpers import load_script
-from wysiwyc.attribution.ours import refine_scores, score_ranks
+from wysiwyc.attribution.ours import refine_scores
+from wysiwyc.ops import pixel_ranks
 from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
 from wysiwyc.data.shapes import CLASSES
-from wysiwyc.losses import alternative_images, mask_predictor_loss, perturb
-from wysiwyc.metrics.localization import gaussian_blur
+from wysiwyc.ops import alternative_images, perturb
+from wysiwyc.training.losses import mask_predictor_loss
+from wysiwyc.ops import gaussian_blur
 from wysiwyc.models.classifiers import build_classifier
 from wysiwyc.models.fused import load_model
 from wysiwyc.models.mask_predictor import (DistributionController, MaskPredictor, custom_density,
@@ -110,7 +112,7 @@ def test_all_classes_in_one_pass_equal_the_per_class_pairs():
 
 def test_refinement_by_hand():
     r = torch.tensor([[0.9, 0.1, 0.5, 0.3]])
-    assert score_ranks(r).tolist() == [[0, 3, 1, 2]]
+    assert pixel_ranks(r).tolist() == [[0, 3, 1, 2]]
     # q at 0, 2 and 4 revealed pixels; the dip is lifted by the monotone envelope
     q = torch.tensor([[0.2, 0.8, 0.6]])
     # envelope [0.2, 0.8, 0.8], v = [0.6, 0, 0]; step positions (rank+1)/4*2 = [0.5, 2, 1, 1.5]

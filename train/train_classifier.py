@@ -44,12 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from wysiwyc.checkpoint import save_checkpoint
-    from wysiwyc.classification import ClassifierTask, multilabel_metrics, predict
+    from wysiwyc.metrics.classification import multilabel_metrics
+    from wysiwyc.training.classifier import ClassifierTask, predict
     from wysiwyc.data import build_dataset, dataset_kwargs, make_loader, parse_data_arg
     from wysiwyc.fileio import check_writable
     from wysiwyc.models.classifiers import build_classifier
     from wysiwyc.spec import ModelSpec
-    from wysiwyc.training import FitConfig, Trainer, resolve_device, seed_everything
+    from wysiwyc.devices import resolve_device, seed_everything
+    from wysiwyc.training import FitConfig, Trainer
 
     out = check_writable(args.output)
     device = resolve_device(args.device)

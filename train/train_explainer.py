@@ -25,7 +25,7 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_head_training_args, add_run_args, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, head_data_fields, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.data import make_loader
-    from wysiwyc.explainer_training import ExplainerTask, RTISTask
-    from wysiwyc.head_setup import prepare_head_training
-    from wysiwyc.losses import ExplainerLossWeights, RTISLossWeights
+    from wysiwyc.training.explainer import ExplainerTask
+    from wysiwyc.training.rtis import RTISTask
+    from wysiwyc.training.setup import HeadDataConfig, prepare_head_training
+    from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
     from wysiwyc.models.explainer import head_from_spec, init_mask_bias, load_backbone_weights
     from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
-    setup = prepare_head_training(args)
+    setup = prepare_head_training(HeadDataConfig(**head_data_fields(args)))
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 

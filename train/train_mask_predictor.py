@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a mask predictor with a distribution controller (paper 2) for a frozen classifier.
 
-Two stages (see :mod:`wysiwyc.mask_predictor_training`): the feature filter's class
+Two stages (see :mod:`wysiwyc.training.mask_predictor`): the feature filter's class
 embeddings (``--filter-epochs``), then the generator with the classification loss only
 (``--epochs``, Adam, step decay). The checkpoint (kind ``mask_predictor``) embeds its
 classifier; export, runtime and ``bench/quality.py`` take it like an Explainer checkpoint.
@@ -22,7 +22,7 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_head_training_args, add_run_args, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, head_data_fields, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(get_args_parser(), argv)
     from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.data import make_loader
-    from wysiwyc.head_setup import prepare_head_training
-    from wysiwyc.mask_predictor_training import MaskPredictorTask
+    from wysiwyc.training.setup import HeadDataConfig, prepare_head_training
+    from wysiwyc.training.mask_predictor import MaskPredictorTask
     from wysiwyc.models.mask_predictor import head_from_spec
     from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
-    setup = prepare_head_training(args)
+    setup = prepare_head_training(HeadDataConfig(**head_data_fields(args)))
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 

@@ -80,3 +80,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
             if action.dest in values:
                 action.required = False
     return parser.parse_args(argv)
+
+
+def head_data_fields(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :class:`wysiwyc.training.setup.HeadDataConfig` from the flags
+    of :func:`add_head_training_args` + :func:`add_run_args`."""
+    return {k: getattr(args, k) for k in ("output", "classifier", "data", "image_size", "device", "seed",
+                                          "spurious", "train_length", "val_length")}

@@ -15,15 +15,8 @@ from typing import Any
 import torch
 
 from ..models.fused import FusedModel
+from ..ops import minmax
 from .base import Attribution, register_method
-
-
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """(…,h,w) -> per-map (x - min) / (max - min + 1e-7), as pytorch-grad-cam scales its CAMs."""
-    flat = maps.flatten(-2)
-    lo = flat.min(-1, keepdim=True).values
-    flat = flat - lo
-    return (flat / (flat.max(-1, keepdim=True).values + 1e-7)).view_as(maps)
 
 
 class _GradCamBase(Attribution):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops import pixel_ranks
 from .base import Attribution, gather_classes, register_method
 
 
@@ -78,8 +79,7 @@ class RefinedMaskPredictorAttribution(MaskPredictorAttribution):
         self.blur_sigma = blur_sigma
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        from ..losses import blur_sigma_for, perturb
-        from ..metrics.localization import gaussian_blur
+        from ..ops import blur_sigma_for, gaussian_blur, perturb
 
         masks = super().explain(images, classes)  # (B,K,H,W)
         b, k, h, w = masks.shape
@@ -88,7 +88,7 @@ class RefinedMaskPredictorAttribution(MaskPredictorAttribution):
         out = torch.empty_like(masks)
         for bi in range(b):
             r = masks[bi].flatten(1)  # (K,HW)
-            rank = score_ranks(r)
+            rank = pixel_ranks(r)
             counts = (fr * h * w).round().long()  # pixels revealed at each step
             reveal = (rank[:, None, :] < counts[None, :, None]).float().view(k * len(fr), h, w)
             img = images[bi:bi + 1].expand(k * len(fr), -1, -1, -1)
@@ -109,7 +109,7 @@ def refine_scores(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """
     n = r.shape[1]
     steps = q.shape[1] - 1
-    rank = score_ranks(r)
+    rank = pixel_ranks(r)
     q = torch.cummax(q, dim=1).values  # monotone envelope
     v = q[:, -1:] - q  # q_max − q_i: q_max is the envelope's last value
     pos = (rank.float() + 1) / n * steps
@@ -120,10 +120,3 @@ def refine_scores(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     refined = r * vi
     return refined / refined.amax(dim=1, keepdim=True).clamp_min(1e-12)
 
-
-def score_ranks(r: torch.Tensor) -> torch.Tensor:
-    """Rank of every score in its row, 0 = highest: r (K,N) -> (K,N) long (ties: first wins)."""
-    order = r.argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(r.shape[1], device=r.device).expand_as(order))
-    return rank

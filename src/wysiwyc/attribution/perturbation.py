@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..metrics.localization import gaussian_blur
+from ..ops import gaussian_blur
 from ..models.fused import FusedModel
 from .base import Attribution, register_method
 

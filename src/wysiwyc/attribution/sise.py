@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ..models.fused import FusedModel
 from .base import Attribution, register_method
-from .cam import minmax
+from ..ops import minmax
 from .perturbation import probabilities
 
 

@@ -48,35 +48,12 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from ..ops import gaussian_blur, normalise_maps, pixel_ranks, top_fraction_mask
+
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------- helpers
-def normalise_maps(s: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max to [0,1]; constant maps become 0. s (N,H,W) -> (N,H,W)."""
-    flat = s.flatten(1).float()
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    out = (flat - lo) / (hi - lo).clamp_min(1e-12)
-    return torch.where(hi > lo, out, torch.zeros_like(out)).view_as(s)
-
-
-def top_fraction_mask(s: torch.Tensor, frac: float | torch.Tensor) -> torch.Tensor:
-    """Bool (N,H,W): the top ``frac`` of pixels (k = round(frac·HW), or per-map k tensor).
-
-    Ties are broken by pixel index (stable descending sort), so the result is deterministic.
-    """
-    n, h, w = s.shape
-    flat = s.flatten(1)
-    if isinstance(frac, torch.Tensor):
-        k = frac.to(flat.device).long().view(n, 1)
-    else:
-        k = torch.full((n, 1), int(round(frac * h * w)), device=flat.device)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=flat.device).expand(n, -1).contiguous())
-    return (rank < k).view(n, h, w)
-
-
 def box_regions(g: torch.Tensor) -> torch.Tensor:
     """Bounding box of each (N,H,W) bool region, as a bool (N,H,W) region (empty stays empty)."""
     rows, cols = g.any(2), g.any(1)
@@ -91,26 +68,6 @@ def box_regions(g: torch.Tensor) -> torch.Tensor:
     in_r = (ar_h[None] >= r0[:, None]) & (ar_h[None] <= r1[:, None])
     in_c = (ar_w[None] >= c0[:, None]) & (ar_w[None] <= c1[:, None])
     return in_r[:, :, None] & in_c[:, None, :]
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding; images (N,C,H,W), sigma in pixels.
-
-    The kernel is truncated at 3σ and capped to the image size (reflect padding needs
-    pad < size), so very large σ on tiny images is a strong but finite blur.
-    """
-    if sigma <= 0:
-        return images
-    n, c, h, w = images.shape
-    radius = int(min(math.ceil(3 * sigma), h - 1, w - 1))
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    out = F.pad(images.reshape(n * c, 1, h, w), (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1))
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, -1, 1))
-    return out.view(n, c, h, w)
 
 
 def class_probs(prob_fn: ProbFn, images: torch.Tensor, classes: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -171,11 +128,7 @@ def causal_curve(prob_fn: ProbFn, images: torch.Tensor, s: torch.Tensor, classes
     Cost: steps+1 classifier passes per image.
     """
     n, _, h, w = images.shape
-    flat = s.flatten(1)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=s.device).expand(n, -1).contiguous())
-    rank = rank.view(n, 1, h, w)
+    rank = pixel_ranks(s.flatten(1)).view(n, 1, h, w)
     curve = images.new_empty(n, steps + 1)
     for i in range(steps + 1):
         k = int(round(i / steps * h * w))
@@ -247,14 +200,8 @@ def pointing_accuracy(hits: torch.Tensor, classes: torch.Tensor, num_classes: in
 # ---------------------------------------------------------------- sanity check
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per map pair (N,) of (N,H,W) maps (ties ranked by index)."""
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1).float()
-        order = torch.sort(flat, dim=1, stable=True).indices
-        r = torch.empty_like(flat)
-        r.scatter_(1, order, torch.arange(flat.shape[1], device=x.device, dtype=flat.dtype).expand_as(flat).contiguous())
-        return r
-
-    ra, rb = ranks(a), ranks(b)
+    ra = pixel_ranks(a.flatten(1).float(), descending=False).float()
+    rb = pixel_ranks(b.flatten(1).float(), descending=False).float()
     ra = ra - ra.mean(1, keepdim=True)
     rb = rb - rb.mean(1, keepdim=True)
     return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .losses import alternative_images, blur_sigma_for, mask_predictor_loss, perturb
-from .models.classifiers import Normalize, freeze
-from .models.mask_predictor import MaskPredictor
-from .training import Task
+from ..models.classifiers import Normalize, freeze
+from ..models.mask_predictor import MaskPredictor
+from ..ops import alternative_images, blur_sigma_for, perturb
+from .fit import Task
+from .losses import mask_predictor_loss
 
 STAGES = ("filter", "generator")
 TARGETS = ("predicted", "labels")
@@ -108,7 +109,7 @@ class MaskPredictorTask(Task):
         """Validation loss (fixed alternative images) and, with ground-truth masks, the
         continuous IoU / MAE of the label classes' merged mask (paper 1's metrics)."""
         from .losses import merge_masks
-        from .metrics.segmentation import aggregate_gt, segmentation_scores
+        from ..metrics.segmentation import aggregate_gt, segmentation_scores
 
         gen = torch.Generator(device=device).manual_seed(0)
         sums: dict[str, float] = {}

@@ -11,37 +11,16 @@ from __future__ import annotations
 import copy
 import math
 import os
-import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .errors import UserError
-from .fileio import atomic_path
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA GPU is available; use --device cpu")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) for reproducible runs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from ..fileio import atomic_path
 
 
 class Task:
@@ -95,7 +74,6 @@ class FitConfig:
     grad_clip: float | None = None
     seed: int = 0
     progress: bool = True  # the tqdm bar; per-epoch summary lines always print
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,20 +3,42 @@ the train/val data it is explained on (Explainer, RTIS and mask-predictor script
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .data import build_dataset, check_classes, dataset_kwargs, parse_data_arg
-from .fileio import check_writable
-from .models.classifiers import build_classifier
-from .scripting import image_size_arg
-from .spec import ModelSpec
-from .training import resolve_device, seed_everything
+from ..checkpoint import load_checkpoint
+from ..data import build_dataset, check_classes, dataset_kwargs, parse_data_arg
+from ..fileio import check_writable
+from ..models.classifiers import build_classifier
+from ..scripting import image_size_arg
+from ..devices import resolve_device, seed_everything
+from ..spec import ModelSpec
+
+
+@dataclass
+class HeadDataConfig:
+    """Where the classifier and data come from, for a head-training run.
+
+    Attributes:
+        output: the checkpoint to write; classifier: the classifier checkpoint path.
+        data: ``shapes`` | ``voc:ROOT`` | ``coco:ROOT`` | ``folder:DIR``.
+        image_size: ``None`` = the classifier's, else one side or (H, W).
+        device: ``auto`` | ``cpu`` | ``cuda[:N]``; seed: for every RNG.
+        spurious: shapes only, the planted cue; train_length, val_length: dataset sizes (None = default).
+    """
+
+    output: str
+    classifier: str
+    data: str = "shapes"
+    image_size: Any = None
+    device: str = "auto"
+    seed: int = 0
+    spurious: bool = False
+    train_length: int | None = None
+    val_length: int | None = None
 
 
 @dataclass
@@ -40,11 +62,8 @@ class HeadSetup:
     val_ds: Any
 
 
-def prepare_head_training(args: argparse.Namespace) -> HeadSetup:
+def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
     """Check the output, seed, load ``args.classifier`` and build the train/val datasets.
-
-    Uses ``output``, ``device``, ``seed``, ``classifier``, ``data``, ``image_size``,
-    ``spurious``, ``train_length`` and ``val_length`` from ``args``.
 
     Raises:
         UserError: unwritable output, a missing or non-classifier checkpoint, a bad

@@ -164,44 +164,6 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
     return total, terms
 
 
-# -- perturbation with an alternative image (paper 2; RTIS) ---------------------------------------
-def alternative_images(images: torch.Tensor, blur_sigma: float, noise_std: float = 0.2,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """The "alternative image" A of paper 2 (and RTIS): per image, with probability 1/2 the
-    Gaussian-blurred image, else a random uniform colour plus Gaussian noise.
-
-    Args:
-        images: (B,3,H,W) in [0,1].
-        blur_sigma: blur σ in pixels (paper 2: variance 10 at 224 px, i.e. σ≈3.2).
-        noise_std: std of the noise on the random colour (the papers leave it open).
-        generator: for reproducible draws.
-
-    Returns:
-        (B,3,H,W) in [0,1].
-    """
-    from .metrics.localization import gaussian_blur
-
-    b = images.shape[0]
-    dev, dt = images.device, images.dtype
-    pick_blur = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < 0.5
-    colour = torch.rand(b, 3, 1, 1, generator=generator, device=dev, dtype=dt)
-    noise = torch.randn(images.shape, generator=generator, device=dev, dtype=dt) * noise_std
-    random_colour = (colour + noise).clamp(0, 1)
-    return torch.where(pick_blur, gaussian_blur(images, blur_sigma), random_colour)
-
-
-def perturb(images: torch.Tensor, masks: torch.Tensor, alternative: torch.Tensor) -> torch.Tensor:
-    """φ(I, M) = I⊙M + A⊙(1−M): images/alternative (N,3,H,W), masks (N,H,W) or (N,1,H,W)."""
-    m = masks if masks.ndim == 4 else masks.unsqueeze(1)
-    return images * m + alternative * (1 - m)
-
-
-def blur_sigma_for(size: int) -> float:
-    """Paper 2's blur (variance 10 at 224 px) scaled to an image side, at least 2 px so a
-    64 px image's fine patterns are really destroyed."""
-    return max(2.0, math.sqrt(10.0) * size / 224.0)
-
-
 def mask_predictor_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Paper 2, Eq. 4 for multi-label classifiers: BCE pushing the logit of each mask's own
     class up on its perturbed image. logits (N,C) of φ(I_n, M_n), classes (N,) long."""
