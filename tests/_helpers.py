@@ -35,8 +35,8 @@ def tiny_explainer(path: Path, classes: list[str] | None = None, size: int = 32)
 
     names = list(classes or CLASSES)
     torch.manual_seed(0)
-    spec = ModelSpec(class_names=names, image_size=(size, size), kind="explainer", explainer_arch="unet",
+    spec = ModelSpec(class_names=names, image_size=(size, size), kind="explainer", head_arch="unet",
                      mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
     clf = build_classifier("small_cnn", len(names)).eval()
-    save_checkpoint(path, "explainer", spec, clf.state_dict(), explainer=head_from_spec(spec).state_dict())
+    save_checkpoint(path, "explainer", spec, clf.state_dict(), head=head_from_spec(spec).state_dict())
     return path

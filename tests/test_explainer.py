@@ -21,7 +21,7 @@ CLASSES = ["stripes", "checks", "dots", "grid", "rings", "zigzag"]
 
 
 def _spec(**kw: object) -> ModelSpec:
-    return ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
+    return ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet",
                      mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 3}}, **kw)  # type: ignore[arg-type]
 
 
@@ -135,7 +135,7 @@ def test_train_script_end_to_end_with_config_override(tmp_path: Path, capsys: py
                          "-o", str(out)])
     assert rc == 0 and out.is_file()
     ck = torch.load(out, weights_only=True)
-    assert ck["kind"] == "explainer" and ck["spec"]["explainer_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
+    assert ck["kind"] == "explainer" and ck["spec"]["head_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
     assert ck["train"]["mask_init"] == 0.9
     assert ck["train"]["epochs"] == 1 and ck["train"]["loss_weights"]["entropy"] == 2.5  # CLI beat config; config beat default
     model = load_model(out)

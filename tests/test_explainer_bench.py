@@ -25,7 +25,7 @@ def _load(name: str):  # noqa: ANN202
 @pytest.fixture()
 def ckpt(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet",
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet",
                      mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 3}, "spurious": True})
     clf = build_classifier("small_cnn", 6).eval()
     return save_checkpoint(tmp_path / "e.pt", "explainer", spec, clf.state_dict(), head_from_spec(spec).state_dict())

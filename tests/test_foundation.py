@@ -105,6 +105,71 @@ def test_checkpoint_refuses_foreign_files(tmp_path):
         load_checkpoint(good, kinds=("explainer",))
 
 
+def _v1_file(path: Path, kind: str, spec: dict, classifier: dict, head: dict | None) -> Path:
+    """A checkpoint exactly as format 1 wrote it: the head under "explainer", the format-1 spec."""
+    torch.save({"format": "wysiwyc-checkpoint", "format_version": 1, "kind": kind, "spec": {**spec, "kind": kind},
+                "classifier": classifier, "explainer": head, "train": {"x": 1}, "metrics": {"acc": 0.5}}, path)
+    return path
+
+
+def test_version_1_explainer_checkpoint_loads(tmp_path):
+    from wysiwyc.models.explainer import head_from_spec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet",
+                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
+    clf, head = build_classifier("small_cnn", 6).state_dict(), head_from_spec(spec).state_dict()
+    v1_spec = {k: v for k, v in spec.to_dict().items() if k != "head_arch"} | {"explainer_arch": "unet"}
+    old = _v1_file(tmp_path / "v1.pt", "explainer", v1_spec, clf, head)
+    new = save_checkpoint(tmp_path / "v2.pt", "explainer", spec, clf, head)
+    ck = load_checkpoint(old, kinds=("explainer",))
+    assert ck["format_version"] == 1 and "explainer" not in ck and ck["head"].keys() == head.keys()
+    assert ck["spec"]["head_arch"] == "unet" and "explainer_arch" not in ck["spec"] and ck["spec_obj"] == spec
+    assert torch.load(new, weights_only=True)["format_version"] == 2
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        (lo, mo), (ln, mn) = load_model(old)(x), load_model(new)(x)
+    assert torch.equal(lo, ln) and torch.equal(mo, mn)
+
+
+def test_version_1_mask_predictor_checkpoint_keeps_its_controller(tmp_path):
+    from wysiwyc.models.mask_predictor import head_from_spec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="mask_predictor",
+                     head_arch="mask_predictor", mask_kind="basic", extra={"mask_predictor": {"width": 8}})
+    clf, head = build_classifier("small_cnn", 6).state_dict(), head_from_spec(spec).state_dict()
+    # format 1 kept the controller twice; the head was built from the extra's copy
+    v1_spec = {k: v for k, v in spec.to_dict().items() if k != "head_arch"} | {
+        "explainer_arch": "mask_predictor", "mask_kind": None,
+        "extra": {"mask_predictor": {"width": 8, "controller": "basic"}}}
+    ck = load_checkpoint(_v1_file(tmp_path / "v1.pt", "mask_predictor", v1_spec, clf, head))
+    assert ck["spec_obj"] == spec and ck["spec"]["extra"] == {"mask_predictor": {"width": 8}}
+    model = load_model(ck)
+    assert model.head.controller.kind == "basic"
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = load_model(save_checkpoint(tmp_path / "v2.pt", "mask_predictor", spec, clf, head))(x)
+        assert torch.equal(model(x)[1], ref[1])
+
+
+def test_spec_accepts_the_format_1_field_name():
+    spec = ModelSpec(class_names=["a"], kind="explainer", explainer_arch="unet")
+    assert spec.head_arch == spec.explainer_arch == "unet" and "explainer_arch" not in spec.to_dict()
+    assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("name", ["shapes_classifier", "shapes_explainer", "shapes_mask_predictor", "shapes_rtis"])
+def test_bundled_checkpoints_load(name):
+    path = Path(__file__).resolve().parents[1] / "src" / "wysiwyc" / "assets" / f"{name}.pt"
+    ck = load_checkpoint(path)
+    assert ck["spec_obj"].kind == name.removeprefix("shapes_")
+    model = load_model(ck)
+    with torch.no_grad():
+        logits, masks = model(torch.rand(2, 3, *ck["spec_obj"].image_size))
+    assert logits.shape == (2, 6) and masks.shape == (2, 6, 64, 64)
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     from wysiwyc.fileio import atomic_path
 

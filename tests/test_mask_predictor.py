@@ -79,7 +79,7 @@ def test_alternative_image_is_blur_or_random_colour():
 
 def _head(arch: str, size: int, classes: int = 4) -> MaskPredictor:
     spec = ModelSpec(class_names=[f"c{i}" for i in range(classes)], image_size=(size, size), classifier_arch=arch,
-                     kind="mask_predictor", explainer_arch="mask_predictor", mask_kind="custom",
+                     kind="mask_predictor", head_arch="mask_predictor", mask_kind="custom",
                      extra={"mask_predictor": {"width": 16}})
     return head_from_spec(spec).eval()
 
@@ -198,8 +198,8 @@ def test_refined_method_keeps_the_ranking(tiny_mp):
 
 def test_wrong_checkpoint_kind_exits_2(tiny_classifier, tmp_path, capsys):
     mp = tmp_path / "x.pt"
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", explainer_arch="unet")
-    save_checkpoint(mp, "explainer", spec, build_classifier("small_cnn", 6).state_dict(), explainer={})
+    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet")
+    save_checkpoint(mp, "explainer", spec, build_classifier("small_cnn", 6).state_dict(), head={})
     assert _script().main(["--classifier", str(mp), "-o", str(tmp_path / "o.pt")]) == 2
     assert "is a explainer checkpoint, expected one of: classifier" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()

@@ -60,12 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 
-    extra = {**cspec.extra, "mask_predictor": {"width": args.width, "controller": args.controller,
-                                               "eta": args.eta, "h": args.h}}
+    extra = {**cspec.extra, "mask_predictor": {"width": args.width, "eta": args.eta, "h": args.h}}
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
     spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
-                     classifier_arch=cspec.classifier_arch, kind="mask_predictor", explainer_arch="mask_predictor",
+                     classifier_arch=cspec.classifier_arch, kind="mask_predictor", head_arch="mask_predictor",
                      mask_kind=args.controller, dataset=args.data.split(":")[0], extra=extra)
     head = head_from_spec(spec)
     train_loader = make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True)

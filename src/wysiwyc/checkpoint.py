@@ -3,13 +3,17 @@
 Layout (plain dicts and tensors only, so no code runs on load)::
 
     {
-      "format": "wysiwyc-checkpoint", "format_version": 1,
+      "format": "wysiwyc-checkpoint", "format_version": 2,
       "kind": "classifier" | "explainer" | "mask_predictor" | "rtis",
       "spec": ModelSpec.to_dict(),
       "classifier": state_dict,            # always: the explained classifier
-      "explainer": state_dict | None,      # the attribution network, if any
+      "head": state_dict | None,           # the attribution head, if any
       "train": {...config...}, "metrics": {...final metrics...},
     }
+
+Format 1 stored the head under ``"explainer"`` and used the format-1 spec (see
+:func:`wysiwyc.spec.upgrade_spec_dict`); :func:`load_checkpoint` reads both and always
+returns the format-2 layout.
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ import torch
 
 from .errors import UserError
 from .fileio import atomic_path
-from .spec import ModelSpec
+from .spec import KINDS, ModelSpec
 
 FORMAT = "wysiwyc-checkpoint"
-FORMAT_VERSION = 1
-KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
+FORMAT_VERSION = 2
 
 
 class CheckpointError(UserError):
@@ -39,20 +42,36 @@ def save_checkpoint(
     kind: str,
     spec: ModelSpec,
     classifier: dict[str, torch.Tensor],
-    explainer: dict[str, torch.Tensor] | None = None,
+    head: dict[str, torch.Tensor] | None = None,
     train: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    *,
+    explainer: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically and return its path."""
+    """Write a checkpoint atomically and return its path.
+
+    Args:
+        path: the ``.pt`` file.
+        kind: one of :data:`~wysiwyc.spec.KINDS`.
+        spec: the model spec (its ``kind`` is set to ``kind``).
+        classifier: the explained classifier's state dict.
+        head: the attribution head's state dict (``None`` for a plain classifier).
+        train, metrics: the training configuration and final metrics (plain values).
+        explainer: format-1 name of ``head``, still accepted.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
+    if explainer is not None:
+        if head is not None:
+            raise TypeError("pass the head's weights once (head=, or its old name explainer=)")
+        head = explainer
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "spec": {**spec.to_dict(), "kind": kind},
         "classifier": {k: v.detach().cpu() for k, v in classifier.items()},
-        "explainer": None if explainer is None else {k: v.detach().cpu() for k, v in explainer.items()},
+        "head": None if head is None else {k: v.detach().cpu() for k, v in head.items()},
         "train": _plain(train or {}),
         "metrics": _plain(metrics or {}),
     }
@@ -83,6 +102,11 @@ def load_checkpoint(
         path: the ``.pt`` file.
         kinds: accepted kinds; ``None`` accepts every kind.
 
+    Returns:
+        The checkpoint dict in the format-2 layout (a format-1 file is upgraded in memory;
+        ``format_version`` says what the file holds), plus ``"spec_obj"``: the
+        :class:`~wysiwyc.spec.ModelSpec`.
+
     Raises:
         CheckpointError: missing file, not a torch file, a foreign file, a newer
             format, or a kind not in ``kinds``.
@@ -107,6 +131,8 @@ def load_checkpoint(
             f"{p} has format version {ckpt['format_version']}, this wysiwyc reads up to "
             f"{FORMAT_VERSION}: upgrade wysiwyc"
         )
+    if int(ckpt.get("format_version", 0)) < 2:
+        ckpt = _upgrade_v1(ckpt)
     kind = ckpt.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{p} has unknown kind {kind!r}")
@@ -116,7 +142,16 @@ def load_checkpoint(
         ckpt["spec_obj"] = ModelSpec.from_dict(ckpt["spec"])
     except Exception as exc:
         raise CheckpointError(f"{p} has a malformed spec ({exc})") from exc
+    ckpt["spec"] = ckpt["spec_obj"].to_dict()  # format-1 spec fields under their current names
     return ckpt
+
+
+def _upgrade_v1(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2 in memory: the head's weights move from ``"explainer"`` to ``"head"``
+    (the spec is upgraded by :meth:`ModelSpec.from_dict`)."""
+    out = {k: v for k, v in ckpt.items() if k != "explainer"}
+    out["head"] = ckpt.get("explainer")
+    return out
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

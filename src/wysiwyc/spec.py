@@ -2,16 +2,25 @@
 
 The spec travels inside checkpoints (as a plain dict), inside ONNX ``metadata_props``
 (as JSON) and inside TensorRT engine sidecars. Stdlib-only so the lean runtime can read it.
+
+Words: the *head* is the attribution network of any kind (the Explainer, RTIS, the mask
+predictor); *explainer* names the paper-1 network only (kind ``explainer``).
 """
 
 from __future__ import annotations
 
 import json
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# what a checkpoint (and its spec) can hold: a plain classifier, or a classifier with one
+# attribution head — the Explainer (paper 1), the Explainer net trained with the RTIS loss,
+# or the mask predictor (paper 2)
+KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
 
 
 @dataclass
@@ -23,12 +32,16 @@ class ModelSpec:
         image_size: (H, W) in pixels the model was trained at.
         mean, std: per-channel RGB normalisation applied to images in [0, 1].
         classifier_arch: name in the classifier registry.
-        kind: ``classifier``, ``explainer`` or ``mask_predictor``.
-        explainer_arch: name in the explainer / mask-predictor registry, if any.
-        mask_kind: how masks are made (``sigmoid`` for the Explainer, the controller
-            name for the mask predictor), if any.
+        kind: one of :data:`KINDS`: ``classifier``, ``explainer``, ``mask_predictor`` or ``rtis``.
+        head_arch: the head's architecture within its kind (the Explainer registry name for
+            ``explainer`` / ``rtis``, ``mask_predictor`` for the mask predictor), if any.
+        mask_kind: how masks are made (``sigmoid`` for the Explainer, the distribution
+            controller's name for the mask predictor — its only record), if any.
         dataset: the dataset the model was trained on, e.g. ``shapes``.
         extra: free-form architecture arguments needed to rebuild the nets.
+
+    ``ModelSpec(explainer_arch=...)`` and ``spec.explainer_arch`` are the format-1 name of
+    ``head_arch``, still accepted so older callers keep working.
     """
 
     class_names: list[str]
@@ -37,7 +50,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     classifier_arch: str = "small_cnn"
     kind: str = "classifier"
-    explainer_arch: str | None = None
+    head_arch: str | None = None
     mask_kind: str | None = None
     dataset: str = "shapes"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +68,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        """Rebuild a spec from :meth:`to_dict` output, current or format 1 (see :func:`upgrade_spec_dict`)."""
+        d = upgrade_spec_dict(d)
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["class_names"] = [str(c) for c in kwargs["class_names"]]
@@ -69,3 +84,44 @@ class ModelSpec:
     @classmethod
     def from_json(cls, s: str) -> "ModelSpec":
         return cls.from_dict(json.loads(s))
+
+
+# The format-1 name ``explainer_arch``, kept outside the dataclass fields so that
+# ``to_dict``, ``fields`` and ``dataclasses.replace`` see ``head_arch`` only.
+ModelSpec.explainer_arch = property(  # type: ignore[attr-defined]
+    lambda self: self.head_arch, doc="Format-1 name of :attr:`ModelSpec.head_arch` (read-only).")
+_dataclass_init = ModelSpec.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_accepting_explainer_arch(self: ModelSpec, *args: Any, explainer_arch: str | None = None,
+                                   **kwargs: Any) -> None:
+    if explainer_arch is not None:
+        if kwargs.get("head_arch") not in (None, explainer_arch):
+            raise TypeError(f"head_arch {kwargs['head_arch']!r} and explainer_arch {explainer_arch!r} differ")
+        kwargs["head_arch"] = explainer_arch
+    _dataclass_init(self, *args, **kwargs)
+
+
+ModelSpec.__init__ = _init_accepting_explainer_arch  # type: ignore[method-assign]
+
+
+def upgrade_spec_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A spec dict as written by format 1 (checkpoints, ONNX metadata, engine sidecars) in
+    the current layout; a current dict comes back unchanged (as a copy).
+
+    Format 1 called the head's architecture ``explainer_arch`` and kept the mask predictor's
+    controller twice, in ``mask_kind`` and ``extra["mask_predictor"]["controller"]``; the
+    latter is the one the head was built with, so it wins.
+    """
+    d = dict(d)
+    if "explainer_arch" in d:
+        old = d.pop("explainer_arch")
+        d.setdefault("head_arch", old)
+    extra = d.get("extra")
+    cfg = extra.get("mask_predictor") if isinstance(extra, dict) else None
+    if isinstance(cfg, dict) and "controller" in cfg:
+        cfg = dict(cfg)
+        d["mask_kind"] = str(cfg.pop("controller"))
+        d["extra"] = {**extra, "mask_predictor": cfg}
+    return d

@@ -1,5 +1,8 @@
-"""Our methods: the Explainer and the mask predictor (single pass, via the fused model), and the
-mask predictor with paper 2's per-image refinement (slower, registered separately)."""
+"""Our methods: the Explainer, RTIS and the mask predictor (single pass, via the fused model),
+and the mask predictor with paper 2's per-image refinement (slower, registered separately).
+
+All of them read the checkpoint's attribution head; :class:`HeadAttribution` is their shared
+base (not registered: it is not a method of its own)."""
 
 from __future__ import annotations
 
@@ -9,14 +12,11 @@ from ..ops import pixel_ranks
 from .base import Attribution, gather_classes, register_method
 
 
-@register_method("explainer")
-class ExplainerAttribution(Attribution):
-    """The Explainer (Stalder et al.): masks for all C classes in one forward pass.
+class HeadAttribution(Attribution):
+    """A checkpoint's attribution head through the fused model: masks for all C classes in
+    one forward pass, gathered at the requested classes."""
 
-    Cost: 1 explainer pass + 1 classifier pass per image (whatever K).
-    """
-
-    cost = "1 explainer + 1 classifier pass (all classes)"
+    cost = "1 head + 1 classifier pass (all classes)"
 
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         if self.model.head is None:
@@ -25,8 +25,18 @@ class ExplainerAttribution(Attribution):
         return gather_classes(masks, classes)
 
 
+@register_method("explainer")
+class ExplainerAttribution(HeadAttribution):
+    """The Explainer (Stalder et al.): masks for all C classes in one forward pass.
+
+    Cost: 1 explainer pass + 1 classifier pass per image (whatever K).
+    """
+
+    cost = "1 explainer + 1 classifier pass (all classes)"
+
+
 @register_method("mask_predictor")
-class MaskPredictorAttribution(ExplainerAttribution):
+class MaskPredictorAttribution(HeadAttribution):
     """The mask predictor: a decoder over the classifier's own features, single pass.
 
     Asked for every class (K = C) it runs the fused model (all classes batched, the graph
@@ -47,12 +57,14 @@ class MaskPredictorAttribution(ExplainerAttribution):
 
 
 @register_method("rtis")
-class RTISAttribution(ExplainerAttribution):
+class RTISAttribution(HeadAttribution):
     """RTIS (Dabkowski & Gal 2017) as the Explainer paper ran it: the Explainer network
     trained with the RTIS loss (``train/train_explainer.py --loss rtis``).
 
     Cost: 1 explainer + 1 classifier pass per image (all classes).
     """
+
+    cost = "1 explainer + 1 classifier pass (all classes)"
 
 
 @register_method("mask_predictor_refined")

@@ -95,12 +95,12 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any], kinds: tuple[str
     head = None
     if spec.kind != "classifier":
         head = build_head(spec)
-        if ckpt.get("explainer") is None:
+        if ckpt.get("head") is None:
             raise CheckpointError(f"{spec.kind} checkpoint has no attribution weights")
         try:
-            head.load_state_dict(ckpt["explainer"])
+            head.load_state_dict(ckpt["head"])
         except RuntimeError as exc:
-            raise CheckpointError(f"{spec.kind} weights do not fit {spec.explainer_arch}: "
+            raise CheckpointError(f"{spec.kind} weights do not fit {spec.head_arch}: "
                                   f"{str(exc).splitlines()[0]}") from exc
         head.eval()
     model = FusedModel(spec, classifier, head).to(device)

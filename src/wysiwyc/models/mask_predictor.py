@@ -234,8 +234,9 @@ class MaskPredictor(nn.Module):
 def head_from_spec(spec: ModelSpec) -> MaskPredictor:
     """Build the (untrained) mask predictor a ``mask_predictor`` spec describes.
 
-    ``spec.extra["mask_predictor"]`` holds ``width``, ``controller``, ``eta``, ``h``;
-    the block shapes come from a dry run of the spec's classifier at its image size.
+    ``spec.mask_kind`` names the controller; ``spec.extra["mask_predictor"]`` holds
+    ``width``, ``eta``, ``h``; the block shapes come from a dry run of the spec's classifier
+    at its image size.
     """
     from .classifiers import build_classifier
 
@@ -245,5 +246,5 @@ def head_from_spec(spec: ModelSpec) -> MaskPredictor:
         feats = clf.forward_features(torch.zeros(1, 3, *spec.image_size))
     shapes = OrderedDict((k, tuple(int(s) for s in v.shape[1:])) for k, v in feats.items())
     return MaskPredictor(shapes, tuple(spec.image_size), spec.num_classes, width=int(cfg.get("width", 64)),
-                         controller=str(cfg.get("controller", spec.mask_kind or "custom")),
+                         controller=str(spec.mask_kind or "custom"),
                          eta=float(cfg.get("eta", 1.5)), h=float(cfg.get("h", 2.5)))
