@@ -18,25 +18,38 @@ from pathlib import Path
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
+from wysiwyc.formats import FORMATS, GRAPHS, PRECISIONS
+
+ONNX = FORMATS["onnx"]
+
+
+def _default_tolerances(key: str, precisions: tuple[str, ...]) -> str:
+    """``fp16 0.99, int8 0.95`` (or ``0.99`` for one precision): the table's defaults of one
+    tolerance, for --help."""
+    vals = [f"{PRECISIONS[p].tolerances[key]:g}" for p in precisions]
+    return vals[0] if len(vals) == 1 else ", ".join(f"{p} {v}" for p, v in zip(precisions, vals))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export a checkpoint to ONNX with a parity check.", add_help=add_help)
     p.add_argument("checkpoint", help="explainer, mask-predictor or classifier checkpoint (.pt)")
     p.add_argument("-o", "--output", default=None, help="output .onnx (default: CHECKPOINT with .onnx)")
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
+    # no argparse choices: an unknown precision is reported by export_checkpoint, like every other misuse
+    p.add_argument("--precision", default="fp32", help=" | ".join(ONNX.precisions))
     p.add_argument("--calib", default=None, help="int8 calibration data: shapes | voc:ROOT | coco:ROOT | folder:DIR")
     p.add_argument("--calib-samples", type=int, default=128, help="int8 calibration images")
-    p.add_argument("--graph", choices=("fused", "explainer"), default="fused",
-                   help="fused: classifier + attribution in one graph (logits, masks); explainer: the Explainer "
-                        "network alone (masks)")
+    p.add_argument("--graph", choices=ONNX.graphs, default="fused",
+                   help="; ".join(f"{g}: {GRAPHS[g].help}" for g in ONNX.graphs))
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--parity-samples", type=int, default=32, help="images for the parity check")
-    p.add_argument("--tol-mask-abs", type=float, default=None, help="fp32: max abs mask diff (default 1e-4)")
-    p.add_argument("--tol-mask-iou", type=float, default=None, help="min mask IoU (default fp16 0.99, int8 0.95)")
-    p.add_argument("--tol-label-agreement", type=float, default=None, help="int8: min label agreement (default 0.99)")
+    p.add_argument("--tol-mask-abs", type=float, default=None,
+                   help=f"fp32: max abs mask diff (default {_default_tolerances('masks_max_abs_diff', ('fp32',))})")
+    p.add_argument("--tol-mask-iou", type=float, default=None,
+                   help=f"min mask IoU (default {_default_tolerances('mask_iou', ('fp16', 'int8'))})")
+    p.add_argument("--tol-label-agreement", type=float, default=None,
+                   help=f"int8: min label agreement (default {_default_tolerances('label_agreement', ('int8',))})")
     return p
 
 
@@ -46,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from wysiwyc.data import build_dataset, dataset_kwargs
-    from wysiwyc.export.onnx_export import (TOLERANCES, ExportOptions, check_tolerances, export_checkpoint,
-                                            parity_report, write_json)
+    from wysiwyc.export.onnx_export import ExportOptions, check_tolerances, export_checkpoint, parity_report, write_json
 
     ckpt = Path(args.checkpoint)
     out = Path(args.output) if args.output else ckpt.with_suffix(".onnx")
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {spec.dataset} data not available, parity on random images", file=sys.stderr)
         images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
     report = parity_report(ckpt, out, images)
-    tol = dict(TOLERANCES[args.precision])
+    tol = dict(PRECISIONS[args.precision].tolerances)
     if args.tol_mask_abs is not None:
         tol["masks_max_abs_diff"] = args.tol_mask_abs
     if args.tol_mask_iou is not None:

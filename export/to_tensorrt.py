@@ -19,12 +19,16 @@ from pathlib import Path
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
+from wysiwyc.formats import FORMATS
+
+ENGINE, ONNX = FORMATS["engine"], FORMATS["onnx"]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build a TensorRT engine from a wysiwyc ONNX model.", add_help=add_help)
-    p.add_argument("onnx", help="a fused-graph .onnx written by export/to_onnx.py")
-    p.add_argument("-o", "--output", default=None, help="output .engine (default: ONNX path with .engine)")
+    p.add_argument("onnx", help=f"a {'/'.join(ENGINE.graphs)}-graph {ONNX.suffix} written by {ONNX.command}")
+    p.add_argument("-o", "--output", default=None,
+                   help=f"output {ENGINE.suffix} (default: ONNX path with {ENGINE.suffix})")
     p.add_argument("--fp16", action="store_true", help="half precision (TensorRT 11: export the ONNX in fp16 instead)")
     p.add_argument("--int8", action="store_true", help="int8 from the ONNX's QDQ nodes (export with --precision int8)")
     p.add_argument("--batch", type=int, nargs=3, default=(1, 1, 16), metavar=("MIN", "OPT", "MAX"),
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     src = Path(args.onnx)
     read_onnx_metadata(src)  # bad input fails before TensorRT is even needed
-    out = check_writable(args.output or src.with_suffix(".engine"))
+    out = check_writable(args.output or src.with_suffix(ENGINE.suffix))
     side = build_engine(src, out, fp16=args.fp16, int8=args.int8, batch=tuple(args.batch),
                         workspace_gib=args.workspace)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {side['precision']}, TensorRT "

@@ -118,3 +118,19 @@ def test_not_a_checkpoint(tmp_path, capsys):
     junk.write_text("hello")
     assert _to_onnx().main([str(junk), "-o", str(tmp_path / "x.onnx")]) == 2
     assert "not a loadable wysiwyc checkpoint" in capsys.readouterr().err
+
+
+def test_format_table_matches_the_commands():
+    """Every flag the capability table lists is an option of the command it names."""
+    from wysiwyc.formats import FORMATS, GRAPHS, PRECISIONS, format_for, known_files
+
+    for fmt in FORMATS.values():
+        assert set(fmt.precisions) <= set(PRECISIONS) and set(fmt.graphs) <= set(GRAPHS)
+        assert format_for(f"dir/model{fmt.suffix.upper()}") is fmt
+        if fmt.command.endswith("*.py"):
+            continue
+        options = {s for a in load_script(fmt.command).get_args_parser()._actions for s in a.option_strings}
+        flags = set(fmt.flags) | {w for f in fmt.precision_flags.values() for w in f.split() if w.startswith("--")}
+        assert flags <= options, (fmt.name, flags - options)
+    assert format_for("model.tflite") is None
+    assert known_files() == "a .pt checkpoint, an .onnx export or a TensorRT .engine"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,10 @@ from torch import nn
 from ..checkpoint import file_sha256, load_checkpoint
 from ..errors import UserError, require
 from ..fileio import atomic_path, check_writable
+from ..formats import FORMATS, GRAPHS
 from ..models.fused import FusedModel, load_model
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET, MAX_OPSET = 17, 23
-
-
-GRAPHS = ("fused", "explainer")
 
 
 class _MasksOnly(nn.Module):
@@ -74,8 +72,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     ``calib_images`` (N,3,H,W) float32 numpy in [0,1] is required for int8.
     """
     onnx = require("onnx", "export", "ONNX export")
-    if opts.precision not in PRECISIONS:
-        raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(PRECISIONS)}")
+    fmt = FORMATS["onnx"]
+    if opts.precision not in fmt.precisions:
+        raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(fmt.precisions)}")
     if not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise UserError(f"unsupported opset {opts.opset}; use {MIN_OPSET}..{MAX_OPSET}")
     check_writable(out)
@@ -83,9 +82,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     model = load_model(ckpt)
     spec = model.spec
     h, w = opts.image_size or spec.image_size
-    if opts.graph not in GRAPHS:
-        raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(GRAPHS)}")
-    if opts.graph == "explainer" and spec.kind not in ("explainer", "rtis"):
+    if opts.graph not in fmt.graphs:
+        raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(fmt.graphs)}")
+    if spec.kind not in GRAPHS[opts.graph].kinds:
         raise UserError(f"--graph explainer exports the Explainer network alone; a {spec.kind} checkpoint "
                         "has none (a mask predictor reads the classifier's features): use --graph fused")
     if opts.graph == "explainer":
@@ -190,15 +189,9 @@ def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLik
     return rep
 
 
-TOLERANCES = {
-    "fp32": {"masks_max_abs_diff": 1e-4, "mask_iou": 0.0, "label_agreement": 0.0},
-    "fp16": {"masks_max_abs_diff": float("inf"), "mask_iou": 0.99, "label_agreement": 0.0},
-    "int8": {"masks_max_abs_diff": float("inf"), "mask_iou": 0.95, "label_agreement": 0.99},
-}
-
-
-def check_tolerances(report: dict[str, float], tol: dict[str, float]) -> list[str]:
-    """Names of the violated tolerances (``*_max_abs_diff`` are upper bounds, others lower)."""
+def check_tolerances(report: dict[str, float], tol: Mapping[str, float]) -> list[str]:
+    """Names of the violated tolerances (``*_max_abs_diff`` are upper bounds, others lower);
+    the defaults per precision are :data:`wysiwyc.formats.PRECISIONS`."""
     bad = []
     for key, bound in tol.items():
         if key not in report:

@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import UserError, require
 from ..fileio import atomic_path
+from ..formats import FORMATS, plan_engine_build
 
 SIDECAR_FORMAT = "wysiwyc-engine"
 
@@ -130,8 +131,9 @@ def current_machine(device: int = 0) -> dict[str, str]:
 # -- sidecar ------------------------------------------------------------------------------
 def _rebuild_hint(engine: Path, sidecar: dict[str, Any] | None) -> str:
     onnx = (sidecar or {}).get("source_onnx") or "MODEL.onnx"
-    flags = {"fp16": " --fp16", "int8": " --int8"}.get((sidecar or {}).get("precision", ""), "")
-    return f"rebuild it on this machine: python export/to_tensorrt.py {onnx}{flags} -o {engine}"
+    fmt = FORMATS["engine"]
+    flag = fmt.precision_flags.get((sidecar or {}).get("precision", ""), "")
+    return f"rebuild it on this machine: python {fmt.command} {onnx}{' ' + flag if flag else ''} -o {engine}"
 
 
 def check_engine_sidecar(engine_path: str | os.PathLike[str], *, trt_version: str, gpu_name: str,
@@ -188,24 +190,13 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
 def plan_precision(onnx_precision: str, fp16: bool, int8: bool, major: int) -> tuple[bool, str]:
     """(strongly_typed, precision) of the build, or a UserError for an impossible request.
 
-    Pure logic so it is tested without TensorRT; see the module doc for the rules.
+    The rules are the table :data:`wysiwyc.formats.ENGINE_BUILDS`; this maps the
+    ``--fp16`` / ``--int8`` flags onto it.
     """
     if fp16 and int8:
         raise UserError("choose one of --fp16 and --int8")
-    if int8 and onnx_precision != "int8":
-        raise UserError("--int8 needs an ONNX with QDQ nodes: export it with "
-                        "`python export/to_onnx.py CKPT --precision int8 --calib DATA` (calibrator-based "
-                        "int8 is deprecated in TensorRT 10 and removed in 11)")
-    if onnx_precision in ("fp16", "int8"):
-        if fp16 and onnx_precision != "fp16":
-            raise UserError(f"--fp16 asked for, but this ONNX is {onnx_precision}")
-        return True, onnx_precision
-    if fp16:
-        if major >= 11:
-            raise UserError("TensorRT 11 builds strongly typed networks: the precision comes from the ONNX; "
-                            "export with `python export/to_onnx.py CKPT --precision fp16` and build without --fp16")
-        return False, "fp16"
-    return True, "fp32"
+    build = plan_engine_build(onnx_precision, "fp16" if fp16 else "int8" if int8 else None, major)
+    return build.strongly_typed, build.precision
 
 
 def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], *, fp16: bool = False,
@@ -224,7 +215,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     meta = read_onnx_metadata(src)
     spec = json.loads(meta["wysiwyc.spec"])
     graph = meta.get("wysiwyc.graph", "fused")
-    if graph != "fused":
+    if graph not in FORMATS["engine"].graphs:
         # TensorRTEngine and the runtime read images -> (logits, masks); a masks-only or
         # logits-only graph would build and then fail at the first frame
         raise UserError(f"{src} is a {graph!r} graph; engines are built from the fused graph: "

@@ -14,8 +14,9 @@ into the runtime's timed stages:
   are upsampled, and on CUDA this happens on the GPU.
 
 ``backend(images (B,3,h,w) float32 numpy) -> (logits, masks)`` numpy is the plain call
-used for parity checks. :func:`open_backend` picks the class by file suffix from
-:data:`BACKENDS`; only :class:`TorchBackend` imports torch.
+used for parity checks. :func:`open_backend` finds the file's format by its suffix in
+:data:`wysiwyc.formats.FORMATS` and the class for that format in :data:`BACKENDS`; only
+:class:`TorchBackend` imports torch.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, require
+from ..formats import GRAPHS, format_for, known_files
 from ..spec import ModelSpec
 from .imageops import frames_to_batch, resize, sigmoid
 
@@ -102,9 +104,11 @@ class Backend:
 BACKENDS: dict[str, Callable[..., Backend]] = {}
 
 
-def register_backend(suffix: str) -> Callable[[type[Backend]], type[Backend]]:
+def register_backend(fmt: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Register the backend of a format (a key of :data:`wysiwyc.formats.FORMATS`)."""
+
     def deco(cls: type[Backend]) -> type[Backend]:
-        BACKENDS[suffix] = cls
+        BACKENDS[fmt] = cls
         return cls
 
     return deco
@@ -133,11 +137,10 @@ def open_backend(path: str | os.PathLike[str] | None = None, **options: Any) -> 
     p = Path(path) if path is not None else default_model()
     if not p.is_file():
         raise ModelError(f"model not found: {p}")
-    cls = BACKENDS.get(p.suffix.lower())
-    if cls is None:
-        raise ModelError(f"{p}: unknown model type {p.suffix!r}; use a .pt checkpoint, an .onnx "
-                         "export or a TensorRT .engine")
-    return cls(p, **options)
+    fmt = format_for(p)
+    if fmt is None or fmt.argument not in BACKENDS:
+        raise ModelError(f"{p}: unknown model type {p.suffix!r}; use {known_files()}")
+    return BACKENDS[fmt.argument](p, **options)
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------
@@ -157,7 +160,7 @@ def spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec:
         raise ModelError(f"{path}: malformed wysiwyc spec in its metadata ({exc})") from exc
 
 
-@register_backend(".onnx")
+@register_backend("onnx")
 class OnnxBackend(Backend):
     """ONNX Runtime. Providers are tried TensorRT -> CUDA -> CPU among those installed
     (``provider`` forces one); :attr:`name` reports the provider the session really uses.
@@ -198,10 +201,10 @@ class OnnxBackend(Backend):
     def _check_graph(self, path: Path) -> None:
         ins = self.session.get_inputs()
         outs = [o.name for o in self.session.get_outputs()]
-        if outs == ["masks"]:
+        if outs == list(GRAPHS["explainer"].outputs):
             raise ModelError(f"{path} is an Explainer-only graph (--graph explainer) without the classifier; "
                              "the runtime needs the fused graph: export with --graph fused (the default)")
-        if [i.name for i in ins] != ["images"] or outs[:2] != ["logits", "masks"]:
+        if [i.name for i in ins] != ["images"] or outs[:2] != list(GRAPHS["fused"].outputs):
             raise ModelError(f"{path}: expected input 'images' and outputs 'logits', 'masks' (got "
                              f"{[i.name for i in ins]} -> {outs}); export an Explainer or mask-predictor "
                              "checkpoint with `python export/to_onnx.py`")
@@ -222,7 +225,7 @@ class OnnxBackend(Backend):
 
 
 # -- TensorRT ---------------------------------------------------------------------------
-@register_backend(".engine")
+@register_backend("engine")
 class TensorRTBackend(Backend):
     """A serialized TensorRT engine built by ``export/to_tensorrt.py``.
 
@@ -244,7 +247,7 @@ class TensorRTBackend(Backend):
 
 
 # -- torch ------------------------------------------------------------------------------
-@register_backend(".pt")
+@register_backend("torch")
 class TorchBackend(Backend):
     """A wysiwyc checkpoint run by torch (the only backend that imports it).
 
