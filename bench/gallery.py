@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""A PNG grid of attributions: image | ground truth | one mask per class | overlay, one
-row per image (and one block of mask columns per method).
+"""A PNG grid of attributions, one row per image.
 
-Mask tiles are grey (white = kept); a green frame marks the image's true classes. The
-overlay dims what the aggregated mask of the true classes removes (m⊙x, as the
-explanandum sees it). Pillow (a torchvision dependency) draws the PNG.
+``--layout classes`` (default): image | for each labelled class, that class's mask with its
+own ground-truth outline in green and the class name above | one class NOT in the image
+(red name: its mask should stay dark) | overlay. With ``--min-labels 2`` (default) only
+multi-object images are shown, so a viewer sees which mask belongs to which object.
+
+``--layout all``: image | ground truth | every class's mask (green frame = labelled) | overlay.
+
+Mask tiles are grey (white = kept); the overlay dims what the aggregated mask of the true
+classes removes (m⊙x, as the explanandum sees it). Pillow draws the PNG.
 
 Example::
 
@@ -17,9 +22,12 @@ import argparse
 import sys
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
+from _methods import parse_methods
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.scripting import add_device_arg
+
+GREEN, RED, HEAD, PAD = (0, 200, 0), (220, 0, 0), 14, 4
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -28,6 +36,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
     p.add_argument("--split", default="test")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the checkpoint's kind)")
+    p.add_argument("--layout", choices=("classes", "all"), default="classes",
+                   help="classes: one column per labelled class + one absent class; all: every class")
+    p.add_argument("--min-labels", type=int, default=2, help="layout classes: only images with this many classes")
     p.add_argument("-n", "--num-images", type=int, default=8)
     p.add_argument("--start", type=int, default=0, help="first dataset index to consider")
     p.add_argument("--with-class", default=None, help="only images containing this class")
@@ -39,8 +50,94 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _tile(arr, scale: int):  # noqa: ANN001, ANN202 - (H,W,3) uint8 -> upscaled
-    return arr.repeat(scale, 0).repeat(scale, 1)
+def pick_samples(ds, names: list[str], args) -> list:  # noqa: ANN001
+    """The first ``--num-images`` samples from ``--start`` that match the filters."""
+    want = None
+    if args.with_class is not None:
+        if args.with_class not in names:
+            raise UserError(f"--with-class {args.with_class!r} is not one of: {', '.join(names)}")
+        want = names.index(args.with_class)
+    min_labels = args.min_labels if args.layout == "classes" else 0
+    picked = []
+    for i in range(args.start, len(ds)):
+        sample = ds[i]
+        if (want is None or sample[1][want] > 0) and int(sample[1].sum()) >= min_labels:
+            picked.append(sample)
+        if len(picked) == args.num_images:
+            break
+    if not picked:
+        raise UserError("no image matched")
+    return picked
+
+
+def _grey(a):  # noqa: ANN001, ANN202 - (H,W) float in [0,1] -> (H,W,3) uint8
+    import numpy as np
+
+    return np.repeat((a * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def _outline(tile, region):  # noqa: ANN001, ANN202 - draw the boundary of a bool (H,W) region in green
+    import numpy as np
+
+    inner = region.copy()
+    inner[1:-1, 1:-1] &= region[:-2, 1:-1] & region[2:, 1:-1] & region[1:-1, :-2] & region[1:-1, 2:]
+    out = tile.copy()
+    out[region & ~inner] = GREEN
+    return out
+
+
+def row_tiles(r: int, img, masks: dict, labels, gt, names: list[str], layout: str) -> list[tuple]:  # noqa: ANN001
+    """(tile (H,W,3) uint8, caption, caption colour or None, frame) for one image row."""
+    import numpy as np
+
+    from wysiwyc.metrics.segmentation import aggregate
+
+    lab = labels[r].bool().numpy()
+    tiles = [(img, "image", None, False)]
+    if layout == "all":
+        g = ((gt[r] == 1) & labels[r].bool()[:, None, None]).any(0).numpy()
+        tiles.append((_grey(g.astype(np.float32)), "ground truth", None, False))
+    for m, mk in masks.items():
+        prefix = f"{m}:" if len(masks) > 1 else ""
+        if layout == "all":
+            tiles += [(_grey(mk[r, c].numpy()), prefix + n, None, bool(lab[c])) for c, n in enumerate(names)]
+            continue
+        for c in np.flatnonzero(lab):
+            tiles.append((_outline(_grey(mk[r, c].numpy()), (gt[r, c] == 1).numpy()), prefix + names[c], GREEN, False))
+        absent = np.flatnonzero(~lab)
+        if absent.size:  # the absent class whose mask is highest: the hardest case to show
+            c = int(absent[int(mk[r, absent].flatten(1).mean(1).argmax())])
+            tiles.append((_grey(mk[r, c].numpy()), f"{prefix}{names[c]} (absent)", RED, False))
+    for m, mk in masks.items():
+        agg = aggregate(mk[r:r + 1], labels[r:r + 1])[0].numpy()
+        tiles.append(((img * (0.15 + 0.85 * agg[..., None])).round().astype(np.uint8),
+                      f"overlay {m}" if len(masks) > 1 else "overlay", None, False))
+    return tiles
+
+
+def draw_canvas(rows: list[list[tuple]], scale: int):  # noqa: ANN201
+    """Rows of tiles -> a PIL image, each tile captioned above."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    th, tw = rows[0][0][0].shape[0] * scale, rows[0][0][0].shape[1] * scale
+    ncol = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (th + HEAD + PAD), ncol * (tw + PAD), 3), 255, np.uint8)
+    captions = []
+    for i, tiles in enumerate(rows):
+        y = i * (th + HEAD + PAD) + HEAD
+        for j, (t, cap, colour, frame) in enumerate(tiles):
+            x = j * (tw + PAD)
+            canvas[y:y + th, x:x + tw] = t.repeat(scale, 0).repeat(scale, 1)
+            if frame:
+                canvas[y:y + 2, x:x + tw] = canvas[y + th - 2:y + th, x:x + tw] = GREEN
+                canvas[y:y + th, x:x + 2] = canvas[y:y + th, x + tw - 2:x + tw] = GREEN
+            captions.append((x + 2, y - HEAD + 1, cap[: max(4, tw // 6)], colour or (0, 0, 0)))
+    pil = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(pil)
+    for x, y, text, colour in captions:
+        draw.text((x, y), text, fill=colour)
+    return pil
 
 
 @cli_main
@@ -48,81 +145,31 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import numpy as np
     import torch
-    from PIL import Image, ImageDraw
 
     from wysiwyc.attribution import build_method
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs
-    from wysiwyc.fileio import atomic_path, check_writable
-    from wysiwyc.metrics.segmentation import aggregate
-    from wysiwyc.models.fused import load_model
     from wysiwyc.devices import resolve_device
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from quality import default_methods
+    from wysiwyc.fileio import atomic_path, check_writable
+    from wysiwyc.models.fused import load_model
 
     out = check_writable(args.output)
-    device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=resolve_device(args.device))
     spec = model.spec
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else default_methods(spec.kind)
-    attributions = {m: build_method(m, model) for m in methods}
+    methods = parse_methods(args.methods, spec.kind)
     spurious = bool(spec.extra.get("spurious", False)) if args.spurious == "auto" else args.spurious == "on"
     ds = build_dataset(args.data, args.split, tuple(spec.image_size), **dataset_kwargs(args.data, None, spurious))
     check_classes(list(ds.class_names), spec.class_names, args.model)
-    names = spec.class_names
-    want = None
-    if args.with_class is not None:
-        if args.with_class not in names:
-            raise UserError(f"--with-class {args.with_class!r} is not one of: {', '.join(names)}")
-        want = names.index(args.with_class)
-    picked = []
-    for i in range(args.start, len(ds)):
-        sample = ds[i]
-        if want is None or sample[1][want] > 0:
-            picked.append(sample)
-        if len(picked) == args.num_images:
-            break
-    if not picked:
-        raise UserError("no image matched")
-    images = torch.stack([s[0] for s in picked]).to(device)
-    labels = torch.stack([s[1] for s in picked]).to(device)
-    gt = torch.stack([s[2] for s in picked]).to(device)
-    masks = {m: a(images, list(range(spec.num_classes))).cpu() for m, a in attributions.items()}
-
-    s, C = args.scale, spec.num_classes
-    H, W = images.shape[-2:]
-    th, tw, pad, head = H * s, W * s, 4, 16
-    cols = ["image", "ground truth"] + [f"{m}:{c}" if len(methods) > 1 else c for m in methods for c in names] \
-        + [f"overlay {m}" if len(methods) > 1 else "overlay" for m in methods]
-    canvas = np.full((head + len(picked) * (th + pad), len(cols) * (tw + pad), 3), 255, np.uint8)
-    img_np = (images.cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    g = ((gt == 1) & labels.bool()[:, :, None, None]).any(1).cpu().numpy()
-    grey = lambda a: np.repeat((a * 255).round().astype(np.uint8)[..., None], 3, axis=-1)  # noqa: E731
-    for r in range(len(picked)):
-        tiles = [img_np[r], grey(g[r].astype(np.float32))]
-        frames = [False, False]
-        for m in methods:
-            for c in range(C):
-                tiles.append(grey(masks[m][r, c].numpy()))
-                frames.append(bool(labels[r, c] > 0))
-        for m in methods:
-            agg = aggregate(masks[m][r:r + 1], labels[r:r + 1].cpu())[0].numpy()
-            tiles.append((img_np[r] * (0.15 + 0.85 * agg[..., None])).round().astype(np.uint8))
-            frames.append(False)
-        y = head + r * (th + pad)
-        for j, (t, fr) in enumerate(zip(tiles, frames)):
-            x = j * (tw + pad)
-            canvas[y:y + th, x:x + tw] = _tile(t, s)
-            if fr:
-                canvas[y:y + 2, x:x + tw] = canvas[y + th - 2:y + th, x:x + tw] = (0, 200, 0)
-                canvas[y:y + th, x:x + 2] = canvas[y:y + th, x + tw - 2:x + tw] = (0, 200, 0)
-    pil = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(pil)
-    for j, c in enumerate(cols):
-        draw.text((j * (tw + pad) + 2, 2), c[: max(4, tw // 6)], fill=(0, 0, 0))
+    picked = pick_samples(ds, spec.class_names, args)
+    images = torch.stack([s[0] for s in picked])
+    labels, gt = torch.stack([s[1] for s in picked]), torch.stack([s[2] for s in picked])
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        masks = {m: build_method(m, model)(images.to(dev), list(range(spec.num_classes))).cpu() for m in methods}
+    img_np = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    rows = [row_tiles(r, img_np[r], masks, labels, gt, spec.class_names, args.layout) for r in range(len(picked))]
     with atomic_path(out) as tmp:
-        pil.save(tmp, format="PNG")
-    print(f"wrote {out} ({len(picked)} images, methods: {', '.join(methods)})")
+        draw_canvas(rows, args.scale).save(tmp, format="PNG")
+    print(f"wrote {out} ({len(picked)} images, methods: {', '.join(methods)}, layout {args.layout})")
     return 0
 
 

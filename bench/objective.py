@@ -60,15 +60,16 @@ def candidates() -> dict[str, Callable]:
     }
 
 
-def evaluate(model, loader, weights, device) -> dict[str, dict[str, float]]:  # noqa: ANN001
-    """Image-weighted means of :data:`COLUMNS` for every candidate over ``loader``."""
+def evaluate(model, loader, weights, device) -> tuple[dict[str, dict[str, float]], float]:  # noqa: ANN001
+    """Image-weighted means of :data:`COLUMNS` for every candidate over ``loader``, and the
+    mean number of labels per image (the area bounds are summed over an image's labels)."""
     import torch
 
     from wysiwyc.training.losses import explainer_loss, merge_masks
     from wysiwyc.metrics.segmentation import aggregate_gt, segmentation_scores
 
     sums: dict[str, dict[str, float]] = {}
-    n = 0
+    n, n_labels = 0, 0.0
     makers = candidates()
     with torch.no_grad():
         for batch in loader:
@@ -91,7 +92,8 @@ def evaluate(model, loader, weights, device) -> dict[str, dict[str, float]]:  # 
                 for k in COLUMNS:
                     acc[k] += float(row[k]) * images.shape[0]
             n += images.shape[0]
-    return {name: {k: v / max(n, 1) for k, v in acc.items()} for name, acc in sums.items()}
+            n_labels += float(labels.sum())
+    return {name: {k: v / max(n, 1) for k, v in acc.items()} for name, acc in sums.items()}, n_labels / max(n, 1)
 
 
 def to_markdown(rows: dict[str, dict[str, float]], n: int) -> str:
@@ -127,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         ds = Subset(ds, range(min(args.limit, len(ds))))
     trained = (ckpt.get("train") or {}).get("loss_weights", {})
     weights = ExplainerLossWeights(**{k: v for k, v in trained.items() if k in ExplainerLossWeights.__dataclass_fields__})
-    rows = evaluate(model, make_loader(ds, args.batch_size), weights, device)
+    rows, labels_per_image = evaluate(model, make_loader(ds, args.batch_size), weights, device)
     print(to_markdown(rows, len(ds)))
     if args.json:
         with atomic_path(args.json) as tmp:
             with open(tmp, "w") as f:
-                json.dump({"model": args.model, "images": len(ds), "weights": weights.to_dict(), "rows": rows}, f,
+                json.dump({"model": args.model, "images": len(ds), "labels_per_image": labels_per_image,
+                           "weights": weights.to_dict(), "rows": rows}, f,
                           indent=2)
     return 0
 

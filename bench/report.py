@@ -7,7 +7,10 @@ latency) and ``<name>_gallery.png`` (all methods' masks on the same images).
 Per method, masks of ALL classes are computed once per image and scored by
 * paper 1 (``wysiwyc.metrics.segmentation``, as ``bench/quality.py``): acc, iou, sal, mae on
   the masks of the true classes merged by max, and the class-specific masking matrix
-  (reported as min diagonal / max off-diagonal ratio to the unmasked probability);
+  (reported as min diagonal / max and mean off-diagonal ratio to the unmasked probability);
+* per class: each true class's own mask against its own ground truth (IoU, its mean and
+  minimum over classes), ``own`` (mean mask on the class's object) and ``leak`` (mean mask on
+  the other true classes' objects);
 * paper 3 (SISE) and paper 2 (mask predictor) and RISE (``wysiwyc.metrics.localization``):
   EBPG, mIoU of the top 20 %, Bbox, M_I and the pointing game on every (image, true class)
   pair with a non-empty ground-truth mask; Drop% / Increase% (top 15 %), M_F (Δ = 1/32),
@@ -45,12 +48,13 @@ from wysiwyc.scripting import add_device_arg
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = ("scorecam", "sise", "rise", "extremal")
 ORDER = ("explainer", "mask_predictor", "mask_predictor_refined", "rtis", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
-COLUMNS = ("method", "images", "ms_top1", "ms_all", "acc", "iou", "sal", "mae", "ebpg", "miou20", "bbox",
-           "drop", "increase", "m_f", "m_i", "pointing", "deletion", "insertion", "sanity_rho",
-           "matrix_diag_min", "matrix_off_max")
+COLUMNS = ("method", "images", "ms_top1", "ms_all", "acc", "iou", "sal", "mae", "class_iou", "class_iou_min",
+           "own", "leak", "ebpg", "miou20", "bbox", "drop", "increase", "m_f", "m_i", "pointing", "deletion",
+           "insertion", "sanity_rho", "matrix_diag_min", "matrix_off_max", "matrix_off_mean")
 HEADERS = {"ms_top1": "ms/img top-1", "ms_all": "ms/img all C", "miou20": "mIoU20", "m_f": "M_F", "m_i": "M_I",
            "pointing": "PG", "deletion": "Del↓", "insertion": "Ins↑", "sanity_rho": "rand ρ",
-           "matrix_diag_min": "T1 diag", "matrix_off_max": "T1 off", "drop": "Drop%↓", "increase": "Incr%"}
+           "matrix_diag_min": "T1 diag", "matrix_off_max": "T1 off max", "matrix_off_mean": "T1 off mean",
+           "class_iou": "IoU/class", "class_iou_min": "min IoU/class", "own": "own", "leak": "leak↓", "drop": "Drop%↓", "increase": "Incr%"}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -97,7 +101,114 @@ def _latency(attr, image, classes, repeats: int) -> float:  # noqa: ANN001
     return 1000 * statistics.median(times)
 
 
-def evaluate_method(name: str, model, ds, args, device, gallery_idx: list[int]) -> tuple[dict, dict]:  # noqa: ANN001, C901
+def _true_class_masks(attr, images, labels, C: int):  # noqa: ANN001, ANN202
+    """(B,C,H,W) masks of each image's true classes only (zeros elsewhere), in one call per
+    batch so that what a slow method shares (EP's batch, RISE's passes) is shared; each
+    image's class list is padded with its first true class and the pads are dropped."""
+    import torch
+
+    masks = images.new_zeros(images.shape[0], C, *images.shape[-2:])
+    present = labels > 0
+    k = int(present.sum(1).max())
+    if k:
+        order = torch.argsort(present.int(), dim=1, descending=True, stable=True)[:, :k]
+        valid = present.gather(1, order)
+        cls = torch.where(valid, order, order[:, :1])
+        out = attr(images, cls)
+        b_i, k_i = torch.nonzero(valid, as_tuple=True)
+        masks[b_i, cls[b_i, k_i]] = out[b_i, k_i]
+    return masks
+
+
+class MethodScores:
+    """Every accumulator of one method in the report (see the module doc)."""
+
+    def __init__(self, model, all_classes_scored: bool) -> None:  # noqa: ANN001
+        from wysiwyc.metrics.segmentation import ClassMaskingMeter, PerClassMeter, SegmentationMeter
+
+        C = model.spec.num_classes
+        self.model, self.C, self.all_classes_scored = model, C, all_classes_scored
+        self.seg, self.mat = SegmentationMeter(model.classifier), ClassMaskingMeter(model.classifier, C)
+        self.per_class = PerClassMeter(C)
+        self.loc: dict[str, list[float]] = {k: [] for k in ("ebpg", "miou20", "bbox", "m_i")}
+        self.pg_hits: list = []
+        self.pg_cls: list = []
+        self.causal: dict[str, list[float]] = {k: [] for k in ("drop", "increase", "m_f", "deletion", "insertion")}
+        self.rho: list[float] = []
+
+    def prob_fn(self, images):  # noqa: ANN001, ANN201
+        import torch
+
+        with torch.no_grad():
+            return torch.sigmoid(self.model.classify(images))
+
+    def update(self, images, labels, gt, masks):  # noqa: ANN001, ANN201
+        """Score one batch; returns the logits restricted to the true classes (B,C)."""
+        import torch
+
+        from wysiwyc.metrics import localization as L
+        from wysiwyc.metrics.segmentation import aggregate, aggregate_gt
+
+        with torch.no_grad():
+            x = self.model.norm(images)
+            g, valid = aggregate_gt(gt, labels)
+            self.seg.update(x, aggregate(masks, labels), g, valid, labels)
+            self.per_class.update(masks, gt, labels)
+            if self.all_classes_scored:
+                self.mat.update(x, masks, labels)
+            b_idx, c_idx = torch.nonzero((labels > 0) & (gt == 1).flatten(2).any(2), as_tuple=True)
+            if b_idx.numel():
+                s, region = masks[b_idx, c_idx], gt[b_idx, c_idx] == 1
+                self.loc["ebpg"] += L.ebpg(s, region).tolist()
+                self.loc["miou20"] += L.miou_top(s, region, 0.2).tolist()
+                self.loc["bbox"] += L.bbox_score(s, region).tolist()
+                self.loc["m_i"] += L.m_i(s, region).tolist()
+                self.pg_hits.append(L.pointing_hits(s, region).cpu())
+                self.pg_cls.append(c_idx.cpu())
+            logit = self.model.classify(images).masked_fill(labels == 0, -math.inf)
+            has = labels.sum(1) > 0
+            if has.any():
+                self._causal(images[has], masks[has], logit.argmax(1)[has])
+        return logit
+
+    def _causal(self, imgs, masks, cls) -> None:  # noqa: ANN001
+        """Drop/Increase, M_F, deletion and insertion for each image's most confident true class."""
+        from wysiwyc.metrics import localization as L
+
+        s = masks.gather(1, cls.view(-1, 1, 1, 1).expand(-1, 1, *masks.shape[-2:]))[:, 0]
+        drop, inc = L.drop_increase(self.prob_fn, imgs, s, cls)
+        ins = L.insertion_curve(self.prob_fn, imgs, s, cls, steps=32)
+        dele = L.deletion_curve(self.prob_fn, imgs, s, cls, steps=32)
+        self.causal["drop"] += drop.tolist()
+        self.causal["increase"] += inc.tolist()
+        self.causal["m_f"] += L.m_f_from_curve(ins).tolist()
+        self.causal["insertion"] += L.auc(ins).tolist()
+        self.causal["deletion"] += L.auc(dele).tolist()
+
+    def row(self, name: str, seen: int) -> dict:
+        import torch
+
+        from wysiwyc.metrics import localization as L
+        from wysiwyc.metrics.segmentation import matrix_goal
+
+        res = self.mat.result()
+        goal = matrix_goal(res)
+        pres = [r for r, c in zip(goal["diag_ratio"], res["count"]) if c > 0]
+        offs = [r for r, c in zip(goal["offdiag_max_ratio"], res["count"]) if c > 0]
+        segr, pc = self.seg.result(), self.per_class.result()
+        return {"method": name, "images": seen,
+                **{k: segr[k] for k in ("acc", "iou", "sal", "mae")},
+                "class_iou": pc["iou"], "class_iou_min": pc["iou_min"], "own": pc["own"], "leak": pc["leak"],
+                **{k: 100 * _nanmean(v) if k != "m_i" else _nanmean(v) for k, v in self.loc.items()},
+                **{k: _nanmean(v) for k, v in self.causal.items()},
+                "pointing": L.pointing_accuracy(torch.cat(self.pg_hits), torch.cat(self.pg_cls), self.C)
+                if self.pg_hits else math.nan,
+                "sanity_rho": _nanmean(self.rho), "matrix_diag_min": min(pres) if pres else math.nan,
+                "matrix_off_max": max(offs) if offs else math.nan,
+                "matrix_off_mean": goal["offdiag_mean"] if self.all_classes_scored else math.nan}
+
+
+def evaluate_method(name: str, model, ds, args, device, gallery_idx: list[int]) -> tuple[dict, dict]:  # noqa: ANN001
     """Scores of one method on dataset ``ds`` -> (row dict, gallery masks {index: (C,H,W)})."""
     import torch
     from tqdm.auto import tqdm
@@ -105,110 +216,46 @@ def evaluate_method(name: str, model, ds, args, device, gallery_idx: list[int]) 
     from wysiwyc.attribution import build_method
     from wysiwyc.data import make_loader
     from wysiwyc.metrics import localization as L
-    from wysiwyc.metrics.segmentation import ClassMaskingMeter, SegmentationMeter, aggregate, aggregate_gt, matrix_goal
 
     attr = build_method(name, model)
     C = model.spec.num_classes
-    logits_fn = model.classifier
-    seg, mat = SegmentationMeter(logits_fn), ClassMaskingMeter(logits_fn, C)
-
-    def prob_fn(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.sigmoid(model.classify(images))
-
-    loc: dict[str, list[float]] = {k: [] for k in ("ebpg", "miou20", "bbox", "m_i")}
-    pg_hits, pg_cls = [], []
-    causal: dict[str, list[float]] = {k: [] for k in ("drop", "increase", "m_f", "deletion", "insertion")}
-    rho: list[float] = []
-    rand_attr = None
     slow = name in SLOW
-    sanity_limit = min(args.sanity_limit, 1) if slow and not args.slow_all_classes else args.sanity_limit
-    gallery: dict = {}
-    seen = 0
-    all_classes = list(range(C))
+    # slow methods score only the true classes (the all-class cost, EP: 6x, is out of a CPU's budget)
+    all_scored = not slow or args.slow_all_classes
+    sc = MethodScores(model, all_scored)
+    sanity_limit = min(args.sanity_limit, 1) if not all_scored else args.sanity_limit
+    rand_attr, gallery, seen = None, {}, 0
     for images, labels, gt in tqdm(make_loader(ds, args.batch_size), desc=name, disable=args.no_progress):
         images, labels, gt = images.to(device), labels.to(device), gt.to(device)
-        if slow and not args.slow_all_classes:
-            # only the true classes (the all-class cost, EP: 6x, is out of a CPU's budget), in one
-            # call per batch so that what a method shares (EP's batch, RISE's passes) is shared;
-            # each image's list is padded with its first true class and the pads are dropped
-            masks = images.new_zeros(images.shape[0], C, *images.shape[-2:])
-            present = labels > 0
-            k = int(present.sum(1).max())
-            if k:
-                order = torch.argsort(present.int(), dim=1, descending=True, stable=True)[:, :k]
-                valid = present.gather(1, order)
-                cls = torch.where(valid, order, order[:, :1])
-                out = attr(images, cls)
-                b_i, k_i = torch.nonzero(valid, as_tuple=True)
-                masks[b_i, cls[b_i, k_i]] = out[b_i, k_i]
-        else:
-            masks = attr(images, all_classes)
-        with torch.no_grad():
-            x = model.norm(images)
-            g, valid = aggregate_gt(gt, labels)
-            seg.update(x, aggregate(masks, labels), g, valid, labels)
-            if not slow or args.slow_all_classes:
-                mat.update(x, masks, labels)
-            b_idx, c_idx = torch.nonzero((labels > 0) & (gt == 1).flatten(2).any(2), as_tuple=True)
-            if b_idx.numel():
-                s, region = masks[b_idx, c_idx], gt[b_idx, c_idx] == 1
-                loc["ebpg"] += L.ebpg(s, region).tolist()
-                loc["miou20"] += L.miou_top(s, region, 0.2).tolist()
-                loc["bbox"] += L.bbox_score(s, region).tolist()
-                loc["m_i"] += L.m_i(s, region).tolist()
-                pg_hits.append(L.pointing_hits(s, region).cpu())
-                pg_cls.append(c_idx.cpu())
-            # causal metrics: each image's most confident true class
-            has = labels.sum(1) > 0
-            if has.any():
-                logit = model.classify(images).masked_fill(labels == 0, -math.inf)
-                cls = logit.argmax(1)[has]
-                imgs, s = images[has], masks[has].gather(1, logit.argmax(1)[has].view(-1, 1, 1, 1).expand(-1, 1, *masks.shape[-2:]))[:, 0]
-                drop, inc = L.drop_increase(prob_fn, imgs, s, cls)
-                ins = L.insertion_curve(prob_fn, imgs, s, cls, steps=32)
-                dele = L.deletion_curve(prob_fn, imgs, s, cls, steps=32)
-                causal["drop"] += drop.tolist()
-                causal["increase"] += inc.tolist()
-                causal["m_f"] += L.m_f_from_curve(ins).tolist()
-                causal["insertion"] += L.auc(ins).tolist()
-                causal["deletion"] += L.auc(dele).tolist()
+        masks = attr(images, list(range(C))) if all_scored else _true_class_masks(attr, images, labels, C)
+        logit = sc.update(images, labels, gt, masks)
+        has = labels.sum(1) > 0
         if seen < sanity_limit and has.any():
-            if rand_attr is None:
-                rand_attr = build_method(name, L.randomized_copy(model, seed=0))
+            rand_attr = rand_attr or build_method(name, L.randomized_copy(model, seed=0))
             take = torch.nonzero(has).flatten()[: sanity_limit - seen]
             cls_t = logit.argmax(1)[take].view(-1, 1)
-            a = attr(images[take], cls_t)[:, 0]
-            r = rand_attr(images[take], cls_t)[:, 0]
-            rho += L.spearman(a, r).tolist()
-        for j in range(images.shape[0]):
-            if seen + j in gallery_idx:
-                gallery[seen + j] = masks[j].cpu()
+            sc.rho += L.spearman(attr(images[take], cls_t)[:, 0], rand_attr(images[take], cls_t)[:, 0]).tolist()
+        gallery.update({seen + j: masks[j].cpu() for j in range(images.shape[0]) if seen + j in gallery_idx})
         seen += images.shape[0]
+    row = sc.row(name, seen)
+    row["ms_top1"], row["ms_all"] = method_latency(attr, ds, model, device, args, slow, list(range(C)))
+    return row, gallery
 
-    # latency on the first image: top-1 class and all classes
+
+def method_latency(attr, ds, model, device, args, slow: bool, all_classes: list[int]) -> tuple[float, float]:  # noqa: ANN001
+    """Median ms on the first image (batch 1): top-1 class and all classes (NaN for a slow
+    method's all-class run unless ``--slow-all-classes``; `pytest bench` measures those)."""
+    import torch
+
     img = ds[0][0][None].to(device)
     with torch.no_grad():
         top = model.classify(img).argmax(1, keepdim=True)
-    reps = 1 if name in SLOW else args.latency_repeats
+    reps = 1 if slow else args.latency_repeats
     if not slow:
         attr(img, top)  # warm-up (allocator); the slow methods' one run dwarfs it
     ms_top1 = _latency(attr, img, top, reps)
-    # all-class latency of the slow methods on a CPU: see `pytest bench` (minutes per image)
     ms_all = _latency(attr, img, [all_classes], reps) if not slow or args.slow_all_classes else math.nan
-
-    goal = matrix_goal(mat.result())
-    pres = [r for r, c in zip(goal["diag_ratio"], mat.result()["count"]) if c > 0]
-    offs = [r for r, c in zip(goal["offdiag_max_ratio"], mat.result()["count"]) if c > 0]
-    segr = seg.result()
-    row = {"method": name, "images": seen, "ms_top1": ms_top1, "ms_all": ms_all,
-           **{k: segr[k] for k in ("acc", "iou", "sal", "mae")},
-           **{k: 100 * _nanmean(v) if k != "m_i" else _nanmean(v) for k, v in loc.items()},
-           **{k: _nanmean(v) if k in ("drop", "increase", "m_f") else _nanmean(v) for k, v in causal.items()},
-           "pointing": L.pointing_accuracy(torch.cat(pg_hits), torch.cat(pg_cls), C) if pg_hits else math.nan,
-           "sanity_rho": _nanmean(rho), "matrix_diag_min": min(pres) if pres else math.nan,
-           "matrix_off_max": max(offs) if offs else math.nan}
-    return row, gallery
+    return ms_top1, ms_all
 
 
 def _fmt(v: object, key: str) -> str:
@@ -220,7 +267,8 @@ def _fmt(v: object, key: str) -> str:
         return "–"
     if key.startswith("ms_"):
         return f"{v:,.1f}" if v < 1e4 else f"{v:,.0f}"
-    if key in ("acc", "iou", "mae", "deletion", "insertion", "sanity_rho", "matrix_diag_min", "matrix_off_max"):
+    if key in ("acc", "iou", "mae", "deletion", "insertion", "sanity_rho", "matrix_diag_min", "matrix_off_max",
+               "matrix_off_mean", "class_iou", "class_iou_min", "own", "leak"):
         return f"{v:.3f}"
     return f"{v:.2f}"
 

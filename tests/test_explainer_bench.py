@@ -95,12 +95,30 @@ def test_cue_regions_are_the_planted_background_hatch() -> None:
 
 def test_gallery_writes_png(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "g.png"
-    assert _load("gallery").main(["--model", str(ckpt), "-n", "3", "--with-class", "dots", "-o", str(out),
+    assert _load("gallery").main(["--model", str(ckpt), "-n", "3", "--with-class", "dots", "--layout", "all", "-o", str(out),
                                   "--device", "cpu"]) == 0
     from PIL import Image
 
     im = Image.open(out)
-    assert im.size == (9 * (64 + 4), 16 + 3 * (64 + 4))  # image, gt, 6 masks, overlay; 2x tiles
+    assert im.size == (9 * (64 + 4), 3 * (64 + 14 + 4))  # image, gt, 6 masks, overlay; 2x tiles, captions
+
+
+def test_gallery_class_layout_one_column_per_labelled_class(ckpt: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from wysiwyc.data import build_dataset, dataset_kwargs
+
+    out = tmp_path / "c.png"
+    assert _load("gallery").main(["--model", str(ckpt), "-n", "3", "-o", str(out), "--device", "cpu"]) == 0
+    ds = build_dataset("shapes", "test", (32, 32), **dataset_kwargs("shapes", None, True))
+    counts = [int(ds[i][1].sum()) for i in range(40)]
+    picked = [c for c in counts if c >= 2][:3]
+    im = np.asarray(Image.open(out))
+    # image | one mask per labelled class | one absent class | overlay
+    assert im.shape[:2] == (3 * (64 + 14 + 4), (max(picked) + 3) * (64 + 4))
+    first_mask = im[14:14 + 64, 68:68 + 64]  # first row, first labelled class: green ground-truth outline
+    assert ((first_mask == (0, 200, 0)).all(-1)).sum() > 10
     assert _load("gallery").main(["--model", str(ckpt), "--with-class", "cats", "-o", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
 
@@ -115,10 +133,12 @@ def test_objective_ranks_candidate_masks(ckpt: Path, tmp_path: Path, capsys: pyt
     assert r["images"] == 4 and rows["ground truth"]["iou"] == pytest.approx(1) and rows["ground truth"]["mae"] == 0
     zero, one = rows["all 0"], rows["all 1"]
     assert zero["area_m"] == zero["area_n"] == zero["tv"] == 0 and one["area_m"] == one["area_n"] == 1
-    # all-0 masks: only the lower area bound is violated, by floor(a·Z)/Z of the sorted mask
-    assert zero["bounds"] == pytest.approx(int(w["min_area"] * 32 * 32) / (32 * 32))
-    assert zero["total"] == pytest.approx(zero["cls"] + w["entropy"] * zero["ent"] + w["area"] * zero["bounds"])
-    assert one["bounds"] == pytest.approx(1 - int(w["max_area"] * 32 * 32) / (32 * 32))
+    # all-0 masks: only the lower area bound is violated, by floor(a·Z)/Z per label class (summed)
+    per_label = r["labels_per_image"]
+    assert zero["bounds"] == pytest.approx(per_label * int(w["class_mask_min_area"] * 32 * 32) / (32 * 32))
+    assert zero["total"] == pytest.approx(zero["cls"] + w["entropy_regularizer"] * zero["ent"]
+                                          + w["mask_area_constraint_regularizer"] * zero["bounds"])
+    assert one["bounds"] == pytest.approx(per_label * (1 - int(w["class_mask_max_area"] * 32 * 32) / (32 * 32)))
 
 
 def test_objective_rejects_a_classifier_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Each term of the Explainer loss (paper 1, Eqs. 1-8) against hand-computed values."""
+"""Each term of the Explainer loss (the authors' code for paper 1) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from wysiwyc.training.losses import (ExplainerLossWeights, area, area_bounds, classification_loss, explainer_loss,
-                            merge_masks, negative_entropy_loss, total_variation)
+from wysiwyc.training.losses import (ExplainerLossWeights, area, area_bounds, class_mask_loss, classification_loss,
+                                    explainer_loss, merge_masks, negative_entropy_loss, nontarget_area,
+                                    total_variation)
 
 
 def test_merge_masks_max_over_label_and_other_classes() -> None:
@@ -48,8 +49,8 @@ def test_area_bounds_by_hand() -> None:
     masks = torch.stack([shuffled, full, full]).view(1, 3, 1, 10)
     one = area_bounds(masks, torch.tensor([[1.0, 0.0, 0.0]]), a=0.2, b=0.5)
     assert one.item() == pytest.approx(expected, abs=1e-6)
-    two = area_bounds(masks, torch.tensor([[1.0, 1.0, 0.0]]), a=0.2, b=0.5)  # mean over label classes
-    assert two.item() == pytest.approx((expected + 0.5) / 2, abs=1e-6)
+    two = area_bounds(masks, torch.tensor([[1.0, 1.0, 0.0]]), a=0.2, b=0.5)  # summed over label classes (code)
+    assert two.item() == pytest.approx(expected + 0.5, abs=1e-6)
     none = area_bounds(masks, torch.zeros(1, 3), a=0.2, b=0.5)  # no label: contributes 0
     assert none.item() == 0.0
 
@@ -61,42 +62,119 @@ def test_area_bounds_floor_tolerates_float_error() -> None:
     assert area_bounds(mask, torch.ones(1, 1), a=0.29, b=0.29).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_total_variation_anisotropic() -> None:
-    # down diffs |1-0|, |1-1| -> mean 0.5; right diffs |1-0|, |1-1| -> mean 0.5
+def test_total_variation_reflect_padded_like_the_authors_conv() -> None:
+    # right diffs m[i,j]-m[i,j+1] with the last column reflected (m[i,W] = m[i,W-2]):
+    # row 0: |0-1|, |1-0|; row 1: 0, 0. Down diffs: col 0: |0-1|, |1-0|; col 1: 0, 0. Sum 4 / 4 px
     assert total_variation(torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])).item() == pytest.approx(1.0)
     assert total_variation(torch.full((2, 3, 3), 0.3)).item() == pytest.approx(0.0)
+    # a vertical edge in a 3x3 mask: one right diff |0-1| per row (the reflected column 2 equals column 1)
+    m = torch.tensor([[[0.0, 1.0, 1.0]] * 3])
+    assert total_variation(m).item() == pytest.approx(3 * 1.0 / 9)
+
+
+def test_nontarget_area_max_and_mean() -> None:
+    masks = torch.tensor([[[[0.2, 0.4]], [[0.6, 0.0]], [[1.0, 1.0]]]])  # (1,3,1,2); class 2 is the label
+    y = torch.tensor([[0.0, 0.0, 1.0]])
+    assert nontarget_area(masks, y, "max").item() == pytest.approx((0.6 + 0.4) / 2)
+    assert nontarget_area(masks, y, "mean").item() == pytest.approx((0.3 + 0.3) / 2)
+    with pytest.raises(ValueError):
+        nontarget_area(masks, y, "sum")
 
 
 class _PixelClassifier(torch.nn.Module):
-    """Logit of class c = sum of channel 0 over pixel column c (a hand-checkable explanandum)."""
+    """Logit of class c = channel 0 at pixel (0, c) (a hand-checkable explanandum)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, 0, 0, :]
 
 
+def test_class_mask_loss_is_bce_of_each_labelled_class_mask_against_its_one_hot() -> None:
+    x = torch.ones(1, 3, 2, 2) * math.log(3.0)
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 1.0  # class 0 keeps its own pixel: logits [ln3, 0], target [1, 0]
+    masks[0, 1, 0, 0] = 1.0  # class 1 keeps class 0's pixel, not its own: logits [ln3, 0], target [0, 1]
+    both = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 1.0]]))
+    own = -(math.log(0.75) + math.log(0.5)) / 2
+    wrong = -(math.log(0.25) + math.log(0.5)) / 2
+    assert both.item() == pytest.approx((own + wrong) / 2, abs=1e-6)
+    assert class_mask_loss(_PixelClassifier(), x, masks, torch.zeros(1, 2)).item() == 0.0
+
+
+def _authors_reference(classifier, x, masks, y, w):  # noqa: ANN001, ANN202
+    """The authors' training_step, term by term with per-image loops (independent of the code under test)."""
+    tot = torch.nn.functional.binary_cross_entropy_with_logits
+    b = x.shape[0]
+    m = torch.stack([masks[i][y[i] == 1].amax(0) for i in range(b)])
+    n = torch.stack([masks[i][y[i] == 0].amax(0) for i in range(b)])
+    cls = tot(classifier(m.unsqueeze(1) * x), y)
+    p = torch.softmax(classifier((1 - m).unsqueeze(1) * x), -1).clamp(min=1e-16)
+    ent = -(-p * p.log()).mean()
+
+    def tv(mk):  # noqa: ANN001, ANN202
+        kr = torch.tensor([[0.0, 0, 0], [0, 1, -1], [0, 0, 0]]).view(1, 1, 3, 3)
+        kd = torch.tensor([[0.0, 0, 0], [0, 1, 0], [0, -1, 0]]).view(1, 1, 3, 3)
+        pad = torch.nn.functional.pad(mk.unsqueeze(1), (1, 1, 1, 1), mode="reflect")
+        return (torch.nn.functional.conv2d(pad, kr).abs() + torch.nn.functional.conv2d(pad, kd).abs()).mean()
+
+    z = masks.shape[-1] * masks.shape[-2]
+    ones = lambda frac: torch.cat([torch.ones(int(z * frac)), torch.zeros(z - int(z * frac))])  # noqa: E731
+    per = torch.zeros(b)
+    for i in range(b):
+        for mk in masks[i][y[i] == 1]:
+            q = mk.flatten().sort(descending=True).values
+            per[i] += (torch.relu(ones(w.class_mask_min_area) - q) + torch.relu(q - ones(w.class_mask_max_area))).mean()
+    return (cls + w.entropy_regularizer * ent + w.mask_variation_regularizer * (tv(m) + tv(n))
+            + w.mask_area_constraint_regularizer * per.mean() + w.mask_total_area_regularizer * m.mean()
+            + w.ncmask_total_area_regularizer * n.mean())
+
+
+def test_explainer_loss_matches_the_authors_training_step() -> None:
+    g = torch.Generator().manual_seed(0)
+    classifier = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    x = torch.randn(3, 3, 10, 10, generator=g)
+    masks = torch.rand(3, 4, 10, 10, generator=g)
+    y = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0]])
+    w = ExplainerLossWeights(entropy_regularizer=3.0, mask_variation_regularizer=0.05,
+                             mask_area_constraint_regularizer=0.1, mask_total_area_regularizer=0.01,
+                             ncmask_total_area_regularizer=0.03)
+    total, _ = explainer_loss(classifier, x, masks, y, w)
+    assert total.item() == pytest.approx(_authors_reference(classifier, x, masks, y, w).item(), abs=1e-6)
+
+
 def test_explainer_loss_combines_terms_with_weights() -> None:
-    x = torch.ones(1, 3, 1, 2) * math.log(3.0)
-    masks = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.5]]]], requires_grad=True)  # (1,2,1,2)
+    x = torch.ones(1, 3, 2, 2) * math.log(3.0)
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 1.0
+    masks[0, 1, 0, 1] = 0.5
+    masks.requires_grad_(True)
     y = torch.tensor([[1.0, 0.0]])
-    w = ExplainerLossWeights(entropy=2.0, area=3.0, tv=5.0, total_area=0.1, nontarget_area=0.3, min_area=0.5, max_area=0.5)
+    w = ExplainerLossWeights(entropy_regularizer=2.0, mask_variation_regularizer=5.0,
+                             mask_area_constraint_regularizer=3.0, mask_total_area_regularizer=0.1,
+                             ncmask_total_area_regularizer=0.3, class_mask_min_area=0.25, class_mask_max_area=0.25,
+                             class_regularizer=0.7)
     total, t = explainer_loss(_PixelClassifier(), x, masks, y, w)
-    # m = [1, 0] keeps pixel 0: logits [ln3, 0] -> p = [0.75, 0.5]; BCE mean
+    # m keeps pixel (0,0) only: logits [ln3, 0] -> p = [0.75, 0.5]; BCE mean
     assert t["cls"].item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, abs=1e-6)
-    # 1-m keeps pixel 1: logits [0, ln3] -> softmax [0.25, 0.75]
+    # 1-m zeroes pixel (0,0): logits [0, ln3] -> softmax [0.25, 0.75]
     assert t["ent"].item() == pytest.approx((0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / 2, abs=1e-6)
-    assert t["area_m"].item() == pytest.approx(0.5) and t["area_n"].item() == pytest.approx(0.25)
-    assert t["bounds"].item() == pytest.approx(0.0)  # exactly one of two pixels on: a = b = 0.5
-    assert t["tv"].item() == pytest.approx(1.0 + 0.5)  # |1-0| + |0.5-0| (no vertical neighbours)
-    expected = (t["cls"] + 2 * t["ent"] + 3 * (t["area_m"] + t["area_n"] + t["bounds"]) + 5 * t["tv"]
-                + 0.1 * t["area_m"] + 0.3 * t["area_n"])
+    assert t["area_m"].item() == pytest.approx(0.25) and t["area_n"].item() == pytest.approx(0.125)
+    assert t["bounds"].item() == pytest.approx(0.0)  # exactly one of four pixels on: a = b = 0.25
+    assert t["tv"].item() == pytest.approx(1.0 + 0.5)  # m: 4 unit steps / 4 px; n: 4 half steps / 4 px
+    # s_0 keeps pixel (0,0): logits [ln3, 0] against one-hot [1, 0]
+    assert t["class_mask"].item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, abs=1e-6)
+    expected = (t["cls"] + 2 * t["ent"] + 5 * t["tv"] + 3 * t["bounds"] + 0.1 * t["area_m"] + 0.3 * t["area_n"]
+                + 0.7 * t["class_mask"])
     assert total.item() == pytest.approx(expected.item(), abs=1e-6)
     total.backward()
     assert masks.grad is not None and masks.grad.abs().sum() > 0
 
 
-def test_default_weights_are_the_papers() -> None:
+def test_default_weights_are_the_authors_vgg16_voc() -> None:
     w = ExplainerLossWeights()
-    assert (w.entropy, w.area, w.tv, w.total_area, w.nontarget_area, w.min_area, w.max_area) == (1, 1, 1, 0.1, 0.3, 0.05, 0.3)
+    assert (w.entropy_regularizer, w.mask_variation_regularizer, w.mask_area_constraint_regularizer,
+            w.mask_total_area_regularizer, w.ncmask_total_area_regularizer, w.class_mask_min_area,
+            w.class_mask_max_area) == (1, 1, 1, 0.1, 0.3, 0.05, 0.3)
+    assert (w.nontarget_reduce, w.class_regularizer) == ("max", 0.0)
 
 
 def test_rtis_loss_by_hand():

@@ -84,6 +84,35 @@ def test_class_masking_matrix_by_hand() -> None:
     assert goal["diag_ratio"] == pytest.approx([1.5, 1.5]) and goal["diag_ok"]
     assert goal["offdiag_max_ratio"] == pytest.approx([0.5, 0.5]) and not goal["offdiag_ok"]
     assert goal["diag_min"] == pytest.approx(1.5) and goal["offdiag_max"] == pytest.approx(0.5)
+    assert goal["offdiag_mean"] == pytest.approx(0.5)
+    r["matrix"] = [[0.75, 0.125], [0.05, 0.75]]  # ratios 0.25 and 0.1: max ≤ 0.3, mean 0.175 ≤ 0.2
+    goal = matrix_goal(r)
+    assert goal["offdiag_ok"] and goal["offdiag_mean"] == pytest.approx(0.175)
+    assert not matrix_goal(r, leak=0.2)["offdiag_ok"]
+
+
+def test_per_class_scores_by_hand() -> None:
+    from wysiwyc.metrics.segmentation import PerClassMeter, per_class_scores
+
+    # 1x4 image: class 0's object is pixel 0, class 1's is pixel 1, pixel 3 unknown for class 0
+    gt = torch.tensor([[[[1, 0, 0, 255]], [[0, 1, 0, 0]], [[0, 0, 0, 0]]]], dtype=torch.uint8)
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    masks = torch.tensor([[[[0.8, 0.4, 0.0, 1.0]], [[0.2, 1.0, 0.0, 0.0]], [[0.5, 0.1, 0.9, 0.0]]]])
+    s = per_class_scores(masks, gt, labels)
+    # class 0 over its 3 valid pixels: min sum 0.8, max sum 1.0 + 0.4 = 1.4; |diff| 0.2 + 0.4 + 0
+    assert s["iou"][0, 0].item() == pytest.approx(0.8 / 1.4) and s["mae"][0, 0].item() == pytest.approx(0.6 / 3)
+    assert s["own"][0, 0].item() == pytest.approx(0.8) and s["leak"][0, 0].item() == pytest.approx(0.4)
+    assert s["own"][0, 1].item() == pytest.approx(1.0) and s["leak"][0, 1].item() == pytest.approx(0.2)
+    # class 2 is not labelled: no iou/own/leak; its mask on the labelled objects (pixels 0, 1)
+    assert torch.isnan(s["iou"][0, 2]) and torch.isnan(s["own"][0, 2])
+    assert s["absent"][0, 2].item() == pytest.approx(0.3) and torch.isnan(s["absent"][0, 0])
+    meter = PerClassMeter(3)
+    meter.update(masks, gt, labels)
+    meter.update(masks, gt, labels)
+    r = meter.result()
+    assert r["per_class"]["own"][:2] == pytest.approx([0.8, 1.0]) and math.isnan(r["per_class"]["own"][2])
+    assert r["own"] == pytest.approx(0.9) and r["leak"] == pytest.approx(0.3)
+    assert r["iou_min"] == pytest.approx(min(0.8 / 1.4, s["iou"][0, 1].item()))
 
 
 def test_class_masking_matrix_averages_thresholds_and_only_target_images() -> None:

@@ -6,7 +6,7 @@ baseline as the Explainer paper built it (checkpoint kind ``rtis``).
 
 The output checkpoint (kind ``explainer``) embeds the classifier, so export and runtime
 need only this one file. Settings can come from ``--config FILE.json`` whose keys are the
-flag names (``lambda-e`` or ``lambda_e``; keys starting with ``_`` are comments); flags
+flag names (``entropy-regularizer`` or ``entropy_regularizer``; keys starting with ``_`` are comments); flags
 given on the command line win.
 
 Example (the bundled demo Explainer)::
@@ -32,8 +32,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train an Explainer for a frozen classifier.", add_help=add_help)
     add_head_training_args(p, epochs=20, batch_size=16, lr=1e-5,
                            lr_help="Adam learning rate (paper: 1e-5 VGG16, 1e-4 ResNet50)")
-    p.add_argument("--arch", default="unet", help="explainer: unet | lraspp_mobilenet_v3 | deeplabv3_resnet50")
-    p.add_argument("--width", type=int, default=16, help="unet: channels of the first level")
+    p.add_argument("--arch", default="unet",
+                   help="explainer: unet | classifier_unet | lraspp_mobilenet_v3 | deeplabv3_resnet50")
+    p.add_argument("--width", type=int, default=16, help="unet: channels of the first level; classifier_unet: stem")
+    p.add_argument("--encoder-init", choices=("classifier", "random"), default="classifier",
+                   help="classifier_unet: start the encoder from the classifier's block weights, or at random")
     p.add_argument("--levels", type=int, default=4, help="unet: resolution levels")
     p.add_argument("--backbone-weights", default=None, help="local torchvision backbone weights file")
     p.add_argument("--mask-init", type=float, default=None,
@@ -48,14 +51,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--rtis-smooth", type=float, default=0.5, help="rtis: smoothness weight")
     p.add_argument("--rtis-preserve", type=float, default=0.3, help="rtis: preserver weight")
     p.add_argument("--rtis-destroy", type=float, default=1.0, help="rtis: destroyer weight")
-    # loss weights: the paper / authors' code defaults (VGG16, VOC-2007)
-    p.add_argument("--lambda-e", type=float, default=1.0, help="negative-entropy weight λe")
-    p.add_argument("--lambda-a", type=float, default=1.0, help="area weight λa")
-    p.add_argument("--lambda-tv", type=float, default=1.0, help="total-variation weight λtv")
-    p.add_argument("--total-area", type=float, default=0.1, help="extra target-mask area weight (authors' code)")
-    p.add_argument("--nontarget-area", type=float, default=0.3, help="extra non-target area weight (authors' code)")
-    p.add_argument("--min-area", type=float, default=0.05, help="area bound a")
-    p.add_argument("--max-area", type=float, default=0.3, help="area bound b")
+    # loss weights: the names and defaults of the authors' code (VGG16, VOC-2007)
+    p.add_argument("--entropy-regularizer", type=float, default=1.0, help="weight of the negative entropy of F((1-m)x)")
+    p.add_argument("--mask-variation-regularizer", type=float, default=1.0, help="weight of TV(m) + TV(n)")
+    p.add_argument("--mask-area-constraint-regularizer", type=float, default=1.0,
+                   help="weight of the per-class area bounds, summed over the label classes")
+    p.add_argument("--mask-total-area-regularizer", type=float, default=0.1, help="weight of A(m)")
+    p.add_argument("--ncmask-total-area-regularizer", type=float, default=0.3, help="weight of A(n)")
+    p.add_argument("--class-mask-min-area", type=float, default=0.05, help="area bound a of each class mask")
+    p.add_argument("--class-mask-max-area", type=float, default=0.3, help="area bound b of each class mask")
+    p.add_argument("--nontarget-reduce", choices=("max", "mean"), default="max",
+                   help="A(n) over the max of the non-target channels (authors) or their mean")
+    p.add_argument("--class-regularizer", type=float, default=0.0,
+                   help="weight of the per-class term BCE(F(s_c x), onehot(c)) (not in the paper; 0 = off)")
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
     add_run_args(p)
     return p
@@ -75,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.training.rtis import RTISTask
     from wysiwyc.training.setup import HeadDataConfig, prepare_head_training
     from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
-    from wysiwyc.models.explainer import head_from_spec, init_mask_bias, load_backbone_weights
+    from wysiwyc.models.explainer import (head_from_spec, init_encoder_from_classifier, init_mask_bias,
+                                          load_backbone_weights)
     from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 
     kind = "rtis" if args.loss == "rtis" else "explainer"
-    arch_extra = {"width": args.width, "levels": args.levels} if args.arch == "unet" else {}
+    arch_extra = {"unet": {"width": args.width, "levels": args.levels},
+                  "classifier_unet": {"width": args.width, "classifier_arch": cspec.classifier_arch}}.get(args.arch, {})
     extra = {**cspec.extra, "explainer": arch_extra}
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
@@ -94,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     head = head_from_spec(spec)
     if args.backbone_weights:
         print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
+    if args.arch == "classifier_unet" and args.encoder_init == "classifier":
+        print(f"encoder: {init_encoder_from_classifier(head, classifier)} tensors from the classifier")
     if args.mask_init is not None:
         init_mask_bias(head, args.mask_init, spec.num_classes)
-    weights = ExplainerLossWeights(entropy=args.lambda_e, area=args.lambda_a, tv=args.lambda_tv,
-                                   total_area=args.total_area, nontarget_area=args.nontarget_area,
-                                   min_area=args.min_area, max_area=args.max_area)
+    weights = ExplainerLossWeights(**{k: getattr(args, k) for k in ExplainerLossWeights.__dataclass_fields__})
     if args.loss == "rtis":
         weights = RTISLossWeights(area=args.rtis_area, smooth=args.rtis_smooth, preserve=args.rtis_preserve,
                                   destroy=args.rtis_destroy)

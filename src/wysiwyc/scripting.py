@@ -54,7 +54,7 @@ def image_size_arg(values: list[int] | None, default: tuple[int, int]) -> tuple[
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags; ``--config FILE.json`` values become defaults so explicit flags win.
 
-    Config keys are flag names (``lambda-e`` or ``lambda_e``); keys starting with ``_``
+    Config keys are flag names (``entropy-regularizer`` or ``entropy_regularizer``); keys starting with ``_``
     are comments. An unknown key or a missing/invalid file is a :class:`UserError`.
     """
     first, _ = parser.parse_known_args(argv)

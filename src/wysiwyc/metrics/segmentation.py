@@ -12,6 +12,15 @@ Pixels whose ground truth is unknown (255, e.g. VOC's void border) are ignored.
            explanandum's logits (multi-label), m⊙x on the normalised image.
 * ``mae``  mean |m - g|.
 
+Per class (:class:`PerClassMeter`; judges each class's own mask, which the merged mask
+cannot: a method lighting every object in every channel scores well merged):
+
+* ``iou`` / ``mae``  mask of class c vs class c's ground truth, for labelled c.
+* ``own``   mean of mask c over class c's object pixels.
+* ``leak``  mean of mask c (c labelled) over the pixels of the other labelled classes'
+            objects that are not c's.
+* ``absent`` mean of mask c (c NOT labelled) over the labelled objects' pixels.
+
 The class-specific masking matrix (Table 1): for each target class t (row) and images
 containing t, the softmax probability of t when the image is masked with the binarised
 (``s_k ≥ thr``, thr = 0.1 … 0.9) mask of class k (column), averaged over thresholds and
@@ -101,6 +110,71 @@ class SegmentationMeter:
         return out
 
 
+def per_class_scores(masks: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per (image, class) values of the per-class metrics (module doc).
+
+    Args:
+        masks: (B,C,H,W) in [0,1]; gt: (B,C,H,W) uint8 {0,1,255}; labels: (B,C) in {0,1}.
+
+    Returns:
+        ``iou``, ``mae``, ``own``, ``leak``, ``absent``: (B,C) each, NaN where undefined
+        (e.g. ``own`` for an unlabelled class, ``leak`` without another labelled object).
+    """
+    m = masks.float()
+    lab = labels.bool()
+    valid = (gt != 255).float()
+    g = (gt == 1).float()
+    nan = torch.full(lab.shape, float("nan"), device=m.device)
+    z = valid.flatten(2).sum(2).clamp_min(1)
+    mae = ((m - g).abs() * valid).flatten(2).sum(2) / z
+    inter = (torch.minimum(m, g) * valid).flatten(2).sum(2)
+    union = (torch.maximum(m, g) * valid).flatten(2).sum(2)
+    iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.ones_like(union))
+
+    def mean_over(region: torch.Tensor) -> torch.Tensor:  # region (B,C,H,W) float -> (B,C), NaN if empty
+        cnt = region.flatten(2).sum(2)
+        return torch.where(cnt > 0, (m * region).flatten(2).sum(2) / cnt.clamp_min(1), nan)
+
+    objects = (g * lab[:, :, None, None]).amax(1, keepdim=True)  # (B,1,H,W): any labelled object
+    others = (objects - g).clamp_min(0)  # labelled objects' pixels outside class c's own object
+    return {"iou": torch.where(lab, iou, nan), "mae": torch.where(lab, mae, nan),
+            "own": torch.where(lab, mean_over(g), nan), "leak": torch.where(lab, mean_over(others), nan),
+            "absent": torch.where(~lab, mean_over(objects.expand_as(g)), nan)}
+
+
+class PerClassMeter:
+    """Accumulates :func:`per_class_scores`; ``result()`` gives each metric per class
+    (``per_class``: name -> list of C means, NaN for a class never seen) and its mean over
+    classes (key = the metric name)."""
+
+    KEYS: tuple[str, ...] = ("iou", "mae", "own", "leak", "absent")
+
+    def __init__(self, num_classes: int) -> None:
+        self.C = num_classes
+        self.sums = {k: torch.zeros(num_classes, dtype=torch.float64) for k in self.KEYS}
+        self.counts = {k: torch.zeros(num_classes, dtype=torch.float64) for k in self.KEYS}
+
+    @torch.no_grad()
+    def update(self, masks: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor) -> None:
+        """masks of ALL classes (B,C,H,W), gt (B,C,H,W) {0,1,255}, labels (B,C)."""
+        for k, v in per_class_scores(masks, gt, labels).items():
+            v = v.double().cpu()
+            ok = ~v.isnan()
+            self.sums[k] += torch.where(ok, v, torch.zeros_like(v)).sum(0)
+            self.counts[k] += ok.sum(0)
+
+    def result(self) -> dict[str, object]:
+        out: dict[str, object] = {"per_class": {}}
+        for k in self.KEYS:
+            per = torch.where(self.counts[k] > 0, self.sums[k] / self.counts[k].clamp_min(1),
+                              torch.full((self.C,), float("nan"), dtype=torch.float64))
+            out["per_class"][k] = per.tolist()
+            seen = ~per.isnan()
+            out[k] = float(per[seen].mean()) if seen.any() else math.nan
+        out["iou_min"] = min((v for v in out["per_class"]["iou"] if not math.isnan(v)), default=math.nan)
+        return out
+
+
 class ClassMaskingMeter:
     """Table 1 of paper 1: softmax probability of each target class under each class's
     thresholded mask. ``result()`` gives ``matrix`` (C rows = target class, C columns =
@@ -139,22 +213,30 @@ class ClassMaskingMeter:
                 "count": self.count.tolist(), "thresholds": list(self.thresholds)}
 
 
-def matrix_goal(result: dict[str, object], keep: float = 0.8, leak: float = 0.2) -> dict[str, object]:
-    """Check Table 1's goal: diagonal ≥ keep·none and every off-diagonal < leak·none.
+def matrix_goal(result: dict[str, object], keep: float = 0.8, leak: float = 0.3,
+                mean_leak: float = 0.2) -> dict[str, object]:
+    """Check Table 1's goal: diagonal ≥ keep·none, every off-diagonal ≤ leak·none and their
+    mean ≤ mean_leak·none.
 
     Returns ``diag_ratio`` / ``offdiag_max_ratio`` per class (relative to ``none``),
-    ``diag_min`` / ``offdiag_max`` over the classes with test images, and booleans
-    ``diag_ok``, ``offdiag_ok`` (classes without images are ignored).
+    ``diag_min`` / ``offdiag_max`` / ``offdiag_mean`` over the classes with test images, and
+    booleans ``diag_ok``, ``offdiag_ok`` (classes without images are ignored).
     """
     mat = torch.tensor(result["matrix"], dtype=torch.float64)
     none = torch.tensor(result["none"], dtype=torch.float64).clamp_min(1e-12)
     ratio = mat / none[:, None]
     diag = ratio.diagonal()
+    present = torch.tensor(result["count"]) > 0
+    eye = torch.eye(len(diag), dtype=torch.bool)
+    off_vals = ratio[present[:, None] & ~eye]
     off = ratio.clone()
     off.fill_diagonal_(-math.inf)
     offmax = off.max(1).values
-    present = torch.tensor(result["count"]) > 0
+    if not present.any():
+        return {"diag_ratio": diag.tolist(), "offdiag_max_ratio": offmax.tolist(), "diag_min": math.nan,
+                "offdiag_max": math.nan, "offdiag_mean": math.nan, "diag_ok": False, "offdiag_ok": False}
+    off_max, off_mean = float(offmax[present].max()), float(off_vals.mean()) if off_vals.numel() else math.nan
     return {"diag_ratio": diag.tolist(), "offdiag_max_ratio": offmax.tolist(),
-            "diag_min": float(diag[present].min()) if present.any() else math.nan,
-            "offdiag_max": float(offmax[present].max()) if present.any() else math.nan,
-            "diag_ok": bool((diag[present] >= keep).all()), "offdiag_ok": bool((offmax[present] < leak).all())}
+            "diag_min": float(diag[present].min()), "offdiag_max": off_max, "offdiag_mean": off_mean,
+            "diag_ok": bool((diag[present] >= keep).all()),
+            "offdiag_ok": bool(off_max <= leak and off_mean <= mean_leak)}

@@ -7,6 +7,10 @@ Registry ``EXPLAINERS`` maps ``spec.explainer_arch`` to a builder ``(num_classes
   the skip's size, so any H, W works (no divisibility constraint) and it exports to ONNX.
 * ``lraspp_mobilenet_v3``: torchvision LR-ASPP MobileNetV3-Large, the edge variant.
 * ``deeplabv3_resnet50``: torchvision DeepLabV3-ResNet50, the paper's explainer.
+* ``classifier_unet``: a U-Net whose encoder is a trainable copy of the explained
+  classifier's feature blocks (:func:`init_encoder_from_classifier` copies its weights
+  before training) — the shapes counterpart of the paper's pretrained backbone: its
+  features already tell the classes apart.
 
 The torchvision models are always built with ``weights=None, weights_backbone=None``
 (offline: their defaults download ImageNet weights); a user's local backbone weights file
@@ -121,6 +125,84 @@ def deeplabv3_resnet50(num_classes: int, **_: Any) -> nn.Module:
     from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplab
 
     return tv_deeplab(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+
+
+class ClassifierUNet(nn.Module):
+    """Encoder = the classifier's feature blocks (same architecture, own weights), decoder =
+    bilinear up + concat skip + double conv per block, plus a full-resolution stem on the
+    image so mask edges stay sharp; 1x1 conv to C logits at input resolution.
+
+    Args:
+        num_classes: C.
+        classifier_arch: registry name of the explained classifier (``spec.classifier_arch``).
+        width: channels of the full-resolution stem and of the last decoder stage.
+    """
+
+    def __init__(self, num_classes: int, classifier_arch: str, width: int = 16) -> None:
+        super().__init__()
+        from .classifiers import build_classifier
+
+        self.encoder = build_classifier(classifier_arch, num_classes).blocks
+        chans = _block_channels(self.encoder)
+        self.stem = _block(3, width)
+        dec = [max(width, c // 2) for c in chans[:-1]]
+        ups, cin = [], chans[-1]
+        for skip_c, out_c in zip(reversed(chans[:-1]), reversed(dec)):
+            ups.append(_block(cin + skip_c, out_c))
+            cin = out_c
+        self.up = nn.ModuleList(ups)
+        self.fuse = _block(cin + width, width)
+        self.out = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips, h = [], x
+        for block in self.encoder.values():
+            h = block(h)
+            skips.append(h)
+        h = skips[-1]
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = block(torch.cat([h, skip], dim=1))
+        h = F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(self.fuse(torch.cat([h, self.stem(x)], dim=1)))
+
+
+def _block_channels(blocks: nn.ModuleDict, size: int = 64) -> list[int]:
+    """Output channels of each block, by a dry run on a (1,3,size,size) zero image."""
+    h = torch.zeros(1, 3, size, size)
+    was = blocks.training
+    blocks.eval()
+    out = []
+    with torch.no_grad():
+        for block in blocks.values():
+            h = block(h)
+            out.append(h.shape[1])
+    blocks.train(was)
+    return out
+
+
+@register_explainer("classifier_unet")
+def classifier_unet(num_classes: int, classifier_arch: str = "small_cnn", width: int = 16, **_: Any) -> nn.Module:
+    return ClassifierUNet(num_classes, classifier_arch=str(classifier_arch), width=int(width))
+
+
+def init_encoder_from_classifier(head: ExplainerHead, classifier: nn.Module) -> int:
+    """Copy the classifier's feature-block weights into a ``classifier_unet`` encoder.
+    Returns the number of tensors copied.
+
+    Raises:
+        UserError: the head is not a ``classifier_unet`` or the blocks do not match.
+    """
+    enc = getattr(head.net, "encoder", None)
+    blocks = getattr(classifier, "blocks", None)
+    if enc is None or blocks is None:
+        raise UserError("--encoder-init classifier needs --arch classifier_unet and a block classifier")
+    state = blocks.state_dict()
+    try:
+        enc.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"the classifier's blocks do not fit the explainer's encoder: {exc}") from exc
+    return len(state)
 
 
 def build_explainer(arch: str, num_classes: int, **extra: Any) -> ExplainerHead:

@@ -73,13 +73,16 @@ class ExplainerTask(Task):
     def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, labels = batch[0].to(device), batch[1].to(device)
         total, terms, _ = self.loss(images, labels)
-        return total, {k: float(terms[k].detach()) for k in ("cls", "ent", "area_m")}
+        return total, {k: float(terms[k].detach()) for k in ("cls", "ent", "area_m", "area_n")}
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
-        """Validation loss and its terms, plus continuous IoU / MAE of the target mask
-        against the ground-truth masks when the batch has them (pixels marked 255 ignored)."""
-        from ..metrics.segmentation import aggregate_gt, segmentation_scores
+        """Validation loss and its terms; when the batch has ground-truth masks, continuous
+        IoU / MAE of the target mask (``val_iou``, ``val_mae``) and the per-class metrics
+        (``val_class_iou``, ``val_class_iou_min``, ``val_own``, ``val_leak``, ``val_absent``)."""
+        from ..metrics.segmentation import PerClassMeter, aggregate_gt, segmentation_scores
+
+        per_class = None
 
         gen = torch.Generator(device=device).manual_seed(0)
         sums: dict[str, float] = {}
@@ -95,7 +98,14 @@ class ExplainerTask(Task):
                 s = segmentation_scores(m, g, valid)
                 vals["val_iou"] = float(s["iou"].mean())
                 vals["val_mae"] = float(s["mae"].mean())
+                per_class = per_class or PerClassMeter(masks.shape[1])
+                per_class.update(masks, batch[2].to(device), labels)
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             n += b
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        out = {k: v / max(n, 1) for k, v in sums.items()}
+        if per_class is not None:
+            r = per_class.result()
+            out.update({"val_class_iou": r["iou"], "val_class_iou_min": r["iou_min"], "val_own": r["own"],
+                        "val_leak": r["leak"], "val_absent": r["absent"]})
+        return out

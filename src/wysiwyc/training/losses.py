@@ -1,18 +1,24 @@
 """Training losses.
 
-Explainer (paper 1, Stalder et al., Eq. 1-8)::
+Explainer (paper 1, Stalder et al.), exactly as the authors' code computes it
+(NN-Explainer ``models/explainer_classifier.py`` + ``utils/loss.py``, the code behind the
+paper's numbers)::
 
-    L = Lc(F(m⊙x), Y) + λe·Le(F((1-m)⊙x)) + λa·[A(m) + A(n) + mean_{c∈Y} B(s_c)]
-        + λtv·[TV(m) + TV(n)] + w_total·A(m) + w_nontarget·A(n)
+    L = Lc(F(m⊙x), Y) + entropy_regularizer·Le(F((1-m)⊙x))
+        + mask_variation_regularizer·[TV(m) + TV(n)]
+        + mask_area_constraint_regularizer·Σ_{c∈Y} B(s_c)
+        + mask_total_area_regularizer·A(m) + ncmask_total_area_regularizer·A(n)
 
-m = pixel-wise max of the label classes' masks, n = max of the other classes' masks,
-x = the NORMALISED image (0 = the dataset mean colour). The last two terms are the extra
-"total area" L1 terms of the authors' public code (not in the paper's equation).
+m = pixel-wise max of the label classes' masks, n = max of the other classes' masks. The
+paper writes one λa in front of A(m)+A(n)+B; the code weights the three separately and
+has no other area term — we follow the code. Departures, each a flag whose default is
+the code's: ``nontarget_reduce`` (A(n) over the max or the mean of the non-target
+channels) and ``class_regularizer`` (the per-class term of :func:`class_mask_loss`, 0 = off). Masks multiply the
+NORMALISED image (0 = the dataset mean colour), as in the authors' code.
 Each function below is one term, on batches; all return a scalar averaged over the batch.
 
 Mask predictor (paper 2, Eq. 4): only the classification loss on the perturbed image
-φ(I, M) = I⊙M + A⊙(1−M), A the blurred image or a random colour plus noise
-(:func:`alternative_images`, :func:`perturb`, :func:`mask_predictor_loss`).
+φ(I, M) = I⊙M + A⊙(1−M) (:func:`mask_predictor_loss`; A and φ in :mod:`wysiwyc.ops`).
 
 RTIS (Dabkowski & Gal 2017), the baseline the Explainer paper trains on its own network:
 preserver + destroyer hinges, area power and smoothness (:func:`rtis_loss`).
@@ -57,14 +63,14 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def negative_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     """Eq. 3: 1/C Σ_c p̃_c log p̃_c with p̃ = softmax over classes of F((1-m)⊙x); batch mean.
 
-    Minimal (-log(C)/C) when the complement leaves the classifier uniform. The softmax
-    (not sigmoid) follows the authors' code.
+    Minimal (-log(C)/C) when the complement leaves the classifier uniform. Softmax (not the
+    paper's sigmoid) and the 1e-16 floor on p̃ follow the authors' ``entropy_loss``.
 
     Args:
         logits: (B,C) classifier logits of the inverse-masked image.
     """
-    logp = F.log_softmax(logits, dim=1)
-    return (logp.exp() * logp).mean()
+    p = F.softmax(logits, dim=1).clamp_min(1e-16)
+    return (p * p.log()).mean()
 
 
 def area(mask: torch.Tensor) -> torch.Tensor:
@@ -73,13 +79,13 @@ def area(mask: torch.Tensor) -> torch.Tensor:
 
 
 def area_bounds(masks: torch.Tensor, targets: torch.Tensor, a: float = 0.05, b: float = 0.3) -> torch.Tensor:
-    """Eqs. 4-6: mean over the label classes of B(s_c), batch mean.
+    """Eqs. 4-6 as the authors' ``ClassMaskAreaLoss``: Σ over the label classes of B(s_c), batch mean.
 
     B(s) = 1/Z Σ_i max(q_min[i] - q[i], 0) + 1/Z Σ_i max(q[i] - q_max[i], 0) with q the
     mask's values sorted descending and q_min / q_max = ⌊Za⌋ / ⌊Zb⌋ ones then zeros.
-    Images without a label class contribute 0 (the paper's quotient is undefined there).
-    The paper averages over the image's classes (Eq. 6); the authors' code sums — we
-    follow the paper.
+    The paper's Eq. 6 averages over the image's classes; the authors' code sums them
+    (its ``losses[i].mean()`` is of a scalar) — we follow the code. Images without a label
+    class contribute 0.
 
     Args:
         masks: (B,C,H,W) per-class masks in [0,1].
@@ -94,47 +100,75 @@ def area_bounds(masks: torch.Tensor, targets: torch.Tensor, a: float = 0.05, b: 
     q_min = (idx < math.floor(z * a + 1e-6)).to(q.dtype)
     q_max = (idx < math.floor(z * b + 1e-6)).to(q.dtype)
     per_class = (q_min - q).clamp_min(0).mean(-1) + (q - q_max).clamp_min(0).mean(-1)  # (B,C)
-    t = targets.to(q.dtype)
-    per_image = (per_class * t).sum(1) / t.sum(1).clamp_min(1)
-    return per_image.mean()
+    return (per_class * targets.to(q.dtype)).sum(1).mean()
 
 
 def total_variation(mask: torch.Tensor) -> torch.Tensor:
-    """Eq. 7, anisotropic TV: mean |down difference| + mean |right difference|, batch mean.
-
-    The paper normalises both sums by Z; like the authors' code we average each
-    difference map over its own size ((H-1)·W and H·(W-1)) — the same up to the border.
+    """Eq. 7 as the authors' ``TotalVariationConv``: mean over pixels of |right diff| + |down diff|,
+    with reflect padding (the last column / row differs from its reflected neighbour), batch mean.
 
     Args:
         mask: (B,H,W).
     """
-    dh = (mask[:, 1:, :] - mask[:, :-1, :]).abs()
-    dw = (mask[:, :, 1:] - mask[:, :, :-1]).abs()
-    # a 1-pixel-high (or -wide) mask has no differences in that direction: 0, not NaN
-    return dh.sum() / max(dh.numel(), 1) + dw.sum() / max(dw.numel(), 1)
+    p = F.pad(mask.unsqueeze(1), (0, 1, 0, 1), mode="reflect").squeeze(1)
+    right = (p[:, :-1, :-1] - p[:, :-1, 1:]).abs()
+    down = (p[:, :-1, :-1] - p[:, 1:, :-1]).abs()
+    return (right + down).mean()
+
+
+def nontarget_area(masks: torch.Tensor, targets: torch.Tensor, reduce: str = "max") -> torch.Tensor:
+    """A(n) over the non-target channels: ``max`` = area of their pixel-wise max n (the
+    authors' code), ``mean`` = mean area of every non-target channel (each channel gets the
+    gradient, not only the highest one). masks (B,C,H,W), targets (B,C) -> scalar."""
+    if reduce == "max":
+        return area(merge_masks(masks, targets)[1])
+    if reduce == "mean":
+        nt = 1 - targets.to(masks.dtype)
+        per = masks.flatten(2).mean(2)  # (B,C)
+        return ((per * nt).sum(1) / nt.sum(1).clamp_min(1)).mean()
+    raise ValueError(f"nontarget_reduce must be 'max' or 'mean', got {reduce!r}")
+
+
+def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+    """Per-class term (not in the paper): for every labelled (image, class c) pair, Eq. 2 on
+    F(s_c⊙x) against the one-hot label of c — class c's own mask must keep class c and only
+    class c (what you see in mask c is what the classifier calls c). The merged terms
+    cannot tell the channels apart; this one penalises mask c on another class's object.
+
+    x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over pairs and classes (0 without pairs).
+    """
+    bi, ci = (targets > 0.5).nonzero(as_tuple=True)
+    if bi.numel() == 0:
+        return masks.sum() * 0
+    logits = classifier(x_norm[bi] * masks[bi, ci].unsqueeze(1))
+    return F.binary_cross_entropy_with_logits(logits, F.one_hot(ci, masks.shape[1]).to(logits.dtype))
 
 
 @dataclass
 class ExplainerLossWeights:
-    """Weights of the Explainer loss. Defaults: the paper / authors' code for VGG16 on
-    VOC-2007 (λe=1, λa=1, λtv=1, total-area 0.1, non-target-area 0.3, a=0.05, b=0.3)."""
+    """Weights of the Explainer loss, named as in the authors' code. Defaults: their VGG16 /
+    VOC-2007 values; ``nontarget_reduce`` and ``class_regularizer`` are this project's options
+    (defaults = the code's behaviour)."""
 
-    entropy: float = 1.0
-    area: float = 1.0
-    tv: float = 1.0
-    total_area: float = 0.1
-    nontarget_area: float = 0.3
-    min_area: float = 0.05
-    max_area: float = 0.3
+    entropy_regularizer: float = 1.0
+    mask_variation_regularizer: float = 1.0
+    mask_area_constraint_regularizer: float = 1.0
+    mask_total_area_regularizer: float = 0.1
+    ncmask_total_area_regularizer: float = 0.3
+    class_mask_min_area: float = 0.05
+    class_mask_max_area: float = 0.3
+    nontarget_reduce: str = "max"
+    class_regularizer: float = 0.0
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
 def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
                    targets: torch.Tensor, w: ExplainerLossWeights | None = None
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The full Eq. 1 (+ the code's two extra area terms).
+    """The authors' Explainer loss (module docstring).
 
     Args:
         classifier: the frozen explanandum F taking NORMALISED images.
@@ -144,7 +178,8 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
         w: loss weights.
 
     Returns:
-        (total loss, dict of the unweighted terms: cls, ent, area_m, area_n, bounds, tv).
+        (total loss, dict of the unweighted terms: cls, ent, tv, bounds, area_m, area_n, and
+        class_mask when its weight is non-zero).
     """
     w = w or ExplainerLossWeights()
     m, n = merge_masks(masks, targets)
@@ -153,14 +188,19 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
     terms = {
         "cls": classification_loss(kept, targets),
         "ent": negative_entropy_loss(removed),
-        "area_m": area(m),
-        "area_n": area(n),
-        "bounds": area_bounds(masks, targets, w.min_area, w.max_area),
         "tv": total_variation(m) + total_variation(n),
+        "bounds": area_bounds(masks, targets, w.class_mask_min_area, w.class_mask_max_area),
+        "area_m": area(m),
+        "area_n": nontarget_area(masks, targets, w.nontarget_reduce),
     }
-    total = (terms["cls"] + w.entropy * terms["ent"]
-             + w.area * (terms["area_m"] + terms["area_n"] + terms["bounds"])
-             + w.tv * terms["tv"] + w.total_area * terms["area_m"] + w.nontarget_area * terms["area_n"])
+    total = (terms["cls"] + w.entropy_regularizer * terms["ent"]
+             + w.mask_variation_regularizer * terms["tv"]
+             + w.mask_area_constraint_regularizer * terms["bounds"]
+             + w.mask_total_area_regularizer * terms["area_m"]
+             + w.ncmask_total_area_regularizer * terms["area_n"])
+    if w.class_regularizer:
+        terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets)
+        total = total + w.class_regularizer * terms["class_mask"]
     return total, terms
 
 
