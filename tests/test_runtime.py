@@ -68,6 +68,19 @@ def test_onnx_and_torch_backends_agree(models):
     assert up_o.shape == (2, 48, 40) and np.abs(up_o - up_t).max() < 2e-3
 
 
+def test_backend_is_a_context_manager(models):
+    be = open_backend(models["onnx"])
+    assert be.is_open  # open_backend opens: usable without a with block
+    with be as same:
+        assert same is be and be.infer(np.zeros((1, 3, 32, 32), np.float32))[1].shape == (1, 6, 32, 32)
+    assert not be.is_open and be.spec.class_names == list(CLASSES)  # the spec outlives close()
+    with pytest.raises(RuntimeError, match="not open"):
+        be.infer(np.zeros((1, 3, 32, 32), np.float32))
+    with be:  # reopens
+        assert be.is_open
+    be.close()  # closing twice is harmless
+
+
 def test_static_batch_model_is_padded(models, tmp_path):
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
@@ -145,8 +158,14 @@ class SlowBackend(Backend):
     """A deliberately slow model: the newest-frame policy must drop, not queue."""
 
     def __init__(self, inner: Backend, delay: float) -> None:
-        super().__init__(inner.spec)
-        self.inner, self.delay, self.name = inner, delay, "slow"
+        super().__init__()
+        self.inner, self.delay = inner, delay
+
+    def _open(self):
+        self.spec, self.name = self.inner.open().spec, "slow"
+
+    def _close(self):
+        self.inner.close()
 
     def _run(self, x):
         time.sleep(self.delay)
@@ -154,7 +173,7 @@ class SlowBackend(Backend):
 
 
 def test_live_policy_keeps_only_the_newest_frame(models):
-    slow = SlowBackend(open_backend(models["onnx"]), delay=0.05)
+    slow = SlowBackend(open_backend(models["onnx"]), delay=0.05).open()
     stream = FrameStream(DemoSource(size=32), live=True)
     seen = []
 
@@ -302,12 +321,14 @@ def _env():
 def test_runtime_never_imports_torch_for_onnx(models, tmp_path):
     code = ("import sys\n"
             "from wysiwyc.runtime.cli import main\n"
+            "import wysiwyc.runtime.tensorrt\n"
             f"rc = main(['--demo', '--model', {str(models['onnx'])!r}, '--max-frames', '4', '--no-show'])\n"
             "assert rc == 0, rc\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+            "print('EXPORT' if 'wysiwyc.export' in sys.modules else 'NO-EXPORT')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("NO-TORCH")
+    assert r.stdout.split()[-2:] == ["NO-TORCH", "NO-EXPORT"]  # the runtime needs neither
 
 
 def test_ctrl_c_leaves_a_playable_video(models, tmp_path):

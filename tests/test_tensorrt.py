@@ -13,7 +13,8 @@ import pytest
 
 from _helpers import load_script, tiny_explainer
 from wysiwyc.errors import UserError
-from wysiwyc.export.tensorrt import SIDECAR_FORMAT, check_engine_sidecar, plan_precision
+from wysiwyc.export.tensorrt import plan_precision
+from wysiwyc.runtime.tensorrt import SIDECAR_FORMAT, check_engine_sidecar
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -136,7 +137,7 @@ def test_cli_rejects_bad_profile_workspace_and_output(tiny_onnx, tmp_path, capsy
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
 def test_runtime_helpers_without_tensorrt_name_the_extra(engine):
-    from wysiwyc.export.tensorrt import TensorRTEngine, current_machine
+    from wysiwyc.runtime.tensorrt import TensorRTEngine, current_machine
 
     for call in (current_machine, lambda: TensorRTEngine(engine)):
         with pytest.raises(UserError, match=r"pip install 'wysiwyc\[trt\]'"):

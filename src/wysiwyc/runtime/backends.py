@@ -43,19 +43,62 @@ class ModelError(UserError):
 
 
 class Backend:
-    """Base backend: numpy pre/post-processing around an ``infer`` that subclasses provide.
+    """Base backend: numpy pre/post-processing around a model that subclasses load and run.
+
+    The lifecycle is Polygraphy's runner shape: the constructor only records the model file
+    and options, :meth:`open` loads the model (and sets :attr:`spec`), :meth:`infer` runs it,
+    :meth:`close` frees it. A backend is a context manager, and :func:`open_backend` returns
+    it already open, so both of these work::
+
+        with open_backend("model.onnx") as be:  # closed when the block ends, however it ends
+            logits, masks = be.infer(be.preprocess(frames))
+
+        be = open_backend("model.onnx")  # closed by be.close()
+
+    Subclasses implement :meth:`_open` (load, set ``spec`` and ``name``), :meth:`_run` and,
+    when they hold resources, :meth:`_close`.
 
     Attributes:
-        spec: the model spec (class names, input size, ...).
+        path: the model file.
+        spec: the model spec (class names, input size, ...), once open.
         name: what really runs, e.g. ``onnxruntime CPUExecutionProvider``.
         fixed_batch: the batch size a static-shape model requires, or ``None``.
+        is_open: between :meth:`open` and :meth:`close`.
     """
 
     name = "backend"
+    spec: ModelSpec
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.fixed_batch: int | None = None
+        self.is_open = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    def open(self) -> "Backend":
+        """Load the model; a no-op when already open. Returns ``self``."""
+        if not self.is_open:
+            self._open()
+            self.is_open = True
+        return self
+
+    def close(self) -> None:
+        """Free the model; a no-op when not open. ``spec`` and ``name`` stay readable."""
+        if self.is_open:
+            self.is_open = False
+            self._close()
+
+    def __enter__(self) -> "Backend":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -66,6 +109,9 @@ class Backend:
         return frames_to_batch(frames, self.input_size)
 
     def infer(self, x: Any) -> tuple[Any, Any]:
+        """``(logits (B,C), masks (B,C,h,w))`` of a batch x (B,3,h,w) from :meth:`preprocess`."""
+        if not self.is_open:
+            raise RuntimeError(f"{type(self).__name__} is not open: call open() or use it in a with block")
         n = x.shape[0]
         if self.fixed_batch is None or n == self.fixed_batch:
             return self._run(x)
@@ -97,9 +143,6 @@ class Backend:
     def _run(self, x: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
-
 
 BACKENDS: dict[str, Callable[..., Backend]] = {}
 
@@ -124,7 +167,8 @@ def default_model() -> Path:
 
 
 def open_backend(path: str | os.PathLike[str] | None = None, **options: Any) -> Backend:
-    """Open a model file with the backend its suffix names.
+    """Open a model file with the backend its suffix names; the backend comes back open
+    (close it, or use it in a ``with`` block).
 
     Args:
         path: ``.pt`` / ``.onnx`` / ``.engine``; ``None`` = the bundled demo model.
@@ -140,7 +184,7 @@ def open_backend(path: str | os.PathLike[str] | None = None, **options: Any) -> 
     fmt = format_for(p)
     if fmt is None or fmt.argument not in BACKENDS:
         raise ModelError(f"{p}: unknown model type {p.suffix!r}; use {known_files()}")
-    return BACKENDS[fmt.argument](p, **options)
+    return BACKENDS[fmt.argument](p, **options).open()
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------
@@ -160,6 +204,20 @@ def spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec:
         raise ModelError(f"{path}: malformed wysiwyc spec in its metadata ({exc})") from exc
 
 
+def _providers(available: list[str], provider: str | None) -> list[str]:
+    """The execution providers to try, best first, for ``--provider`` (``auto``: every
+    installed one of TensorRT, CUDA, CPU)."""
+    if provider in (None, "auto"):
+        return [PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu") if PROVIDERS[k] in available]
+    if provider not in PROVIDERS:
+        raise ModelError(f"unknown provider {provider!r}; choose from auto, {', '.join(PROVIDERS)}")
+    if PROVIDERS[provider] not in available:
+        raise ModelError(f"ONNX Runtime provider {PROVIDERS[provider]} is not available here "
+                         f"(installed: {', '.join(available)}); for GPU providers install "
+                         "'wysiwyc[gpu]' instead of 'wysiwyc[cpu]'")
+    return [PROVIDERS[provider]]
+
+
 @register_backend("onnx")
 class OnnxBackend(Backend):
     """ONNX Runtime. Providers are tried TensorRT -> CUDA -> CPU among those installed
@@ -172,31 +230,28 @@ class OnnxBackend(Backend):
     """
 
     def __init__(self, path: Path, provider: str = "auto", threads: int | None = None, **_: Any) -> None:
+        super().__init__(path)
+        self.provider_choice, self.threads = provider, threads
+
+    def _open(self) -> None:
         ort = require("onnxruntime", "cpu", ".onnx models (use [gpu] for CUDA/TensorRT)")
-        available = ort.get_available_providers()
-        if provider in (None, "auto"):
-            providers = [PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu") if PROVIDERS[k] in available]
-        else:
-            if provider not in PROVIDERS:
-                raise ModelError(f"unknown provider {provider!r}; choose from auto, {', '.join(PROVIDERS)}")
-            if PROVIDERS[provider] not in available:
-                raise ModelError(f"ONNX Runtime provider {PROVIDERS[provider]} is not available here "
-                                 f"(installed: {', '.join(available)}); for GPU providers install "
-                                 "'wysiwyc[gpu]' instead of 'wysiwyc[cpu]'")
-            providers = [PROVIDERS[provider]]
+        providers = _providers(ort.get_available_providers(), self.provider_choice)
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path} is not a loadable ONNX model ({first[:200]})") from exc
-        super().__init__(spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, path))
+            raise ModelError(f"{self.path} is not a loadable ONNX model ({first[:200]})") from exc
+        self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime {self.provider}"
-        self._check_graph(path)
+        self._check_graph(self.path)
+
+    def _close(self) -> None:
+        self.session = None  # ONNX Runtime frees the session with its last reference
 
     def _check_graph(self, path: Path) -> None:
         ins = self.session.get_inputs()
@@ -234,13 +289,19 @@ class TensorRTBackend(Backend):
     """
 
     def __init__(self, path: Path, **_: Any) -> None:
-        from ..export import tensorrt as trt_export
+        super().__init__(path)
 
-        machine = trt_export.current_machine()
-        sidecar = trt_export.check_engine_sidecar(path, **machine)
-        super().__init__(ModelSpec.from_dict(sidecar["spec"]))
-        self.engine = trt_export.TensorRTEngine(path)
+    def _open(self) -> None:
+        from .tensorrt import TensorRTEngine, check_engine_sidecar, current_machine
+
+        machine = current_machine()
+        sidecar = check_engine_sidecar(self.path, **machine)
+        self.spec = ModelSpec.from_dict(sidecar["spec"])
+        self.engine = TensorRTEngine(self.path)
         self.name = f"tensorrt {machine.get('trt_version', '')} on {machine.get('gpu_name', 'GPU')}"
+
+    def _close(self) -> None:
+        self.engine.close()
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.engine(np.ascontiguousarray(x, np.float32))
@@ -264,20 +325,26 @@ class TorchBackend(Backend):
 
     def __init__(self, path: Path, device: str = "auto", fp16: bool | None = None,
                  threads: int | None = None, **_: Any) -> None:
+        super().__init__(path)
+        self.device_choice, self.fp16_choice, self.threads = device, fp16, threads
+
+    def _open(self) -> None:
         import torch
 
         from ..models.fused import load_model
 
         self.torch = torch
+        device = self.device_choice
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ModelError("--device cuda asked for, but torch sees no CUDA GPU")
-        if threads:
-            torch.set_num_threads(int(threads))
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
         self.device = torch.device(device)
-        model = load_model(path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
-        super().__init__(model.spec)
+        model = load_model(self.path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
+        self.spec = model.spec
+        fp16 = self.fp16_choice
         self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
         if self.fp16 and self.device.type != "cuda":
             raise ModelError("--fp16 needs CUDA (half precision on the CPU is slower, not faster)")
@@ -299,7 +366,10 @@ class TorchBackend(Backend):
             out.append(t)
         return torch.cat(out).div_(255.0)
 
-    def infer(self, x: Any) -> tuple[Any, Any]:
+    def _close(self) -> None:
+        self.model = None  # the weights go with the last reference (on CUDA, back to torch's cache)
+
+    def _run(self, x: Any) -> tuple[Any, Any]:
         torch = self.torch
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from ..errors import UserError, cli_main
 from ..fileio import atomic_path, check_writable
-from .backends import describe_model, open_backend
+from .backends import Backend, describe_model, open_backend
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
@@ -174,16 +174,8 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
         w(f"  wrote {o}")
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    _check_args(args)
-    # OpenCV/FFmpeg log every failed open and dropped connection to stderr; the runtime
-    # reports those itself (one line, and counters in the summary).
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    backend = open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                           threads=args.threads)
+def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, FrameStream]:
+    """Open the source and outputs the flags ask for and run ``backend`` over them."""
     names = list(backend.spec.class_names)
     pinned = pinned_classes(args.classes, names)
     overlay = Overlay(names, alpha=args.alpha, colormap=args.colormap, normalize=args.normalize)
@@ -200,17 +192,29 @@ def main(argv: list[str] | None = None) -> int:
                       threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size)
     from tqdm import tqdm
 
-    report_to = sys.stderr if args.json == "-" else sys.stdout
     with tqdm(total=args.max_frames, unit="frame", desc=source.describe(), file=sys.stderr,
               disable=None, leave=False, dynamic_ncols=True) as bar:
         res = Pipeline(stream, backend, overlay, outputs, opts).run(progress=bar)
-    backend.close()
+    return res, stream
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    _check_args(args)
+    # OpenCV/FFmpeg log every failed open and dropped connection to stderr; the runtime
+    # reports those itself (one line, and counters in the summary).
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
+                      threads=args.threads) as backend:
+        res, stream = run_model(args, backend)
     summary = summarize(res, stream, describe_model(args.model, backend), args)
     if args.summary:
         with atomic_path(args.summary) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))
     written = [p for p in (args.output, args.save_masks, None if args.json == "-" else args.json, args.summary) if p]
-    print_summary(summary, written, report_to)
+    print_summary(summary, written, sys.stderr if args.json == "-" else sys.stdout)
     if stream.lost:
         print(f"error: {stream.lost}", file=sys.stderr)
         return 1
