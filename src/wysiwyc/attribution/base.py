@@ -5,62 +5,48 @@ A method is a small subclass of :class:`Attribution` that implements
 normalisation, device placement, ``no_grad`` where the method allows, clamping to [0,1]
 and resizing to the input resolution.
 
-Registering: decorate the subclass with ``@register_method("name")`` and add its module to
-``_MODULES`` so :func:`build_method` can import it lazily.
+Registering: decorate the subclass with ``@register_method("name")`` and list its module in
+the plugins of :data:`METHODS`, which are imported on the first lookup (so heavy methods
+stay unimported until asked for).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch.nn import functional as F
 
-from ..errors import UserError
 from ..models.fused import FusedModel
+from ..registry import Registry
 
-METHODS: dict[str, type["Attribution"]] = {}
-
-# modules that register methods; imported on first lookup so heavy ones stay lazy
-_MODULES: list[str] = [
+METHODS: Registry[type["Attribution"]] = Registry("attribution method", plugins=(
     "wysiwyc.attribution.ours",
     "wysiwyc.attribution.cam",
     "wysiwyc.attribution.perturbation",
     "wysiwyc.attribution.sise",
-]
+))
 
 
-def register_method(name: str):  # noqa: ANN201 - decorator
+def register_method(name: str) -> Callable[[type["Attribution"]], type["Attribution"]]:
+    """Class decorator: register an :class:`Attribution` subclass as ``name`` (and set its
+    :attr:`Attribution.name`)."""
+
     def deco(cls: type["Attribution"]) -> type["Attribution"]:
         cls.name = name
-        METHODS[name] = cls
-        return cls
+        return METHODS.register(name)(cls)
 
     return deco
 
 
-def _load_all() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # a real import error inside an existing module
-                raise
-
-
 def available_methods() -> list[str]:
-    _load_all()
-    return sorted(METHODS)
+    return METHODS.names()
 
 
 def build_method(name: str, model: FusedModel, **settings: Any) -> "Attribution":
     """Instantiate a registered method on a loaded :class:`FusedModel`."""
-    _load_all()
-    if name not in METHODS:
-        raise UserError(f"unknown attribution method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    return METHODS[name](model, **settings)
+    return METHODS.lookup(name)(model, **settings)
 
 
 class Attribution:

@@ -8,21 +8,20 @@ or VOC's void border). Every dataset has ``class_names``.
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..registry import Registry
 
 if TYPE_CHECKING:  # torch stays unimported: the runtime imports data.shapes_render
     from torch.utils.data import DataLoader, Dataset
 
-# name -> "module:factory"; the factory takes (root, split, size, **kwargs)
-DATASETS: dict[str, str] = {
-    "shapes": "wysiwyc.data.shapes:make_shapes",
-    "voc": "wysiwyc.data.voc:VOCDataset",
-    "coco": "wysiwyc.data.coco:COCODataset",
-    "folder": "wysiwyc.data.folder:FolderDataset",
-}
+# name -> factory(root, split, size, **kwargs) -> Dataset; each loader module registers
+# itself and is imported on the first lookup, so importing this package stays torch-free
+DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset", plugins=(
+    "wysiwyc.data.shapes", "wysiwyc.data.voc", "wysiwyc.data.coco", "wysiwyc.data.folder"))
+register_dataset = DATASETS.register
 
 
 def parse_data_arg(value: str) -> tuple[str, str | None]:
@@ -38,9 +37,7 @@ def parse_data_arg(value: str) -> tuple[str, str | None]:
 def build_dataset(data: str, split: str, size: int | tuple[int, int] = 64, **kwargs: Any) -> "Dataset":
     """Build a dataset from a ``--data`` value such as ``shapes`` or ``voc:ROOT``."""
     name, root = parse_data_arg(data)
-    module, _, attr = DATASETS[name].partition(":")
-    factory = getattr(importlib.import_module(module), attr)
-    return factory(root=root, split=split, size=size, **kwargs)
+    return DATASETS[name](root=root, split=split, size=size, **kwargs)
 
 
 def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool = False, workers: int = 0,

@@ -16,11 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError, require
+from . import register_dataset
 from ._common import as_hw, load_image, resize_index_map
 
 LAYOUT = "ROOT/annotations/instances_{train,val}2014.json + ROOT/{train,val}2014/*.jpg (COCO-2014 layout)"
 
 
+@register_dataset("coco")
 class COCODataset(Dataset):
     """COCO-2014 multi-label samples ``(image, labels, masks)``; see the module doc."""
 

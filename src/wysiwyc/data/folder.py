@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from . import register_dataset
 from ._common import as_hw, load_image, unknown_masks
 
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -26,6 +27,7 @@ def _hash_split(rel: str) -> str:
     return "train" if h < 8 else ("val" if h == 8 else "test")
 
 
+@register_dataset("folder")
 class FolderDataset(Dataset):
     """Single-label samples ``(image, one-hot labels, unknown masks)``; see the module doc."""
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import register_dataset
 from .shapes_render import CLASSES, DEFAULT_LENGTHS, SPLITS, ShapesRenderer
 
 __all__ = ["CLASSES", "DEFAULT_LENGTHS", "SPLITS", "ShapesDataset", "make_shapes"]
@@ -66,6 +67,7 @@ class ShapesDataset(Dataset):
         return image, torch.from_numpy(labels).float(), torch.from_numpy(masks)
 
 
+@register_dataset("shapes")
 def make_shapes(root: str | None = None, split: str = "train", size: int | tuple[int, int] = 64,
                 **kwargs: object) -> ShapesDataset:
     """Registry factory: ``root`` is unused; ``size`` may be an int or a square (H, W)."""

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from . import register_dataset
 from ._common import UNKNOWN, as_hw, load_image, resize_index_map, unknown_masks
 
 VOC_CLASSES = (
@@ -32,6 +33,7 @@ VOC_CLASSES = (
 LAYOUT = "ROOT/{Annotations,JPEGImages,ImageSets/Main/<split>.txt[,SegmentationClass]} (VOC2007 layout)"
 
 
+@register_dataset("voc")
 class VOCDataset(Dataset):
     """VOC-2007 multi-label samples ``(image, labels, masks)``; see the module doc."""
 

@@ -19,16 +19,10 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..registry import Registry
 
-CLASSIFIERS: dict[str, Callable[..., "BlockClassifier"]] = {}
-
-
-def register_classifier(name: str) -> Callable[[Callable[..., "BlockClassifier"]], Callable[..., "BlockClassifier"]]:
-    def deco(fn: Callable[..., "BlockClassifier"]) -> Callable[..., "BlockClassifier"]:
-        CLASSIFIERS[name] = fn
-        return fn
-
-    return deco
+CLASSIFIERS: Registry[Callable[..., "BlockClassifier"]] = Registry("classifier arch")
+register_classifier = CLASSIFIERS.register
 
 
 class BlockClassifier(nn.Module):
@@ -199,9 +193,7 @@ def build_classifier(arch: str, num_classes: int, weights: str | Path | None = N
     Raises:
         UserError: unknown arch, unreadable weights file, or no network for ``pretrained``.
     """
-    if arch not in CLASSIFIERS:
-        raise UserError(f"unknown classifier arch {arch!r}; choose from {', '.join(sorted(CLASSIFIERS))}")
-    model = CLASSIFIERS[arch](num_classes)
+    model = CLASSIFIERS.lookup(arch)(num_classes)
     state = None
     if weights is not None:
         p = Path(weights)

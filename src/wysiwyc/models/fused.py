@@ -5,7 +5,8 @@ The classifier's feature blocks run once; the attribution head gets the normalis
 and those features (the Explainer ignores the features, the mask predictor reads them).
 This is the graph export/ writes to ONNX and the torch backend of the runtime runs.
 
-Attribution heads are registered by checkpoint kind. A head is an ``nn.Module`` with::
+Attribution heads are registered by checkpoint kind in :data:`HEADS`. A head is an
+``nn.Module`` with::
 
     masks(x_norm (B,3,H,W), feats: OrderedDict[name, (B,Ck,Hk,Wk)]) -> (B,C,H,W) in [0,1]
 
@@ -14,32 +15,45 @@ and is built from the spec by ``factory(spec) -> nn.Module``.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint
+from ..registry import Registry
 from ..spec import ModelSpec
 from .classifiers import BlockClassifier, Normalize, build_classifier, freeze
 
-# checkpoint kind -> "module:factory(spec) -> head"
-HEADS: dict[str, str] = {
-    "explainer": "wysiwyc.models.explainer:head_from_spec",
-    "rtis": "wysiwyc.models.explainer:head_from_spec",
-    "mask_predictor": "wysiwyc.models.mask_predictor:head_from_spec",
-}
+# checkpoint kind -> factory(spec) -> untrained head
+HEADS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("attribution head kind")
+
+
+# The factories import their head's module on call, so a plain classifier never imports one.
+@HEADS.register("explainer", "rtis")  # RTIS is the Explainer network trained with another loss
+def explainer_head(spec: ModelSpec) -> nn.Module:
+    """The Explainer network of an ``explainer`` or ``rtis`` spec."""
+    from .explainer import head_from_spec
+
+    return head_from_spec(spec)
+
+
+@HEADS.register("mask_predictor")
+def mask_predictor_head(spec: ModelSpec) -> nn.Module:
+    """The mask predictor of a ``mask_predictor`` spec."""
+    from .mask_predictor import head_from_spec
+
+    return head_from_spec(spec)
 
 
 def build_head(spec: ModelSpec) -> nn.Module:
     """Build the (untrained) attribution head a spec describes."""
     if spec.kind not in HEADS:
         raise CheckpointError(f"no attribution head for kind {spec.kind!r}")
-    module, _, attr = HEADS[spec.kind].partition(":")
-    return getattr(importlib.import_module(module), attr)(spec)
+    return HEADS[spec.kind](spec)
 
 
 class FusedModel(nn.Module):

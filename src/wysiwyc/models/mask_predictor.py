@@ -39,17 +39,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..registry import Registry
 from ..spec import ModelSpec
 
-CONTROLLERS: dict[str, Callable[..., torch.Tensor]] = {}
-
-
-def register_controller(name: str) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        CONTROLLERS[name] = fn
-        return fn
-
-    return deco
+CONTROLLERS: Registry[Callable[..., torch.Tensor]] = Registry("controller")
+register_controller = CONTROLLERS.register
 
 
 def instance_normalise(m: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

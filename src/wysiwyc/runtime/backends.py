@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..errors import UserError, require
 from ..formats import GRAPHS, format_for, known_files
+from ..registry import Registry
 from ..spec import ModelSpec
 from .imageops import frames_to_batch, resize, sigmoid
 
@@ -144,17 +144,9 @@ class Backend:
         raise NotImplementedError
 
 
-BACKENDS: dict[str, Callable[..., Backend]] = {}
-
-
-def register_backend(fmt: str) -> Callable[[type[Backend]], type[Backend]]:
-    """Register the backend of a format (a key of :data:`wysiwyc.formats.FORMATS`)."""
-
-    def deco(cls: type[Backend]) -> type[Backend]:
-        BACKENDS[fmt] = cls
-        return cls
-
-    return deco
+# format (a key of wysiwyc.formats.FORMATS) -> its backend class
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+register_backend = BACKENDS.register
 
 
 def default_model() -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, require
+from ..registry import Registry
 from .imageops import cv2_or_none
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -125,14 +126,15 @@ class Source:
         pass
 
 
-SOURCES: dict[str, type[Source]] = {}
+SOURCES: Registry[type[Source]] = Registry("source kind")
 
 
 def register_source(kind: str) -> Callable[[type[Source]], type[Source]]:
+    """Class decorator: register a :class:`Source` subclass as ``kind`` (and set its ``kind``)."""
+
     def deco(cls: type[Source]) -> type[Source]:
         cls.kind = kind
-        SOURCES[kind] = cls
-        return cls
+        return SOURCES.register(kind)(cls)
 
     return deco
 
