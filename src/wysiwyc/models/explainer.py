@@ -33,9 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from ..registry import Registry
 from ..spec import ModelSpec
 
-EXPLAINERS: dict[str, Callable[..., nn.Module]] = {}
+EXPLAINERS: Registry[Callable[..., nn.Module]] = Registry("explainer architecture")
 
 
 def register_explainer(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
