@@ -354,7 +354,7 @@ def test_bundled_onnx_is_the_export_of_the_bundled_checkpoint():
     ``python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o src/wysiwyc/assets/shapes_explainer.onnx``."""
     import onnx
 
-    from wysiwyc.checkpoint import file_sha256
+    from wysiwyc.fileio import file_sha256
 
     assets = ROOT / "src" / "wysiwyc" / "assets"
     meta = {p.key: p.value for p in onnx.load(str(assets / "shapes_explainer.onnx")).metadata_props}

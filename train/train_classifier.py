@@ -15,7 +15,7 @@ import time
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
-from wysiwyc.errors import UserError, cli_main
+from wysiwyc.errors import cli_main
 from wysiwyc.scripting import add_run_args, image_size_arg
 
 
@@ -41,8 +41,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    import torch
-
     from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.metrics.classification import multilabel_metrics
     from wysiwyc.training.classifier import ClassifierTask, predict

@@ -18,7 +18,6 @@ returns the format-2 layout.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -152,12 +151,3 @@ def _upgrade_v1(ckpt: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in ckpt.items() if k != "explainer"}
     out["head"] = ckpt.get("explainer")
     return out
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (used to name an export's source checkpoint)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -1,13 +1,14 @@
-"""Atomic file writes: nothing half-written is ever left at the destination.
+"""File helpers: atomic writes and the one file hash.
 
-Writers produce a temporary file next to the destination and ``os.replace`` it into
-place only when the write succeeded; on any error the temporary file is removed.
-Stdlib-only.
+Atomic writes leave nothing half-written at the destination: writers produce a temporary
+file next to it and ``os.replace`` it into place only when the write succeeded; on any
+error the temporary file is removed. Stdlib-only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,3 +59,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (names an export's source checkpoint or ONNX)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

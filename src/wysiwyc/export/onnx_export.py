@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import file_sha256, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..errors import UserError, require
-from ..fileio import atomic_path, check_writable
+from ..fileio import atomic_path, check_writable, file_sha256
 from ..formats import FORMATS, GRAPHS
 from ..models.fused import FusedModel, load_model
 
@@ -155,12 +155,6 @@ def _toposort(graph: Any) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """metadata_props of an ONNX file as a dict."""
-    onnx = require("onnx", "export")
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],

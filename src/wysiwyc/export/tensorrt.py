@@ -32,7 +32,6 @@ The precision rules are the table :data:`wysiwyc.formats.ENGINE_BUILDS`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -40,17 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, require
-from ..fileio import atomic_path
+from ..fileio import atomic_path, file_sha256
 from ..formats import FORMATS, plan_engine_build
 from ..runtime.tensorrt import SIDECAR_FORMAT, current_machine, sidecar_path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def trt_major(version: str) -> int:
@@ -164,7 +155,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
                "spec": spec, "kind": meta.get("wysiwyc.kind", spec.get("kind")),
                "graph": meta.get("wysiwyc.graph", "fused"), "precision": precision, "strongly_typed": strongly_typed,
                "batch": {"min": lo, "opt": opt, "max": hi}, "workspace_gib": workspace_gib,
-               "source_onnx": str(src), "source_onnx_sha256": _sha256(src),
+               "source_onnx": str(src), "source_onnx_sha256": file_sha256(src),
                "source_checkpoint_sha256": meta.get("wysiwyc.source_sha256"),
                "build_seconds": round(time.time() - t0, 1)}
     with atomic_path(sidecar_path(out)) as tmp:

@@ -42,7 +42,6 @@ re-initialised (:func:`randomized_copy`); a method that ignores the model scores
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 
 import torch

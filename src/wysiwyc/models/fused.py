@@ -16,7 +16,6 @@ and is built from the spec by ``factory(spec) -> nn.Module``.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -120,8 +119,3 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any], kinds: tuple[str
     model = FusedModel(spec, classifier, head).to(device)
     model.eval()
     return model
-
-
-def feature_dict(*pairs: tuple[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """Small helper for tests: an ordered feature dict."""
-    return OrderedDict(pairs)

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,7 +47,6 @@ class FrameRecord:
     timings_ms: dict[str, float]
     t: float
     masks: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Output:
