@@ -88,7 +88,7 @@ class _PixelClassifier(torch.nn.Module):
         return x[:, 0, 0, :]
 
 
-def test_class_mask_loss_is_bce_of_each_labelled_class_mask_against_its_one_hot() -> None:
+def test_class_mask_loss_is_bce_of_every_class_mask_against_its_own_label() -> None:
     x = torch.ones(1, 3, 2, 2) * math.log(3.0)
     masks = torch.zeros(1, 2, 2, 2)
     masks[0, 0, 0, 0] = 1.0  # class 0 keeps its own pixel: logits [ln3, 0], target [1, 0]
@@ -97,7 +97,12 @@ def test_class_mask_loss_is_bce_of_each_labelled_class_mask_against_its_one_hot(
     own = -(math.log(0.75) + math.log(0.5)) / 2
     wrong = -(math.log(0.25) + math.log(0.5)) / 2
     assert both.item() == pytest.approx((own + wrong) / 2, abs=1e-6)
-    assert class_mask_loss(_PixelClassifier(), x, masks, torch.zeros(1, 2)).item() == 0.0
+    # class 1 absent: its mask must show no class at all (target [0, 0]); logits [ln3, 0]
+    only0 = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 0.0]]))
+    assert only0.item() == pytest.approx((own - (math.log(0.25) + math.log(0.5)) / 2) / 2, abs=1e-6)
+    # no label: every mask should show nothing
+    none = class_mask_loss(_PixelClassifier(), x, torch.zeros(1, 2, 2, 2), torch.zeros(1, 2))
+    assert none.item() == pytest.approx(-math.log(0.5), abs=1e-6)
 
 
 def _authors_reference(classifier, x, masks, y, w):  # noqa: ANN001, ANN202
@@ -160,8 +165,11 @@ def test_explainer_loss_combines_terms_with_weights() -> None:
     assert t["area_m"].item() == pytest.approx(0.25) and t["area_n"].item() == pytest.approx(0.125)
     assert t["bounds"].item() == pytest.approx(0.0)  # exactly one of four pixels on: a = b = 0.25
     assert t["tv"].item() == pytest.approx(1.0 + 0.5)  # m: 4 unit steps / 4 px; n: 4 half steps / 4 px
-    # s_0 keeps pixel (0,0): logits [ln3, 0] against one-hot [1, 0]
-    assert t["class_mask"].item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, abs=1e-6)
+    # s_0 keeps pixel (0,0): logits [ln3, 0] against [1, 0]; s_1 (absent) keeps half of pixel (0,1):
+    # logits [0, ln3/2] against [0, 0], p_1 = √3/(1+√3)
+    own = -(math.log(0.75) + math.log(0.5)) / 2
+    absent = -(math.log(0.5) + math.log(1 / (1 + math.sqrt(3)))) / 2
+    assert t["class_mask"].item() == pytest.approx((own + absent) / 2, abs=1e-6)
     expected = (t["cls"] + 2 * t["ent"] + 5 * t["tv"] + 3 * t["bounds"] + 0.1 * t["area_m"] + 0.3 * t["area_n"]
                 + 0.7 * t["class_mask"])
     assert total.item() == pytest.approx(expected.item(), abs=1e-6)

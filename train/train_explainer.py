@@ -63,7 +63,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--nontarget-reduce", choices=("max", "mean"), default="max",
                    help="A(n) over the max of the non-target channels (authors) or their mean")
     p.add_argument("--class-regularizer", type=float, default=0.0,
-                   help="weight of the per-class term BCE(F(s_c x), onehot(c)) (not in the paper; 0 = off)")
+                   help="weight of the per-class term BCE(F(s_c x), [c in Y] onehot(c)) (not in the paper; 0 = off)")
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
     add_run_args(p)
     return p

@@ -131,18 +131,17 @@ def nontarget_area(masks: torch.Tensor, targets: torch.Tensor, reduce: str = "ma
 
 def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
-    """Per-class term (not in the paper): for every labelled (image, class c) pair, Eq. 2 on
-    F(s_c⊙x) against the one-hot label of c — class c's own mask must keep class c and only
-    class c (what you see in mask c is what the classifier calls c). The merged terms
-    cannot tell the channels apart; this one penalises mask c on another class's object.
+    """Per-class term (not in the paper): for every (image, class c), Eq. 2 on F(s_c⊙x)
+    against [c∈Y]·onehot(c) — mask c keeps class c when c is in the image, and no class
+    ever, so mask c never covers another class's object (what you see in mask c is what
+    the classifier calls c). The merged terms cannot tell the channels apart; this one can.
 
-    x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over pairs and classes (0 without pairs).
+    x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over images, masks and classes.
     """
-    bi, ci = (targets > 0.5).nonzero(as_tuple=True)
-    if bi.numel() == 0:
-        return masks.sum() * 0
-    logits = classifier(x_norm[bi] * masks[bi, ci].unsqueeze(1))
-    return F.binary_cross_entropy_with_logits(logits, F.one_hot(ci, masks.shape[1]).to(logits.dtype))
+    b, c = masks.shape[:2]
+    x = (x_norm.unsqueeze(1) * masks.unsqueeze(2)).flatten(0, 1)  # (B·C,3,H,W): image i under mask c
+    want = torch.eye(c, device=masks.device, dtype=x.dtype).unsqueeze(0) * targets.to(x.dtype).unsqueeze(2)
+    return F.binary_cross_entropy_with_logits(classifier(x), want.flatten(0, 1))
 
 
 @dataclass
