@@ -1,4 +1,7 @@
-"""Shared test helpers: load a stage script as a module, build a tiny Explainer checkpoint."""
+"""Shared test helpers: paths, the shapes class names, and loading a stage script as a module.
+
+Shared model fixtures are in ``conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -22,21 +25,3 @@ def load_script(rel: str) -> ModuleType:
     finally:
         sys.path.pop(0)
     return mod
-
-
-def tiny_explainer(path: Path, classes: list[str] | None = None, size: int = 32) -> Path:
-    """A seeded, untrained U-Net (width 4, 2 levels) Explainer + small_cnn checkpoint."""
-    import torch
-
-    from wysiwyc.checkpoint import save_checkpoint
-    from wysiwyc.models.classifiers import build_classifier
-    from wysiwyc.models.explainer import head_from_spec
-    from wysiwyc.spec import ModelSpec
-
-    names = list(classes or CLASSES)
-    torch.manual_seed(0)
-    spec = ModelSpec(class_names=names, image_size=(size, size), kind="explainer", head_arch="unet",
-                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
-    clf = build_classifier("small_cnn", len(names)).eval()
-    save_checkpoint(path, "explainer", spec, clf.state_dict(), head=head_from_spec(spec).state_dict())
-    return path

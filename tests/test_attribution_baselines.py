@@ -154,6 +154,7 @@ def test_extremal_perturbation_grid_and_reward_scale():
     assert ExtremalPerturbation.grid(16) == (1, 49.0)
 
 
+@pytest.mark.slow
 def test_extremal_perturbation_is_seeded(fused, images):
     # the tie-breaking jitter and the per-iteration shifts come from the seed alone
     run = lambda seed: build_method("extremal", fused, areas=(0.1,), iterations=20, seed=seed)(images, [[0], [1]])

@@ -72,14 +72,6 @@ def test_unknown_arch_is_a_user_error() -> None:
         build_explainer("nope", 3)
 
 
-def _classifier_ckpt(path: Path) -> Path:
-    torch.manual_seed(0)
-    clf = build_classifier("small_cnn", len(CLASSES))
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
-    save_checkpoint(path, "classifier", spec, clf.state_dict())
-    return path
-
-
 def test_checkpoint_round_trip_through_load_model(tmp_path: Path) -> None:
     torch.manual_seed(1)
     spec = _spec()
@@ -125,8 +117,10 @@ def _script():  # noqa: ANN202
     return load_script("train/train_explainer.py")
 
 
-def test_train_script_end_to_end_with_config_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    clf = _classifier_ckpt(tmp_path / "clf.pt")
+@pytest.mark.slow
+def test_train_script_end_to_end_with_config_override(tiny_classifier: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    clf = tiny_classifier
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"classifier": str(clf), "width": 4, "levels": 3, "epochs": 3, "batch-size": 8,
                                "train_length": 16, "val-length": 8, "lr": 1e-3, "lambda-e": 2.5}))
@@ -144,10 +138,11 @@ def test_train_script_end_to_end_with_config_override(tmp_path: Path, capsys: py
     assert "val_iou" in ck["metrics"]
 
 
-def test_rtis_loss_trains_the_same_net_as_kind_rtis(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_rtis_loss_trains_the_same_net_as_kind_rtis(tiny_classifier: Path, tmp_path: Path) -> None:
     from wysiwyc.attribution import build_method
 
-    clf = _classifier_ckpt(tmp_path / "clf.pt")
+    clf = tiny_classifier
     out = tmp_path / "rtis.pt"
     rc = _script().main(["--classifier", str(clf), "--loss", "rtis", "--width", "4", "--levels", "2", "--epochs", "1",
                          "--batch-size", "8", "--train-length", "16", "--val-length", "8", "--no-progress", "-o", str(out)])

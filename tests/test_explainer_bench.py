@@ -31,6 +31,7 @@ def ckpt(tmp_path: Path) -> Path:
     return save_checkpoint(tmp_path / "e.pt", "explainer", spec, clf.state_dict(), head_from_spec(spec).state_dict())
 
 
+@pytest.mark.slow
 def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.json"
     rc = _load("quality").main(["--model", str(ckpt), "--limit", "6", "--batch-size", "6", "--json", str(out),

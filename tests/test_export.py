@@ -14,18 +14,13 @@ ort = pytest.importorskip("onnxruntime")
 from wysiwyc.data.shapes import CLASSES  # noqa: E402
 from wysiwyc.models.fused import load_model  # noqa: E402
 from wysiwyc.spec import ModelSpec  # noqa: E402
-from _helpers import load_script, tiny_explainer as make_tiny_explainer  # noqa: E402
+from _helpers import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _to_onnx():
     return load_script("export/to_onnx.py")
-
-
-@pytest.fixture(scope="module")
-def tiny_explainer(tmp_path_factory):
-    return make_tiny_explainer(tmp_path_factory.mktemp("ck") / "tiny_explainer.pt")
 
 
 def test_fp32_export_parity_metadata_and_dynamic_batch(tiny_explainer, tmp_path, capsys):

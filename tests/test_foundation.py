@@ -203,6 +203,7 @@ def test_frozen_classifier_statistics_do_not_move():
 
 
 # -- training script ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_classifier_end_to_end_and_resume(tmp_path, capsys):
     mod = _script("train/train_classifier.py")
     out = tmp_path / "clf.pt"

@@ -29,19 +29,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parents[1]
-from _helpers import tiny_explainer  # noqa: E402
 from _mjpeg import MJPEGServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A tiny 32 px Explainer checkpoint and its fp32 ONNX export."""
-    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
-
-    d = tmp_path_factory.mktemp("rt")
-    pt = tiny_explainer(d / "tiny.pt")
-    export_checkpoint(pt, d / "tiny.onnx", ExportOptions())
-    return {"pt": pt, "onnx": d / "tiny.onnx", "dir": d}
+def models(tiny_explainer, tiny_onnx):
+    """The shared tiny 32 px Explainer checkpoint and its fp32 ONNX export."""
+    return {"pt": tiny_explainer, "onnx": tiny_onnx}
 
 
 def run_cli(*args: str) -> int:
@@ -138,7 +132,10 @@ def test_video_file_keeps_every_frame_in_order_and_batches(models, tmp_path):
     levels = _write_video(tmp_path / "clip.avi", 23)
     src = open_source("video", tmp_path / "clip.avi")
     stream = FrameStream(src, prefetch=64).start()
-    time.sleep(0.3)  # let the decoder run ahead so frames are waiting
+    # wait until the decoder has run ahead to the end (23 frames + the end marker fit the
+    # queue), so every batch finds its frames already waiting
+    stream._thread.join(timeout=60)
+    assert not stream._thread.is_alive()
     batches = []
     while True:
         b = stream.next_batch(8)
@@ -148,18 +145,19 @@ def test_video_file_keeps_every_frame_in_order_and_batches(models, tmp_path):
     stream.close()
     frames = [f for b in batches for f in b]
     assert [f.index for f in frames] == list(range(23))
-    assert max(len(b) for b in batches) == 8  # waiting frames were batched
+    assert [len(b) for b in batches] == [8, 8, 7]  # waiting frames were batched
     got = [int(round(f.image.mean())) for f in frames]
     assert max(abs(g - v) for g, v in zip(got, levels)) <= 3  # MJPEG is lossy, order is not
     assert stream.stats.dropped == 0 and stream.stats.corrupt == 0
 
 
 class SlowBackend(Backend):
-    """A deliberately slow model: the newest-frame policy must drop, not queue."""
+    """A model slower than its live source, deterministically: each inference returns only
+    after the source has grabbed two more frames, so the newest-frame policy must drop one."""
 
-    def __init__(self, inner: Backend, delay: float) -> None:
+    def __init__(self, inner: Backend, stream: FrameStream) -> None:
         super().__init__()
-        self.inner, self.delay = inner, delay
+        self.inner, self.stream = inner, stream
 
     def _open(self):
         self.spec, self.name = self.inner.open().spec, "slow"
@@ -168,13 +166,16 @@ class SlowBackend(Backend):
         self.inner.close()
 
     def _run(self, x):
-        time.sleep(self.delay)
+        st, cond = self.stream.stats, self.stream._cond  # the grabber notifies it on every frame
+        target = st.grabbed + 2
+        with cond:
+            assert cond.wait_for(lambda: st.grabbed >= target, timeout=30), "the source stopped"
         return self.inner.infer(x)
 
 
 def test_live_policy_keeps_only_the_newest_frame(models):
-    slow = SlowBackend(open_backend(models["onnx"]), delay=0.05).open()
     stream = FrameStream(DemoSource(size=32), live=True)
+    slow = SlowBackend(open_backend(models["onnx"]), stream).open()
     seen = []
 
     class Spy:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import load_script, tiny_explainer
+from _helpers import load_script
 from wysiwyc.errors import UserError
 from wysiwyc.export.tensorrt import plan_precision
 from wysiwyc.runtime.tensorrt import SIDECAR_FORMAT, check_engine_sidecar
@@ -78,17 +78,6 @@ def test_precision_rules():
         plan_precision("fp16", True, True, 10)
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
-
-    d = tmp_path_factory.mktemp("trt")
-    export_checkpoint(tiny_explainer(d / "tiny.pt", ["a", "b", "c"]), d / "tiny.onnx", ExportOptions())
-    return d / "tiny.onnx"
-
-
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the no-TensorRT path cannot be exercised")
 def test_cli_without_tensorrt_exits_2(tiny_onnx, tmp_path, capsys):
     out = tmp_path / "m.engine"
@@ -111,13 +100,13 @@ def test_cli_bad_input_exits_2_before_tensorrt(tmp_path, capsys, make, msg):
     assert not (tmp_path / "x.engine").exists()
 
 
-def test_cli_refuses_explainer_only_graph_before_tensorrt(tmp_path, capsys):
+def test_cli_refuses_explainer_only_graph_before_tensorrt(tiny_explainer, tmp_path, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
     src = tmp_path / "masks_only.onnx"
-    export_checkpoint(tiny_explainer(tmp_path / "tiny.pt", ["a", "b"]), src, ExportOptions(graph="explainer"))
+    export_checkpoint(tiny_explainer, src, ExportOptions(graph="explainer"))
     assert _to_tensorrt().main([str(src), "-o", str(tmp_path / "x.engine")]) == 2
     assert "engines are built from the fused graph" in capsys.readouterr().err
     assert not (tmp_path / "x.engine").exists()
