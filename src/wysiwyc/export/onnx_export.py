@@ -72,28 +72,12 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     ``calib_images`` (N,3,H,W) float32 numpy in [0,1] is required for int8.
     """
     onnx = require("onnx", "export", "ONNX export")
-    fmt = FORMATS["onnx"]
-    if opts.precision not in fmt.precisions:
-        raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(fmt.precisions)}")
-    if not MIN_OPSET <= opts.opset <= MAX_OPSET:
-        raise UserError(f"unsupported opset {opts.opset}; use {MIN_OPSET}..{MAX_OPSET}")
+    _check_options(opts)
     check_writable(out)
-    ckpt = load_checkpoint(ckpt_path)
-    model = load_model(ckpt)
+    model = load_model(load_checkpoint(ckpt_path))
     spec = model.spec
     h, w = opts.image_size or spec.image_size
-    if opts.graph not in fmt.graphs:
-        raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(fmt.graphs)}")
-    if spec.kind not in GRAPHS[opts.graph].kinds:
-        raise UserError(f"--graph explainer exports the Explainer network alone; a {spec.kind} checkpoint "
-                        "has none (a mask predictor reads the classifier's features): use --graph fused")
-    if opts.graph == "explainer":
-        module: nn.Module = _MasksOnly(model).eval()
-        outputs = ["masks"]
-    elif spec.kind == "classifier":
-        module, outputs = _LogitsOnly(model).eval(), ["logits"]
-    else:
-        module, outputs = model, ["logits", "masks"]
+    module, outputs = _graph_module(model, opts.graph)
     example = torch.rand(max(2, opts.batch), 3, h, w)
     dyn = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if opts.dynamic_batch else None
     meta = {"wysiwyc.spec": spec.to_json(), "wysiwyc.precision": opts.precision,
@@ -112,20 +96,58 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         if opts.precision == "int8":
-            from .quantize import quantize_int8
-
-            if calib_images is None:
-                raise UserError("int8 export needs calibration images (--calib DATA)")
-            fp32_tmp = Path(str(tmp) + ".fp32.onnx")
-            os.replace(tmp, fp32_tmp)
-            try:
-                quantize_int8(fp32_tmp, tmp, calib_images)
-            finally:
-                fp32_tmp.unlink(missing_ok=True)
-            qproto = onnx.load(str(tmp))
-            _set_metadata(qproto, meta)  # quantize_static drops metadata_props
-            onnx.save(qproto, tmp)
+            _quantize_in_place(tmp, calib_images, meta)
     return meta
+
+
+def _check_options(opts: ExportOptions) -> None:
+    """Refuse a precision, opset or graph the ONNX row of the format table does not allow."""
+    fmt = FORMATS["onnx"]
+    if opts.precision not in fmt.precisions:
+        raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(fmt.precisions)}")
+    if not MIN_OPSET <= opts.opset <= MAX_OPSET:
+        raise UserError(f"unsupported opset {opts.opset}; use {MIN_OPSET}..{MAX_OPSET}")
+    if opts.graph not in fmt.graphs:
+        raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(fmt.graphs)}")
+
+
+def _graph_module(model: FusedModel, graph: str) -> tuple[nn.Module, list[str]]:
+    """The module to trace for ``graph`` and its output names.
+
+    Raises:
+        UserError: the checkpoint's kind has no such graph.
+    """
+    kind = model.spec.kind
+    if kind not in GRAPHS[graph].kinds:
+        raise UserError(f"--graph explainer exports the Explainer network alone; a {kind} checkpoint "
+                        "has none (a mask predictor reads the classifier's features): use --graph fused")
+    if graph == "explainer":
+        return _MasksOnly(model).eval(), list(GRAPHS[graph].outputs)
+    if kind == "classifier":  # a classifier explains nothing: its fused graph is the logits only
+        return _LogitsOnly(model).eval(), ["logits"]
+    return model, list(GRAPHS[graph].outputs)
+
+
+def _quantize_in_place(path: Path, calib_images: Any, meta: dict[str, str]) -> None:
+    """Replace the fp32 ONNX at ``path`` by its int8 QDQ model, keeping the metadata.
+
+    Raises:
+        UserError: no calibration images.
+    """
+    onnx = require("onnx", "export", "ONNX export")
+    from .quantize import quantize_int8
+
+    if calib_images is None:
+        raise UserError("int8 export needs calibration images (--calib DATA)")
+    fp32_tmp = Path(str(path) + ".fp32.onnx")
+    os.replace(path, fp32_tmp)
+    try:
+        quantize_int8(fp32_tmp, path, calib_images)
+    finally:
+        fp32_tmp.unlink(missing_ok=True)
+    qproto = onnx.load(str(path))
+    _set_metadata(qproto, meta)  # quantize_static drops metadata_props
+    onnx.save(qproto, path)
 
 
 def _set_metadata(proto: Any, meta: dict[str, str]) -> None:

@@ -90,8 +90,44 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
         workspace_gib: builder workspace limit in GiB.
     """
     src = Path(onnx_path)
-    meta = read_onnx_metadata(src)
+    meta = _check_request(src, batch, workspace_gib)
     spec = json.loads(meta["wysiwyc.spec"])
+    machine = current_machine()  # raises UserError without tensorrt / GPU
+    import tensorrt as trt
+
+    major = trt_major(trt.__version__)
+    strongly_typed, precision = plan_precision(meta.get("wysiwyc.precision", "fp32"), fp16, int8, major)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, parser = _parse_onnx(trt, builder, logger, src, strongly_typed and major == 10)
+    h, w = (int(v) for v in spec["image_size"])
+    config = _builder_config(trt, builder, precision, strongly_typed, workspace_gib, (3, h, w), batch)
+    t0 = time.time()
+    # build_serialized_network -> IHostMemory | None (build_engine was removed in 10.0)
+    plan = builder.build_serialized_network(network, config)
+    del parser  # kept alive until the build: the network may use weights the parser owns
+    if plan is None:
+        raise UserError(f"TensorRT failed to build an engine from {src} (see the log above)")
+    with atomic_path(out) as tmp:
+        Path(tmp).write_bytes(bytes(plan))
+    lo, opt, hi = batch
+    sidecar = {"format": SIDECAR_FORMAT, "tensorrt_version": machine["trt_version"],
+               "gpu_name": machine["gpu_name"], "compute_capability": machine["compute_capability"],
+               "spec": spec, "kind": meta.get("wysiwyc.kind", spec.get("kind")),
+               "graph": meta.get("wysiwyc.graph", "fused"), "precision": precision, "strongly_typed": strongly_typed,
+               "batch": {"min": lo, "opt": opt, "max": hi}, "workspace_gib": workspace_gib,
+               "source_onnx": str(src), "source_onnx_sha256": file_sha256(src),
+               "source_checkpoint_sha256": meta.get("wysiwyc.source_sha256"),
+               "build_seconds": round(time.time() - t0, 1)}
+    with atomic_path(sidecar_path(out)) as tmp:
+        Path(tmp).write_text(json.dumps(sidecar, indent=2))
+    return sidecar
+
+
+def _check_request(src: Path, batch: tuple[int, int, int], workspace_gib: float) -> dict[str, str]:
+    """The ONNX's wysiwyc metadata, after checking what can be checked without TensorRT:
+    the file, its graph, the batch profile and the workspace."""
+    meta = read_onnx_metadata(src)
     graph = meta.get("wysiwyc.graph", "fused")
     if graph not in FORMATS["engine"].graphs:
         # TensorRTEngine and the runtime read images -> (logits, masks); a masks-only or
@@ -103,15 +139,16 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
         raise UserError(f"--batch needs 1 ≤ MIN ≤ OPT ≤ MAX, got {lo} {opt} {hi}")
     if not workspace_gib > 0:
         raise UserError(f"--workspace must be > 0 GiB, got {workspace_gib}")
-    machine = current_machine()  # raises UserError without tensorrt / GPU
-    import tensorrt as trt
+    return meta
 
-    major = trt_major(trt.__version__)
-    strongly_typed, precision = plan_precision(meta.get("wysiwyc.precision", "fp32"), fp16, int8, major)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, src: Path, strongly_typed_flag: bool) -> tuple[Any, Any]:
+    """A network parsed from ``src``, and its parser (keep it alive until the build).
+
+    ``strongly_typed_flag``: pass ``STRONGLY_TYPED`` at creation (TensorRT 10).
+    """
     flags = 0
-    if strongly_typed and major == 10:
+    if strongly_typed_flag:
         # 10.x: opt in per network, `1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)`;
         # EXPLICIT_BATCH is ignored (always explicit batch)
         # https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html
@@ -126,6 +163,13 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     if not parser.parse_from_file(str(src)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT cannot parse {src}: {errors[:400]}")
+    return network, parser
+
+
+def _builder_config(trt: Any, builder: Any, precision: str, strongly_typed: bool, workspace_gib: float,
+                    image_shape: tuple[int, int, int], batch: tuple[int, int, int]) -> Any:
+    """The builder config: workspace limit, the weakly typed fp16 flag when planned, and one
+    optimisation profile for ``images`` (B,3,H,W) with B in ``batch`` (min, opt, max)."""
     config = builder.create_builder_config()
     # IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes) replaced
     # max_workspace_size in 8.4 and is unchanged in 10 and 11
@@ -139,27 +183,8 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
         config.set_flag(trt.BuilderFlag.FP16)
     # int8 never needs a flag here: the QDQ nodes of a --precision int8 export are explicit
     # quantisation, which strongly typed networks take from the graph as they are
-    h, w = (int(v) for v in spec["image_size"])
     profile = builder.create_optimization_profile()
-    profile.set_shape("images", (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
+    lo, opt, hi = batch
+    profile.set_shape("images", (lo, *image_shape), (opt, *image_shape), (hi, *image_shape))
     config.add_optimization_profile(profile)
-    t0 = time.time()
-    # build_serialized_network -> IHostMemory | None (build_engine was removed in 10.0)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise UserError(f"TensorRT failed to build an engine from {src} (see the log above)")
-    with atomic_path(out) as tmp:
-        Path(tmp).write_bytes(bytes(plan))
-    sidecar = {"format": SIDECAR_FORMAT, "tensorrt_version": machine["trt_version"],
-               "gpu_name": machine["gpu_name"], "compute_capability": machine["compute_capability"],
-               "spec": spec, "kind": meta.get("wysiwyc.kind", spec.get("kind")),
-               "graph": meta.get("wysiwyc.graph", "fused"), "precision": precision, "strongly_typed": strongly_typed,
-               "batch": {"min": lo, "opt": opt, "max": hi}, "workspace_gib": workspace_gib,
-               "source_onnx": str(src), "source_onnx_sha256": file_sha256(src),
-               "source_checkpoint_sha256": meta.get("wysiwyc.source_sha256"),
-               "build_seconds": round(time.time() - t0, 1)}
-    with atomic_path(sidecar_path(out)) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar, indent=2))
-    return sidecar
-
-
+    return config
