@@ -99,17 +99,15 @@ class ExtremalPerturbation(Attribution):
     Scaling to small images (TorchRay is tuned for 224 px): the mask parameter grid has
     step ``round(7·H/224)`` px (≥1), the mask smoothing σ = 21·H/224 px, the perturbation
     blur σ_max = 20·H/224 px (at 64 px: step 2, σ 6, blur 5.7), and the reward is scaled
-    by (7/step)² (12.25 at 64 px; exactly 1 at 224 px). Why the reward scale: the area
-    regulariser is a mean over pixels, so its gradient per mask parameter does not depend on
-    the grid, while the reward's gradient per parameter sums over the step² pixels the
-    parameter covers. Unscaled on a 2 px grid, the regulariser's gradient was ~20x the
-    reward's from the first iteration: the mask was decided by how the initially tied values
-    happened to sort (1e-6 of noise on the start changed it completely, IoU with the object
-    0.21 vs 0.04; CPU and CUDA disagreed), and only 6-13 % of its mass fell on the object,
-    i.e. chance. Scaled, the same four test images put 19-51 % of the mass on the object.
-    Ties are also broken on purpose: the parameters start at 0.5 plus a seeded ±1e-3
-    jitter, so CPU and CUDA (whose float rounding differs) start from the same point.
-    Simplifications, stated: TorchRay's smooth-max-convolution mask generator is replaced
+    by (7/step)² (12.25 at 64 px; exactly 1 at 224 px). The reward scale keeps TorchRay's
+    balance of the two terms: the area regulariser is a mean over pixels, so its gradient per
+    mask parameter does not depend on the grid, while the reward's gradient per parameter
+    sums over the step² pixels the parameter covers. On a finer grid than TorchRay's the
+    regulariser would otherwise dominate from the first iteration, and the mask would be
+    decided by how the initially tied parameters sort instead of by the class evidence.
+    Ties are broken on purpose: the parameters start at 0.5 plus a seeded ±1e-3 jitter, so
+    CPU and CUDA (whose float rounding differs) start from the same point.
+    Simplifications: TorchRay's smooth-max-convolution mask generator is replaced
     by bilinear upsampling + Gaussian smoothing (``smooth`` 0.09 is its temperature and has
     no equivalent here), its 8-level blur pyramid by a single fade to the strongest blur, and
     jitter by a random 0/1 px shift of the perturbed image each iteration.

@@ -1,6 +1,6 @@
 """SISE — Semantic Input Sampling for Explanation (Sattarzadeh et al., AAAI 2021).
 
-Per the paper (Sec. 3) and ``anchors.md``:
+Per the paper (Sec. 3):
 
 1. **Feature extraction** at the output of every block of the classifier
    (``BlockClassifier.blocks``: ResNet relu, layer1..4; VGG pool1..5; small_cnn block1..4).
