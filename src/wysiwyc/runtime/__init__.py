@@ -6,12 +6,14 @@
   or the synthetic ``--demo`` stream; live sources keep only the newest frame, files
   decode ahead and drop nothing;
 * :mod:`.backends` — ``open_backend(path)`` picks torch (``.pt``), ONNX Runtime
-  (``.onnx``) or TensorRT (``.engine``) from the file; every backend maps frames to
-  class probabilities and masks;
+  (``.onnx``) or TensorRT (``.engine``, run by :mod:`.tensorrt`) from the file; every
+  backend maps frames to class probabilities and masks, and is a context manager
+  (open / infer / close);
 * :mod:`.overlay` — per-class heat overlays with labels and probabilities;
 * :mod:`.pipeline` — the capture → preprocess → infer → postprocess → render loop with
   per-stage timings, and its outputs (window, video file, masks, JSON lines, summary).
 
-Importing this package, or running an ONNX / TensorRT model, never imports torch: only
-the torch backend does, and only when it opens a ``.pt`` file. A test holds us to that.
+Importing this package, or running an ONNX / TensorRT model, never imports torch (only
+the torch backend does, and only when it opens a ``.pt`` file) nor :mod:`wysiwyc.export`.
+A test holds us to that.
 """
