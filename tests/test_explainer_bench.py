@@ -124,6 +124,7 @@ def test_gallery_class_layout_one_column_per_labelled_class(ckpt: Path, tmp_path
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_objective_ranks_candidate_masks(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "obj.json"
     rc = _load("objective").main(["--model", str(ckpt), "--limit", "4", "--batch-size", "2", "--json", str(out),
