@@ -100,7 +100,7 @@ def test_task_keeps_classifier_frozen_and_trains_only_the_head() -> None:
     assert all(p.grad is None for p in clf.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     assert all(torch.equal(bn_before[k], v) for k, v in clf.state_dict().items())  # BN statistics unchanged
-    assert set(logs) == {"cls", "ent", "area_m"}
+    assert set(logs) == {"cls", "ent", "area_m", "area_n"}
 
 
 def test_predicted_targets_threshold_the_classifier() -> None:
@@ -123,7 +123,7 @@ def test_train_script_end_to_end_with_config_override(tiny_classifier: Path, tmp
     clf = tiny_classifier
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"classifier": str(clf), "width": 4, "levels": 3, "epochs": 3, "batch-size": 8,
-                               "train_length": 16, "val-length": 8, "lr": 1e-3, "lambda-e": 2.5}))
+                               "train_length": 16, "val-length": 8, "lr": 1e-3, "entropy-regularizer": 2.5}))
     out = tmp_path / "expl.pt"
     rc = _script().main(["--config", str(cfg), "--epochs", "1", "--mask-init", "0.9", "--no-progress", "--device", "cpu",
                          "-o", str(out)])
@@ -131,7 +131,7 @@ def test_train_script_end_to_end_with_config_override(tiny_classifier: Path, tmp
     ck = torch.load(out, weights_only=True)
     assert ck["kind"] == "explainer" and ck["spec"]["head_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
     assert ck["train"]["mask_init"] == 0.9
-    assert ck["train"]["epochs"] == 1 and ck["train"]["loss_weights"]["entropy"] == 2.5  # CLI beat config; config beat default
+    assert ck["train"]["epochs"] == 1 and ck["train"]["loss_weights"]["entropy_regularizer"] == 2.5  # CLI beat config; config beat default
     model = load_model(out)
     _, masks = model(torch.rand(1, 3, 32, 32))
     assert masks.shape == (1, 6, 32, 32)
@@ -169,3 +169,34 @@ def test_shipped_configs_parse(cfg: Path, tmp_path: Path) -> None:
     args = _script().parse_args(["--config", str(cfg), "-o", str(tmp_path / "x.pt")])
     raw = json.loads(cfg.read_text())
     assert args.arch == raw["arch"] and args.lr == raw["lr"]
+
+
+def test_class_term_warmup_ramp() -> None:
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.explainer import build_explainer
+    from wysiwyc.training.losses import ExplainerLossWeights
+
+    w = ExplainerLossWeights(class_regularizer=2.0, class_warmup_steps=10)
+    task = ExplainerTask(build_explainer("unet", 3, width=4, levels=2), build_classifier("small_cnn", 3),
+                         (0.5,) * 3, (0.25,) * 3, w)
+    assert [task.class_weight_at(s) for s in (0, 10, 15, 20, 100)] == [0.0, 0.0, 1.0, 2.0, 2.0]
+    task.weights = ExplainerLossWeights(class_regularizer=2.0)
+    assert task.class_weight_at(0) == 2.0
+
+
+def test_classifier_unet_starts_from_the_classifier_blocks() -> None:
+    from wysiwyc.errors import UserError
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.explainer import build_explainer, init_encoder_from_classifier
+
+    torch.manual_seed(0)
+    clf = build_classifier("small_cnn", 4)
+    head = build_explainer("classifier_unet", 4, classifier_arch="small_cnn", width=8)
+    n = init_encoder_from_classifier(head, clf)
+    assert n == len(clf.blocks.state_dict())
+    for k, v in clf.blocks.state_dict().items():
+        assert torch.equal(head.net.encoder.state_dict()[k], v)
+    x = torch.randn(2, 3, 40, 48)
+    assert head(x).shape == (2, 4, 40, 48)  # any input size, masks at input resolution
+    with pytest.raises(UserError):
+        init_encoder_from_classifier(build_explainer("unet", 4, width=4, levels=2), clf)

@@ -94,15 +94,41 @@ def test_class_mask_loss_is_bce_of_every_class_mask_against_its_own_label() -> N
     masks[0, 0, 0, 0] = 1.0  # class 0 keeps its own pixel: logits [ln3, 0], target [1, 0]
     masks[0, 1, 0, 0] = 1.0  # class 1 keeps class 0's pixel, not its own: logits [ln3, 0], target [0, 1]
     both = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 1.0]]))
+    # C = 2: the keep entry has weight C-1 = 1
     own = -(math.log(0.75) + math.log(0.5)) / 2
     wrong = -(math.log(0.25) + math.log(0.5)) / 2
     assert both.item() == pytest.approx((own + wrong) / 2, abs=1e-6)
     # class 1 absent: its mask must show no class at all (target [0, 0]); logits [ln3, 0]
     only0 = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 0.0]]))
     assert only0.item() == pytest.approx((own - (math.log(0.25) + math.log(0.5)) / 2) / 2, abs=1e-6)
+    # C = 3: keep weighs 2, as much as the two drop entries
+    x3 = torch.ones(1, 3, 2, 3) * math.log(3.0)
+    m3 = torch.zeros(1, 3, 2, 3)
+    m3[0, 0, 0, 0] = 1.0  # logits [ln3, 0, 0] against [1, 0, 0]
+    val = class_mask_loss(_PixelClassifier(), x3, m3, torch.tensor([[1.0, 0.0, 0.0]]), absent_samples=0)
+    assert val.item() == pytest.approx(-(2 * math.log(0.75) + 2 * math.log(0.5)) / 3, abs=1e-6)
     # no label: every mask should show nothing
     none = class_mask_loss(_PixelClassifier(), x, torch.zeros(1, 2, 2, 2), torch.zeros(1, 2))
     assert none.item() == pytest.approx(-math.log(0.5), abs=1e-6)
+
+
+def test_class_mask_loss_samples_absent_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    classifier = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    x, masks = torch.randn(4, 3, 8, 8, generator=g), torch.rand(4, 5, 8, 8, generator=g)
+    y = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
+    full = class_mask_loss(classifier, x, masks, y)
+    assert class_mask_loss(classifier, x, masks, y, absent_samples=5).item() == pytest.approx(full.item())
+    # k = 0: the labelled pairs only, each against its one-hot
+    bi, ci = y.nonzero(as_tuple=True)
+    logits = classifier(x[bi] * masks[bi, ci].unsqueeze(1))
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.eye(5)[ci],
+                                                                pos_weight=torch.full((5,), 4.0))
+    assert class_mask_loss(classifier, x, masks, y, absent_samples=0).item() == pytest.approx(want.item(), abs=1e-6)
+    # k = 1: one absent class more per image (image 2 has none labelled: 1 pair), same draw for the same seed
+    a = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3))
+    b = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3))
+    assert a.item() == b.item() and a.item() != pytest.approx(want.item())
 
 
 def _authors_reference(classifier, x, masks, y, w):  # noqa: ANN001, ANN202

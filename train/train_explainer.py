@@ -62,6 +62,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--class-mask-max-area", type=float, default=0.3, help="area bound b of each class mask")
     p.add_argument("--nontarget-reduce", choices=("max", "mean"), default="max",
                    help="A(n) over the max of the non-target channels (authors) or their mean")
+    p.add_argument("--class-absent-samples", type=int, default=None,
+                   help="per-class term: absent classes drawn per image (default: all)")
+    p.add_argument("--class-warmup-steps", type=int, default=0,
+                   help="per-class term: off for this many steps, then ramped up linearly over as many")
     p.add_argument("--class-regularizer", type=float, default=0.0,
                    help="weight of the per-class term BCE(F(s_c x), [c in Y] onehot(c)) (not in the paper; 0 = off)")
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")

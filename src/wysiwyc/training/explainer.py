@@ -9,6 +9,7 @@ normalised image.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -67,12 +68,25 @@ class ExplainerTask(Task):
         x = self.norm(images)
         y = self._targets(x, labels)
         masks = torch.sigmoid(self.head(x))
-        total, terms = explainer_loss(self.classifier, x, masks, y, self.weights)
+        total, terms = explainer_loss(self.classifier, x, masks, y, self.weights, generator)
         return total, terms, masks
+
+    def class_weight_at(self, step: int) -> float:
+        """The per-class term's weight at a training step: 0 for ``class_warmup_steps`` steps (the
+        merged terms first find the objects; from the 0.95 start the term alone would remove
+        them from every mask), then a linear ramp to ``class_regularizer`` over as many steps."""
+        w0 = self.weights.class_warmup_steps
+        ramp = 1.0 if w0 <= 0 else min(1.0, max(0.0, (step - w0) / w0))
+        return self.weights.class_regularizer * ramp
 
     def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, labels = batch[0].to(device), batch[1].to(device)
-        total, terms, _ = self.loss(images, labels)
+        full = self.weights
+        self.weights = replace(full, class_regularizer=self.class_weight_at(getattr(self, "global_step", 0)))
+        try:
+            total, terms, _ = self.loss(images, labels)
+        finally:
+            self.weights = full
         return total, {k: float(terms[k].detach()) for k in ("cls", "ent", "area_m", "area_n")}
 
     @torch.no_grad()

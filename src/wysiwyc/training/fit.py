@@ -154,6 +154,7 @@ class Trainer:
             for step, batch in enumerate(self.train_loader):
                 if step >= self.steps_per_epoch:
                     break
+                self.task.global_step = epoch * self.steps_per_epoch + step  # for step-dependent losses
                 loss, logs = self.task.training_step(batch, self.device)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}")

@@ -130,18 +130,35 @@ def nontarget_area(masks: torch.Tensor, targets: torch.Tensor, reduce: str = "ma
 
 
 def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
-                    targets: torch.Tensor) -> torch.Tensor:
-    """Per-class term (not in the paper): for every (image, class c), Eq. 2 on F(s_c⊙x)
+                    targets: torch.Tensor, absent_samples: int | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-class term (not in the paper): for (image, class c) pairs, Eq. 2 on F(s_c⊙x)
     against [c∈Y]·onehot(c) — mask c keeps class c when c is in the image, and no class
     ever, so mask c never covers another class's object (what you see in mask c is what
     the classifier calls c). The merged terms cannot tell the channels apart; this one can.
 
-    x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over images, masks and classes.
+    The keep entry has weight C-1 (``pos_weight``), as much as the drop entries together.
+    Pairs: every labelled class of each image, plus every absent class (``absent_samples``
+    None) or that many absent classes drawn at random per image (one classifier pass per
+    pair, so sampling bounds the cost at |Y| + k passes per image instead of C).
+
+    x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over pairs and classes.
     """
     b, c = masks.shape[:2]
-    x = (x_norm.unsqueeze(1) * masks.unsqueeze(2)).flatten(0, 1)  # (B·C,3,H,W): image i under mask c
-    want = torch.eye(c, device=masks.device, dtype=x.dtype).unsqueeze(0) * targets.to(x.dtype).unsqueeze(2)
-    return F.binary_cross_entropy_with_logits(classifier(x), want.flatten(0, 1))
+    t = targets > 0.5
+    if absent_samples is None or absent_samples >= c:
+        pick = torch.ones_like(t)
+    else:  # the k absent classes with the lowest random keys
+        keys = torch.rand(b, c, generator=generator, device=masks.device).masked_fill(t, 2.0)
+        rank = keys.argsort(1).argsort(1)
+        pick = t | ((rank < absent_samples) & ~t)
+    bi, ci = pick.nonzero(as_tuple=True)
+    logits = classifier(x_norm[bi] * masks[bi, ci].unsqueeze(1))
+    want = F.one_hot(ci, c).to(logits.dtype) * t[bi, ci].to(logits.dtype).unsqueeze(1)
+    # the one "keep c" entry weighs as much as the C-1 "drop" entries together: unbalanced,
+    # removing every object from every mask is the cheapest way down
+    pos_weight = torch.full((c,), float(max(c - 1, 1)), device=logits.device, dtype=logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, want, pos_weight=pos_weight)
 
 
 @dataclass
@@ -159,14 +176,16 @@ class ExplainerLossWeights:
     class_mask_max_area: float = 0.3
     nontarget_reduce: str = "max"
     class_regularizer: float = 0.0
+    class_absent_samples: int | None = None
+    class_warmup_steps: int = 0
 
     def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
 def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
-                   targets: torch.Tensor, w: ExplainerLossWeights | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   targets: torch.Tensor, w: ExplainerLossWeights | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The authors' Explainer loss (module docstring).
 
     Args:
@@ -175,6 +194,7 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
         masks: (B,C,H,W) Explainer masks in [0,1] (with grad).
         targets: (B,C) label classes Y in {0,1}.
         w: loss weights.
+        generator: for the per-class term's sampled absent classes (validation passes one).
 
     Returns:
         (total loss, dict of the unweighted terms: cls, ent, tv, bounds, area_m, area_n, and
@@ -198,7 +218,7 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
              + w.mask_total_area_regularizer * terms["area_m"]
              + w.ncmask_total_area_regularizer * terms["area_n"])
     if w.class_regularizer:
-        terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets)
+        terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets, w.class_absent_samples, generator)
         total = total + w.class_regularizer * terms["class_mask"]
     return total, terms
 
