@@ -67,7 +67,7 @@ def default_checkpoint() -> Path:
 
 
 def build_bench_model(source: str | None, size: int | None, device: str,  # noqa: ANN201
-                      explainer_arch: str = "deeplabv3_resnet50"):
+                      head_arch: str = "deeplabv3_resnet50"):
     """A FusedModel with an explainer head (untrained if the checkpoint has none) and its image size."""
     from wysiwyc.models.classifiers import build_classifier, freeze
     from wysiwyc.models.explainer import head_from_spec
@@ -80,7 +80,7 @@ def build_bench_model(source: str | None, size: int | None, device: str,  # noqa
     else:  # an architecture name: untrained weights are fine for latency
         torch.manual_seed(0)
         spec = ModelSpec(class_names=[f"c{i}" for i in range(20)], image_size=(size or 224,) * 2,
-                         classifier_arch=str(source), kind="explainer", explainer_arch=explainer_arch)
+                         classifier_arch=str(source), kind="explainer", head_arch=head_arch)
         model = FusedModel(spec, freeze(build_classifier(str(source), 20)))
     if model.head is None:
         torch.manual_seed(0)

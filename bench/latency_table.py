@@ -57,7 +57,7 @@ def tables(runs: list[dict]) -> list[str]:
         info = rows[0]["extra_info"]
         lines += [f"### {group}", "",
                   f"{info.get('device_name', info['device'])}; classifier {info['classifier']}, "
-                  f"explainer {info.get('explainer_arch', '?')}, "
+                  f"explainer {info.get('head_arch', info.get('explainer_arch', '?'))}, "
                   f"{info['image_size']} px", "",
                   "| method | median ms / call | min ms / call | ms / image | × explainer | rounds | settings |",
                   "|---|---|---|---|---|---|---|"]

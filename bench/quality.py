@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base, meters, probe, reliance = evaluate(model, full, Subset(full, range(n)), attributions, args, cue_class)
     rows = {**{r: base[r].result() for r in BASELINE_ROWS}, **{m: meters[m].seg.result() for m in methods}}
-    print(f"{args.data} {args.split}: {n} images, model {args.model} ({spec.kind}, {spec.explainer_arch or spec.classifier_arch})")
+    print(f"{args.data} {args.split}: {n} images, model {args.model} ({spec.kind}, {spec.head_arch or spec.classifier_arch})")
     print(format_table(rows))
     report: dict = {"model": args.model, "kind": spec.kind, "data": args.data, "split": args.split, "images": n,
                     "spurious": spurious, "baselines": {r: rows[r] for r in BASELINE_ROWS}, "methods": {}}

@@ -122,7 +122,7 @@ def test_latency(benchmark, bench_config, bench_model, method, batch, scope, dev
     benchmark.group = f"{device} | batch {batch} | {scope}" + (" | REDUCED settings" if bench_config["reduced"] else "")
     benchmark.extra_info.update({"method": method, "batch": batch, "scope": scope, "device": device,
                                  "image_size": side, "classifier": model.spec.classifier_arch,
-                                 "explainer_arch": model.spec.explainer_arch,
+                                 "head_arch": model.spec.head_arch,
                                  "settings": "reduced" if reduced else "paper defaults",
                                  "device_name": torch.cuda.get_device_name(images.device) if device == "cuda"
                                  else f"{os.cpu_count()}-thread CPU, torch {torch.get_num_threads()} threads"})

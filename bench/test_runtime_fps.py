@@ -66,11 +66,11 @@ def lraspp_onnx(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fps")
     names = ["stripes", "checks", "dots", "grid", "rings", "zigzag"]
     spec = ModelSpec(class_names=names, image_size=(224, 224), classifier_arch="mobilenet_v3_large",
-                     kind="explainer", explainer_arch="lraspp_mobilenet_v3", mask_kind="sigmoid")
+                     kind="explainer", head_arch="lraspp_mobilenet_v3", mask_kind="sigmoid")
     clf = build_classifier("mobilenet_v3_large", len(names)).eval()
     head = head_from_spec(spec).eval()
     pt = d / "lraspp.pt"
-    save_checkpoint(pt, "explainer", spec, clf.state_dict(), explainer=head.state_dict())
+    save_checkpoint(pt, "explainer", spec, clf.state_dict(), head.state_dict())
     out = d / "lraspp.onnx"
     export_checkpoint(pt, out, ExportOptions())
     return out

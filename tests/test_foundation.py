@@ -153,9 +153,9 @@ def test_version_1_mask_predictor_checkpoint_keeps_its_controller(tmp_path):
         assert torch.equal(model(x)[1], ref[1])
 
 
-def test_spec_accepts_the_format_1_field_name():
-    spec = ModelSpec(class_names=["a"], kind="explainer", explainer_arch="unet")
-    assert spec.head_arch == spec.explainer_arch == "unet" and "explainer_arch" not in spec.to_dict()
+def test_spec_reads_the_format_1_field_name():
+    spec = ModelSpec.from_dict({"class_names": ["a"], "kind": "explainer", "explainer_arch": "unet"})
+    assert spec.head_arch == "unet" and "explainer_arch" not in spec.to_dict()
     assert ModelSpec.from_json(spec.to_json()) == spec
 
 

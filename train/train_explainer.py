@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
     spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
-                     classifier_arch=cspec.classifier_arch, kind=kind, explainer_arch=args.arch,
+                     classifier_arch=cspec.classifier_arch, kind=kind, head_arch=args.arch,
                      mask_kind="sigmoid", dataset=args.data.split(":")[0], extra=extra)
     head = head_from_spec(spec)
     if args.backbone_weights:

@@ -10,7 +10,6 @@ predictor); *explainer* names the paper-1 network only (kind ``explainer``).
 from __future__ import annotations
 
 import json
-import functools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -39,9 +38,6 @@ class ModelSpec:
             controller's name for the mask predictor — its only record), if any.
         dataset: the dataset the model was trained on, e.g. ``shapes``.
         extra: free-form architecture arguments needed to rebuild the nets.
-
-    ``ModelSpec(explainer_arch=...)`` and ``spec.explainer_arch`` are the format-1 name of
-    ``head_arch``, still accepted so older callers keep working.
     """
 
     class_names: list[str]
@@ -84,26 +80,6 @@ class ModelSpec:
     @classmethod
     def from_json(cls, s: str) -> "ModelSpec":
         return cls.from_dict(json.loads(s))
-
-
-# The format-1 name ``explainer_arch``, kept outside the dataclass fields so that
-# ``to_dict``, ``fields`` and ``dataclasses.replace`` see ``head_arch`` only.
-ModelSpec.explainer_arch = property(  # type: ignore[attr-defined]
-    lambda self: self.head_arch, doc="Format-1 name of :attr:`ModelSpec.head_arch` (read-only).")
-_dataclass_init = ModelSpec.__init__
-
-
-@functools.wraps(_dataclass_init)
-def _init_accepting_explainer_arch(self: ModelSpec, *args: Any, explainer_arch: str | None = None,
-                                   **kwargs: Any) -> None:
-    if explainer_arch is not None:
-        if kwargs.get("head_arch") not in (None, explainer_arch):
-            raise TypeError(f"head_arch {kwargs['head_arch']!r} and explainer_arch {explainer_arch!r} differ")
-        kwargs["head_arch"] = explainer_arch
-    _dataclass_init(self, *args, **kwargs)
-
-
-ModelSpec.__init__ = _init_accepting_explainer_arch  # type: ignore[method-assign]
 
 
 def upgrade_spec_dict(d: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The Explainer network E(x) -> C mask logit maps at input resolution (Stalder et al.).
 
-Registry ``EXPLAINERS`` maps ``spec.explainer_arch`` to a builder ``(num_classes, **extra)``:
+Registry ``EXPLAINERS`` maps ``spec.head_arch`` to a builder ``(num_classes, **extra)``:
 
 * ``unet`` (default for shapes): a small 4-level U-Net, width 16 by default, sized for a
   2-core CPU (~0.47 M parameters at width 16). BatchNorm + ReLU, bilinear upsampling to
@@ -214,10 +214,10 @@ def build_explainer(arch: str, num_classes: int, **extra: Any) -> ExplainerHead:
 
 
 def head_from_spec(spec: ModelSpec) -> ExplainerHead:
-    """The (untrained) head a spec describes: ``spec.explainer_arch`` (default ``unet``),
+    """The (untrained) head a spec describes: ``spec.head_arch`` (default ``unet``),
     ``spec.num_classes``, architecture arguments from ``spec.extra["explainer"]``."""
     extra = dict(spec.extra.get("explainer", {})) if isinstance(spec.extra, dict) else {}
-    return build_explainer(spec.explainer_arch or "unet", spec.num_classes, **extra)
+    return build_explainer(spec.head_arch or "unet", spec.num_classes, **extra)
 
 
 def init_mask_bias(head: ExplainerHead, mask: float, num_classes: int) -> int:
