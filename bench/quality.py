@@ -57,6 +57,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="shapes: planted cue in the data (auto: as the model was trained)")
     p.add_argument("--seed", type=int, default=0, help="shapes: dataset seed")
     p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--md", default=None, help="write the tables as Markdown here")
     p.add_argument("--no-progress", action="store_true")
     add_device_arg(p)
     return p
@@ -348,6 +349,37 @@ def method_entry(m: str, mm: MethodMeters, n: int, class_names: list[str]) -> di
     return entry
 
 
+def to_markdown(report: dict, command: str) -> str:
+    """The report's tables in Markdown: merged masks (with the trivial rows), per class, Table 1."""
+    lines = [f"# Attribution quality: {report['data']} {report['split']}, {report['images']} images", "",
+             f"Model `{report['model']}` ({report['kind']}). Command: `{command}`", "",
+             "| masks | acc ↑ | IoU ↑ | Sal ↓ | MAE ↓ |", "|---|---|---|---|---|"]
+    rows = {**{f"trivial {k}": v for k, v in report["baselines"].items()}, **report["methods"]}
+    lines += [f"| {n} | " + " | ".join(f"{r[k]:.3f}" for k in ("acc", "iou", "sal", "mae")) + " |"
+              for n, r in rows.items()]
+    for m, e in report["methods"].items():
+        pc, names = e["per_class"], e["per_class"]["class_names"]
+        keys = ("iou", "mae", "own", "leak", "absent")
+        lines += ["", f"## {m}: per class (own mask vs own ground truth; leak = on the other labelled objects; "
+                      "absent = an unlabelled class's mask on the labelled objects)", "",
+                  "| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(f"{pc['per_class'][k][i]:.3f}" for k in keys) + " |"
+                  for i, c in enumerate(names)]
+        lines.append("| **mean** | " + " | ".join(f"**{pc[k]:.3f}**" for k in keys) + " |")
+        if "class_matrix" in e:
+            cm, goal = e["class_matrix"], e["class_matrix"]["goal"]
+            lines += ["", f"## {m}: Table 1 (softmax probability of the target class, row, under each class's "
+                          "mask, column, thresholded at 0.1…0.9; ratio to the unmasked probability)", "",
+                      "| target | none | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+            for i, c in enumerate(names):
+                none = max(cm["none"][i], 1e-12)
+                lines.append(f"| {c} | {cm['none'][i]:.3f} | "
+                             + " | ".join(f"{v / none:.2f}" for v in cm["matrix"][i]) + " |")
+            lines += ["", f"Diagonal min {goal['diag_min']:.3f} (goal ≥ 0.8); off-diagonal max "
+                          f"{goal['offdiag_max']:.3f} (goal ≤ 0.3), mean {goal['offdiag_mean']:.3f} (goal ≤ 0.2)."]
+    return "\n".join(lines) + "\n"
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
@@ -359,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.fileio import atomic_path, check_writable
     from wysiwyc.models.fused import load_model
 
-    if args.json:
-        check_writable(args.json)
+    for out in (args.json, args.md):
+        if out:
+            check_writable(out)
     model = load_model(args.model, device=resolve_device(args.device))
     spec = model.spec
     methods = parse_methods(args.methods, spec.kind)
@@ -391,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             with open(tmp, "w") as f:
                 json.dump(report, f, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
         print(f"wrote {args.json}")
+    if args.md:
+        command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        with atomic_path(args.md) as tmp:
+            with open(tmp, "w") as f:
+                f.write(to_markdown(report, command))
+        print(f"wrote {args.md}")
     return 0
 
 

@@ -34,10 +34,16 @@ def ckpt(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.json"
+    md = tmp_path / "q.md"
     rc = _load("quality").main(["--model", str(ckpt), "--limit", "6", "--batch-size", "6", "--json", str(out),
-                                "--no-progress", "--device", "cpu"])
+                                "--md", str(md), "--no-progress", "--device", "cpu"])
     assert rc == 0
     r = json.loads(out.read_text())
+    pc = r["methods"]["explainer"]["per_class"]
+    seen = [v for v in pc["per_class"]["iou"] if v is not None and v == v]  # NaN: class absent from the images
+    assert seen and pc["iou"] == pytest.approx(sum(seen) / len(seen)) and pc["iou_min"] == pytest.approx(min(seen))
+    text = md.read_text()
+    assert "| trivial G.T. | 1.000 | 1.000 |" in text and "explainer: per class" in text and "Table 1" in text
     b = r["baselines"]
     assert b["0"]["iou"] == 0 and b["G.T."]["iou"] == pytest.approx(1) and b["G.T."]["mae"] == 0
     assert b["0"]["acc"] == pytest.approx(1 - b["1"]["acc"]) and b["0.5"]["mae"] == pytest.approx(0.5)
