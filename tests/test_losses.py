@@ -88,28 +88,46 @@ class _PixelClassifier(torch.nn.Module):
         return x[:, 0, 0, :]
 
 
-def test_class_mask_loss_is_bce_of_every_class_mask_against_its_own_label() -> None:
+def test_class_keep_term_is_bce_of_every_class_mask_against_its_own_label() -> None:
     x = torch.ones(1, 3, 2, 2) * math.log(3.0)
     masks = torch.zeros(1, 2, 2, 2)
     masks[0, 0, 0, 0] = 1.0  # class 0 keeps its own pixel: logits [ln3, 0], target [1, 0]
     masks[0, 1, 0, 0] = 1.0  # class 1 keeps class 0's pixel, not its own: logits [ln3, 0], target [0, 1]
-    both = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 1.0]]))
+    both = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 1.0]]), mode="keep")
     # C = 2: the keep entry has weight C-1 = 1
     own = -(math.log(0.75) + math.log(0.5)) / 2
     wrong = -(math.log(0.25) + math.log(0.5)) / 2
     assert both.item() == pytest.approx((own + wrong) / 2, abs=1e-6)
     # class 1 absent: its mask must show no class at all (target [0, 0]); logits [ln3, 0]
-    only0 = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 0.0]]))
+    only0 = class_mask_loss(_PixelClassifier(), x, masks, torch.tensor([[1.0, 0.0]]), mode="keep")
     assert only0.item() == pytest.approx((own - (math.log(0.25) + math.log(0.5)) / 2) / 2, abs=1e-6)
     # C = 3: keep weighs 2, as much as the two drop entries
     x3 = torch.ones(1, 3, 2, 3) * math.log(3.0)
     m3 = torch.zeros(1, 3, 2, 3)
     m3[0, 0, 0, 0] = 1.0  # logits [ln3, 0, 0] against [1, 0, 0]
-    val = class_mask_loss(_PixelClassifier(), x3, m3, torch.tensor([[1.0, 0.0, 0.0]]), absent_samples=0)
+    val = class_mask_loss(_PixelClassifier(), x3, m3, torch.tensor([[1.0, 0.0, 0.0]]), absent_samples=0, mode="keep")
     assert val.item() == pytest.approx(-(2 * math.log(0.75) + 2 * math.log(0.5)) / 3, abs=1e-6)
     # no label: every mask should show nothing
-    none = class_mask_loss(_PixelClassifier(), x, torch.zeros(1, 2, 2, 2), torch.zeros(1, 2))
+    none = class_mask_loss(_PixelClassifier(), x, torch.zeros(1, 2, 2, 2), torch.zeros(1, 2), mode="keep")
     assert none.item() == pytest.approx(-math.log(0.5), abs=1e-6)
+
+
+def test_class_remove_term_by_hand() -> None:
+    x = torch.ones(1, 3, 2, 3) * math.log(3.0)
+    masks = torch.zeros(1, 3, 2, 3)
+    masks[0, 0, 0, 0] = 1.0  # removing mask 0 removes class 0's pixel: logits [0, ln3, ln3]
+    masks[0, 1, 0, 0] = 1.0  # mask 1 covers class 0's pixel instead of its own: same logits
+    y = torch.tensor([[1.0, 1.0, 0.0]])
+    # C = 3: the own entry weighs 2. Pair 0: want [0, 1, 0]; pair 1: want [1, 0, 0]; pair 2 (absent,
+    # empty mask): logits [ln3]*3, want [1, 1, 0]
+    l75, l25, l5 = -math.log(0.75), -math.log(0.25), -math.log(0.5)
+    pair0 = (2 * l5 + l75 + l25) / 3
+    pair1 = (l5 + 2 * l25 + l25) / 3
+    pair2 = (l75 + l75 + 2 * l25) / 3
+    got = class_mask_loss(_PixelClassifier(), x, masks, y, mode="remove")
+    assert got.item() == pytest.approx((pair0 + pair1 + pair2) / 3, abs=1e-6)
+    with pytest.raises(ValueError):
+        class_mask_loss(_PixelClassifier(), x, masks, y, mode="swap")
 
 
 def test_class_mask_loss_samples_absent_classes() -> None:
@@ -119,15 +137,16 @@ def test_class_mask_loss_samples_absent_classes() -> None:
     y = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     full = class_mask_loss(classifier, x, masks, y)
     assert class_mask_loss(classifier, x, masks, y, absent_samples=5).item() == pytest.approx(full.item())
+    full = class_mask_loss(classifier, x, masks, y, mode="keep")
     # k = 0: the labelled pairs only, each against its one-hot
     bi, ci = y.nonzero(as_tuple=True)
     logits = classifier(x[bi] * masks[bi, ci].unsqueeze(1))
     want = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.eye(5)[ci],
                                                                 pos_weight=torch.full((5,), 4.0))
-    assert class_mask_loss(classifier, x, masks, y, absent_samples=0).item() == pytest.approx(want.item(), abs=1e-6)
+    assert class_mask_loss(classifier, x, masks, y, absent_samples=0, mode="keep").item() == pytest.approx(want.item(), abs=1e-6)
     # k = 1: one absent class more per image (image 2 has none labelled: 1 pair), same draw for the same seed
-    a = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3))
-    b = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3))
+    a = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3), "keep")
+    b = class_mask_loss(classifier, x, masks, y, 1, torch.Generator().manual_seed(3), "keep")
     assert a.item() == b.item() and a.item() != pytest.approx(want.item())
 
 
@@ -182,7 +201,7 @@ def test_explainer_loss_combines_terms_with_weights() -> None:
     w = ExplainerLossWeights(entropy_regularizer=2.0, mask_variation_regularizer=5.0,
                              mask_area_constraint_regularizer=3.0, mask_total_area_regularizer=0.1,
                              ncmask_total_area_regularizer=0.3, class_mask_min_area=0.25, class_mask_max_area=0.25,
-                             class_regularizer=0.7)
+                             class_regularizer=0.7, class_term="keep")
     total, t = explainer_loss(_PixelClassifier(), x, masks, y, w)
     # m keeps pixel (0,0) only: logits [ln3, 0] -> p = [0.75, 0.5]; BCE mean
     assert t["cls"].item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, abs=1e-6)

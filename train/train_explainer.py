@@ -67,7 +67,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--class-warmup-steps", type=int, default=0,
                    help="per-class term: off for this many steps, then ramped up linearly over as many")
     p.add_argument("--class-regularizer", type=float, default=0.0,
-                   help="weight of the per-class term BCE(F(s_c x), [c in Y] onehot(c)) (not in the paper; 0 = off)")
+                   help="weight of the per-class term (not in the paper; 0 = off)")
+    p.add_argument("--class-term", choices=("remove", "keep"), default="remove",
+                   help="per-class term: remove (F((1-s_c)x) loses class c only) or keep (F(s_c x) shows c only)")
     p.add_argument("--min-delta", type=float, default=1e-3, help="early stopping min improvement of val loss")
     add_run_args(p)
     return p

@@ -129,21 +129,29 @@ def nontarget_area(masks: torch.Tensor, targets: torch.Tensor, reduce: str = "ma
     raise ValueError(f"nontarget_reduce must be 'max' or 'mean', got {reduce!r}")
 
 
+CLASS_TERMS = ("keep", "remove")
+
+
 def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
                     targets: torch.Tensor, absent_samples: int | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-class term (not in the paper): for (image, class c) pairs, Eq. 2 on F(s_c⊙x)
-    against [c∈Y]·onehot(c) — mask c keeps class c when c is in the image, and no class
-    ever, so mask c never covers another class's object (what you see in mask c is what
-    the classifier calls c). The merged terms cannot tell the channels apart; this one can.
+                    generator: torch.Generator | None = None, mode: str = "remove") -> torch.Tensor:
+    """Per-class term (not in the paper): Eq. 2 per (image, class c) pair on the image seen
+    through one class's mask. The merged terms cannot tell the channels apart; this can.
 
-    The keep entry has weight C-1 (``pos_weight``), as much as the drop entries together.
-    Pairs: every labelled class of each image, plus every absent class (``absent_samples``
-    None) or that many absent classes drawn at random per image (one classifier pass per
-    pair, so sampling bounds the cost at |Y| + k passes per image instead of C).
+    * ``remove``: F((1−s_c)⊙x) against Y with c taken out — removing mask c removes class c
+      and only class c (for an absent c: changes nothing). A faint s_c leaves c in place and
+      a wide one removes other classes, so only c's whole object satisfies it.
+    * ``keep``: F(s_c⊙x) against [c∈Y]·onehot(c) — mask c keeps class c and nothing else.
+
+    The entry of class c itself weighs C-1, as much as the other entries together (else
+    wiping every mask out is the cheapest way down). Pairs: every labelled class of each
+    image, plus every absent class (``absent_samples`` None) or that many drawn at random per
+    image (one classifier pass per pair: |Y| + k passes per image instead of C).
 
     x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over pairs and classes.
     """
+    if mode not in CLASS_TERMS:
+        raise ValueError(f"class term mode must be one of {CLASS_TERMS}, got {mode!r}")
     b, c = masks.shape[:2]
     t = targets > 0.5
     if absent_samples is None or absent_samples >= c:
@@ -153,12 +161,16 @@ def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: to
         rank = keys.argsort(1).argsort(1)
         pick = t | ((rank < absent_samples) & ~t)
     bi, ci = pick.nonzero(as_tuple=True)
-    logits = classifier(x_norm[bi] * masks[bi, ci].unsqueeze(1))
-    want = F.one_hot(ci, c).to(logits.dtype) * t[bi, ci].to(logits.dtype).unsqueeze(1)
-    # the one "keep c" entry weighs as much as the C-1 "drop" entries together: unbalanced,
-    # removing every object from every mask is the cheapest way down
-    pos_weight = torch.full((c,), float(max(c - 1, 1)), device=logits.device, dtype=logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, want, pos_weight=pos_weight)
+    own = F.one_hot(ci, c).to(x_norm.dtype)
+    sc = masks[bi, ci].unsqueeze(1)
+    if mode == "keep":
+        logits = classifier(x_norm[bi] * sc)
+        want = own * t[bi, ci].to(logits.dtype).unsqueeze(1)
+    else:
+        logits = classifier(x_norm[bi] * (1 - sc))
+        want = targets[bi].to(logits.dtype) * (1 - own)
+    weight = 1 + (c - 2) * own if c > 2 else torch.ones_like(own)  # own entry: C-1
+    return F.binary_cross_entropy_with_logits(logits, want, weight=weight)
 
 
 @dataclass
@@ -178,6 +190,7 @@ class ExplainerLossWeights:
     class_regularizer: float = 0.0
     class_absent_samples: int | None = None
     class_warmup_steps: int = 0
+    class_term: str = "remove"
 
     def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -218,7 +231,8 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
              + w.mask_total_area_regularizer * terms["area_m"]
              + w.ncmask_total_area_regularizer * terms["area_n"])
     if w.class_regularizer:
-        terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets, w.class_absent_samples, generator)
+        terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets, w.class_absent_samples, generator,
+                                              w.class_term)
         total = total + w.class_regularizer * terms["class_mask"]
     return total, terms
 
