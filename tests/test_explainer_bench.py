@@ -154,3 +154,27 @@ def test_objective_rejects_a_classifier_checkpoint(tmp_path: Path, capsys: pytes
     clf = save_checkpoint(tmp_path / "c.pt", "classifier", spec, build_classifier("small_cnn", 6).state_dict())
     assert _load("objective").main(["--model", str(clf), "--device", "cpu"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_ablation_commands_and_table(tmp_path: Path) -> None:
+    from conftest import make_explainer
+
+    from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+
+    abl = _load("explainer_ablation")
+    argv = abl.command("init_default", tmp_path)
+    assert "--mask-init" not in argv and argv[argv.index("--lr") + 1] == "0.002"
+    argv = abl.command("cunet_remove", tmp_path)
+    assert argv[argv.index("--arch") + 1] == "classifier_unet" and argv[argv.index("--class-term") + 1] == "remove"
+    ck = load_checkpoint(make_explainer(tmp_path / "tiny.pt"))
+    for name, iou in (("authors", 0.25), ("cunet", 0.5)):
+        save_checkpoint(tmp_path / f"{name}.pt", "explainer", ck["spec_obj"], ck["classifier"], ck["head"],
+                        metrics={"val_iou": 0.7, "val_class_iou": iou, "train_seconds": 60.0, "best_epoch": 4})
+    out = tmp_path / "abl"
+    assert abl.main(["--work-dir", str(tmp_path), "--only", "authors,cunet,lr_1e-3", "--no-train",
+                     "--out", str(out)]) == 0
+    md = (tmp_path / "abl.md").read_text()
+    assert "| authors' loss (U-Net, masks start at 0.95, lr 2e-3) | 0.700 | – | 0.250 |" in md
+    rows = json.loads((tmp_path / "abl.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["authors", "cunet"]  # lr_1e-3 not trained: left out
+    assert abl.main(["--work-dir", str(tmp_path), "--only", "nope", "--no-train"]) == 2
