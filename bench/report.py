@@ -368,17 +368,90 @@ def own_methods(model, extras: list) -> dict:  # noqa: ANN001
     return owner
 
 
+def select_methods(args, model, model_path: str, device) -> tuple[list[str], dict]:  # noqa: ANN001
+    """(method names in report order, {method: the model that owns it})."""
+    from wysiwyc.attribution import available_methods
+
+    owner = own_methods(model, extra_models(args.extra_models, model_path, model, device))
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else [
+        m for m in ORDER if m in available_methods() and (m not in OWN or m in owner)]
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    return methods, owner
+
+
+def report_markdown(args, rows: list[dict], model, model_path: str, owner: dict, n_all: int, n_split: int,
+                    machine: str, minutes: float, paths: dict) -> str:  # noqa: ANN001
+    """The report's Markdown: settings, the table, the column legend, the figures."""
+    import torch
+
+    spec, device_type = model.spec, next(model.parameters()).device.type
+    others = sorted({m_.spec.kind: getattr(m_, "path", "") for m_ in owner.values() if m_ is not model}.items())
+    lines = [
+        f"# Attribution report: {args.name}",
+        "",
+        f"- models: `{Path(model_path).name}` ({spec.kind})" + "".join(f", `{Path(p).name}` ({k})" for k, p in others)
+        + f"; classifier {spec.classifier_arch}, {spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes",
+        f"- data: `{args.data}` split `{args.split}` (whole split = {n_split} images); "
+        + ("every method on the whole split" if args.limit is None and args.slow_limit is None else
+           f"subset: the first {n_all} images for every method"
+           + ("" if args.slow_limit is None else f", {', '.join(SLOW)} on the first "
+              f"{min(args.slow_limit, n_all)} only") + f" ({device_type.upper()} budget; settings stay the papers' "
+           "defaults); the `images` column gives each row's count"),
+        f"- machine: {machine}, torch {torch.__version__}, device {device_type}; latency = median of one "
+        "image (batch 1), measured inside this run",
+        "- every method at its paper's default settings (RISE 8000 masks 7x7 p=0.5; EP areas "
+        "[0.025,0.05,0.1,0.2], 800 iterations; SISE μ=0; Score-CAM all channels of the last block)",
+        (f"- {', '.join(SLOW)}: masks of all classes, like every other method" if args.slow_all_classes else
+         f"- {', '.join(SLOW)}: masks of the true classes only, so their Table 1 columns are empty, "
+         "their randomisation check uses 1 image, and their all-class latency is left to `pytest bench`"),
+        f"- wall time of the run: {minutes:.1f} min",
+        "",
+        "| " + " | ".join(HEADERS.get(k, k) for k in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_fmt(r[k], k) for k in COLUMNS) + " |" for r in rows]
+    lines += [
+        "",
+        "Columns: acc/iou/sal/mae — paper 1 (Table 2) on the true classes' masks merged by max; "
+        "IoU/class, min IoU/class, own, leak — each true class's own mask against its own ground truth "
+        "(mean and worst class; mean mask on its object / on the other true classes' objects); "
+        "EBPG, mIoU20 (top 20 %), Bbox (top-|G|), Drop%/Incr% (top 15 %) — SISE paper, in %; "
+        "M_F (Δ=1/32, blur substrate) and M_I (PR-AUC vs the class mask) in %, PG = pointing game % "
+        "(mask-predictor paper); Del/Ins = RISE deletion / insertion AUC (32 steps); rand ρ = Spearman "
+        f"correlation with the maps of a re-initialised classifier (first {args.sanity_limit} images; lower = "
+        "depends more on the model); T1 diag / off max / off mean = Table 1 class-specific masking: min "
+        "diagonal, max and mean off-diagonal probability ratio to the unmasked image (goal ≥ 0.8 / ≤ 0.3 / "
+        "≤ 0.2). Ground truth G is the class's pixel mask. Localisation metrics use every (image, true "
+        "class) pair; Drop/Incr/M_F/Del/Ins use each image's most confident true class.",
+        "",
+        f"![quality vs latency]({paths['.png'].name})",
+        "",
+        f"![gallery]({paths['_gallery.png'].name})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (r[k] if not isinstance(r[k], float) or not math.isnan(r[k]) else "") for k in COLUMNS})
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import torch
     from torch.utils.data import Subset
 
-    from wysiwyc.attribution import available_methods
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs
+    from wysiwyc.devices import resolve_device
     from wysiwyc.fileio import atomic_path, check_writable
     from wysiwyc.models.fused import load_model
-    from wysiwyc.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -393,15 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(model_path, device=device)
     spec = model.spec
-    owner = own_methods(model, extra_models(args.extra_models, model_path, model, device))
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else [
-        m for m in ORDER if m in available_methods() and (m not in OWN or m in owner)]
-    unknown = [m for m in methods if m not in available_methods()]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
-    spurious = bool(spec.extra.get("spurious", False))
+    methods, owner = select_methods(args, model, model_path, device)
     full = build_dataset(args.data, args.split, tuple(spec.image_size),
-                         **dataset_kwargs(args.data, None, spurious, 0))
+                         **dataset_kwargs(args.data, None, bool(spec.extra.get("spurious", False)), 0))
     check_classes(list(full.class_names), spec.class_names, model_path)
     n_all = len(full) if args.limit is None else min(args.limit, len(full))
     gallery_idx = list(range(min(args.gallery, n_all)))
@@ -409,70 +476,19 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     for m in methods:
         n = n_all if m not in SLOW or args.slow_limit is None else min(args.slow_limit, n_all)
-        row, gal = evaluate_method(m, owner.get(m, model), Subset(full, range(n)), args, device, gallery_idx)
+        row, gallery[m] = evaluate_method(m, owner.get(m, model), Subset(full, range(n)), args, device, gallery_idx)
         rows.append(row)
-        gallery[m] = gal
         print(" | ".join(f"{k}={_fmt(row[k], k)}" for k in COLUMNS), flush=True)
-
     machine = args.machine or (f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
                                if device.type == "cpu" else torch.cuda.get_device_name(device))
-    with atomic_path(paths[".csv"]) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: (r[k] if not isinstance(r[k], float) or not math.isnan(r[k]) else "") for k in COLUMNS})
-    with atomic_path(paths[".png"]) as tmp:
-        write_chart(rows, Path(tmp))
-    with atomic_path(paths["_gallery.png"]) as tmp:
-        write_gallery(full, gallery, gallery_idx, spec.class_names, Path(tmp))
-    lines = [
-        f"# Attribution report: {args.name}",
-        "",
-        f"- models: `{Path(model_path).name}` ({spec.kind})"
-        + "".join(f", `{Path(p).name}` ({k})" for k, p in sorted({m_.spec.kind: getattr(m_, 'path', '')
-                                                                   for m_ in owner.values() if m_ is not model}.items()))
-        + f"; classifier {spec.classifier_arch}, "
-        f"{spec.image_size[0]}x{spec.image_size[1]} px, {spec.num_classes} classes",
-        f"- data: `{args.data}` split `{args.split}` (whole split = {len(full)} images); "
-        + ("every method on the whole split" if args.limit is None and args.slow_limit is None else
-           f"**subset, stated honestly**: the first {n_all} images for every method"
-           + ("" if args.slow_limit is None else f", {', '.join(SLOW)} on the first "
-              f"{min(args.slow_limit, n_all)} only") + f" ({device.type.upper()} budget; settings stay the papers' defaults); "
-           "the `images` column gives each row's count"),
-        f"- machine: {machine}, torch {torch.__version__}, device {device.type}; latency = median of one "
-        "image (batch 1), measured inside this run",
-        "- every method at its paper's default settings (RISE 8000 masks 7x7 p=0.5; EP areas "
-        "[0.025,0.05,0.1,0.2], 800 iterations; SISE μ=0; Score-CAM all channels of the last block)",
-        (f"- {', '.join(SLOW)}: masks of all classes, like every other method" if args.slow_all_classes else
-         f"- {', '.join(SLOW)}: masks of the true classes only, so their Table 1 columns are empty, "
-         "their randomisation check uses 1 image, and their all-class latency is left to `pytest bench`"),
-        f"- wall time of the run: {(time.time() - t_start) / 60:.1f} min",
-        "",
-        "| " + " | ".join(HEADERS.get(k, k) for k in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k], k) for k in COLUMNS) + " |")
-    lines += [
-        "",
-        "Columns: acc/iou/sal/mae — paper 1 (Table 2) on the true classes' masks merged by max; "
-        "EBPG, mIoU20 (top 20 %), Bbox (top-|G|), Drop%/Incr% (top 15 %) — SISE paper, in %; "
-        "M_F (Δ=1/32, blur substrate) and M_I (PR-AUC vs the class mask) in %, PG = pointing game % "
-        "(mask-predictor paper); Del/Ins = RISE deletion / insertion AUC (32 steps); rand ρ = Spearman "
-        f"correlation with the maps of a re-initialised classifier (first {args.sanity_limit} images; lower = "
-        "depends more on the model); T1 diag/off = Table 1 class-specific masking: min diagonal and max "
-        "off-diagonal probability ratio to the unmasked image (goal ≥ 0.8 / < 0.2). Ground truth G is "
-        "the class's pixel mask. Localisation metrics use every (image, true class) pair; Drop/Incr/M_F/"
-        "Del/Ins use each image's most confident true class.",
-        "",
-        f"![quality vs latency]({paths['.png'].name})",
-        "",
-        f"![gallery]({paths['_gallery.png'].name})",
-        "",
-    ]
+    for key, write in ((".csv", lambda p: write_csv(rows, p)), (".png", lambda p: write_chart(rows, p)),
+                       ("_gallery.png", lambda p: write_gallery(full, gallery, gallery_idx, spec.class_names, p))):
+        with atomic_path(paths[key]) as tmp:
+            write(Path(tmp))
+    md = report_markdown(args, rows, model, model_path, owner, n_all, len(full), machine,
+                         (time.time() - t_start) / 60, paths)
     with atomic_path(paths[".md"]) as tmp:
-        Path(tmp).write_text("\n".join(lines))
+        Path(tmp).write_text(md)
     for p in paths.values():
         print(f"wrote {p}")
     return 0

@@ -141,36 +141,9 @@ class Trainer:
         elif self.resume:
             print(f"no resume file at {self.resume_path}; starting fresh")
 
-        from tqdm.auto import tqdm
-
         stopped = False
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # the shuffle order depends on the epoch only
-            self.task.train(True)
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
-            running: dict[str, float] = {}
-            n = 0
-            for step, batch in enumerate(self.train_loader):
-                if step >= self.steps_per_epoch:
-                    break
-                self.task.global_step = epoch * self.steps_per_epoch + step  # for step-dependent losses
-                loss, logs = self.task.training_step(batch, self.device)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}")
-                self.optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(list(self.task.parameters()), cfg.grad_clip)
-                self.optim.step()
-                if self.sched is not None:
-                    self.sched.step()
-                n += 1
-                for k, v in {"loss": float(loss.detach()), **logs}.items():
-                    running[k] = running.get(k, 0.0) + (v - running.get(k, 0.0)) / n
-                bar.set_postfix({k: f"{v:.4f}" for k, v in list(running.items())[:4]})
-                bar.update(1)
-            bar.close()
+            running = self._train_epoch(epoch)
             self.task.train(False)
             metrics = {f"train_{k}": v for k, v in running.items()}
             if self.val_loader is not None:
@@ -198,6 +171,39 @@ class Trainer:
         if self.resume_path is not None and self.resume_path.exists():
             os.remove(self.resume_path)
         return FitResult(best_state, best_metrics, best_epoch, history, stopped)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of optimisation steps; returns the running means of the loss and the logs."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # the shuffle order depends on the epoch only
+        self.task.train(True)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        n = 0
+        for step, batch in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            self.task.global_step = epoch * self.steps_per_epoch + step  # for step-dependent losses
+            loss, logs = self.task.training_step(batch, self.device)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}")
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(list(self.task.parameters()), cfg.grad_clip)
+            self.optim.step()
+            if self.sched is not None:
+                self.sched.step()
+            n += 1
+            for k, v in {"loss": float(loss.detach()), **logs}.items():
+                running[k] = running.get(k, 0.0) + (v - running.get(k, 0.0)) / n
+            bar.set_postfix({k: f"{v:.4f}" for k, v in list(running.items())[:4]})
+            bar.update(1)
+        bar.close()
+        return running
 
     def _save_resume(self, epoch: int, best: float, bad: int, best_state: Any, best_metrics: dict[str, float],
                      best_epoch: int, history: list[dict[str, float]]) -> None:
