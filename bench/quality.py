@@ -297,10 +297,13 @@ def evaluate(model, full, ds, attributions: dict, args, cue_class: str | None): 
     from tqdm.auto import tqdm
 
     from wysiwyc.data import make_loader
-    from wysiwyc.metrics.segmentation import SegmentationMeter, aggregate, aggregate_gt, trivial_masks
+    from wysiwyc.metrics.segmentation import (ClassMaskingMeter, SegmentationMeter, aggregate, aggregate_gt,
+                                              trivial_masks)
 
     device, C = next(model.parameters()).device, model.spec.num_classes
     base = {r: SegmentationMeter(model.classifier) for r in BASELINE_ROWS}
+    # Table 1 of the ground-truth class masks: what perfect masks score with this classifier
+    gt_matrix = ClassMaskingMeter(model.classifier, C) if not args.no_matrix else None
     meters = {m: MethodMeters(model.classifier, C, not args.no_matrix) for m in attributions}
     probe, reliance = CueMeter(), CueMeter()
     all_classes, seen = list(range(C)), 0
@@ -311,6 +314,8 @@ def evaluate(model, full, ds, attributions: dict, args, cue_class: str | None): 
         g, valid = aggregate_gt(gt, labels)
         for r, mk in trivial_masks(g).items():
             base[r].update(x, mk, g, valid, labels)
+        if gt_matrix is not None:
+            gt_matrix.update(x, (gt == 1).to(x.dtype), labels)
         cb = None
         if cue_class is not None:
             cb = CueBatch(full, full.class_names.index(cue_class), seen, images, labels, device)
@@ -327,7 +332,7 @@ def evaluate(model, full, ds, attributions: dict, args, cue_class: str | None): 
             if cb is not None:
                 measure_cue(mm.cue, attr, cb, masks, labels, gt, all_classes)
         seen += images.shape[0]
-    return base, meters, probe, reliance
+    return base, meters, probe, reliance, gt_matrix
 
 
 def method_entry(m: str, mm: MethodMeters, n: int, class_names: list[str]) -> dict:
@@ -357,8 +362,15 @@ def to_markdown(report: dict, command: str) -> str:
     rows = {**{f"trivial {k}": v for k, v in report["baselines"].items()}, **report["methods"]}
     lines += [f"| {n} | " + " | ".join(f"{r[k]:.3f}" for k in ("acc", "iou", "sal", "mae")) + " |"
               for n, r in rows.items()]
-    for m, e in report["methods"].items():
-        pc, names = e["per_class"], e["per_class"]["class_names"]
+    entries: list = list(report["methods"].items())
+    if "ground_truth_class_matrix" in report:
+        entries.append(("ground-truth class masks (reference)", {"class_matrix": report["ground_truth_class_matrix"]}))
+    for m, e in entries:
+        names = (e.get("per_class") or e["class_matrix"])["class_names"]
+        if "per_class" not in e:
+            lines += _matrix_markdown(m, e["class_matrix"], names)
+            continue
+        pc = e["per_class"]
         keys = ("iou", "mae", "own", "leak", "absent")
         lines += ["", f"## {m}: per class (own mask vs own ground truth; leak = on the other labelled objects; "
                       "absent = an unlabelled class's mask on the labelled objects)", "",
@@ -367,17 +379,20 @@ def to_markdown(report: dict, command: str) -> str:
                   for i, c in enumerate(names)]
         lines.append("| **mean** | " + " | ".join(f"**{pc[k]:.3f}**" for k in keys) + " |")
         if "class_matrix" in e:
-            cm, goal = e["class_matrix"], e["class_matrix"]["goal"]
-            lines += ["", f"## {m}: Table 1 (softmax probability of the target class, row, under each class's "
-                          "mask, column, thresholded at 0.1…0.9; ratio to the unmasked probability)", "",
-                      "| target | none | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-            for i, c in enumerate(names):
-                none = max(cm["none"][i], 1e-12)
-                lines.append(f"| {c} | {cm['none'][i]:.3f} | "
-                             + " | ".join(f"{v / none:.2f}" for v in cm["matrix"][i]) + " |")
-            lines += ["", f"Diagonal min {goal['diag_min']:.3f} (goal ≥ 0.8); off-diagonal max "
-                          f"{goal['offdiag_max']:.3f} (goal ≤ 0.3), mean {goal['offdiag_mean']:.3f} (goal ≤ 0.2)."]
+            lines += _matrix_markdown(m, e["class_matrix"], names)
     return "\n".join(lines) + "\n"
+
+
+def _matrix_markdown(name: str, cm: dict, names: list[str]) -> list[str]:
+    goal = cm["goal"]
+    lines = ["", f"## {name}: Table 1 (softmax probability of the target class, row, under each class's "
+                 "mask, column, thresholded at 0.1…0.9; none = unmasked probability, the rest as ratios to it)", "",
+             "| target | none | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for i, c in enumerate(names):
+        none = max(cm["none"][i], 1e-12)
+        lines.append(f"| {c} | {cm['none'][i]:.3f} | " + " | ".join(f"{v / none:.2f}" for v in cm["matrix"][i]) + " |")
+    return lines + ["", f"Diagonal min {goal['diag_min']:.3f} (goal ≥ 0.8); off-diagonal max "
+                        f"{goal['offdiag_max']:.3f} (goal ≤ 0.3), mean {goal['offdiag_mean']:.3f} (goal ≤ 0.2)."]
 
 
 @cli_main
@@ -389,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.data import build_dataset, check_classes, dataset_kwargs, parse_data_arg
     from wysiwyc.devices import resolve_device
     from wysiwyc.fileio import atomic_path, check_writable
+    from wysiwyc.metrics.segmentation import matrix_goal
     from wysiwyc.models.fused import load_model
 
     for out in (args.json, args.md):
@@ -407,12 +423,17 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--limit must be positive")
     cue_class = getattr(getattr(full, "renderer", None), "spurious_class", None) if name == "shapes" and spurious else None
 
-    base, meters, probe, reliance = evaluate(model, full, Subset(full, range(n)), attributions, args, cue_class)
+    base, meters, probe, reliance, gt_matrix = evaluate(model, full, Subset(full, range(n)), attributions, args,
+                                                         cue_class)
     rows = {**{r: base[r].result() for r in BASELINE_ROWS}, **{m: meters[m].seg.result() for m in methods}}
     print(f"{args.data} {args.split}: {n} images, model {args.model} ({spec.kind}, {spec.head_arch or spec.classifier_arch})")
     print(format_table(rows))
     report: dict = {"model": args.model, "kind": spec.kind, "data": args.data, "split": args.split, "images": n,
                     "spurious": spurious, "baselines": {r: rows[r] for r in BASELINE_ROWS}, "methods": {}}
+    if gt_matrix is not None:
+        res = gt_matrix.result()
+        report["ground_truth_class_matrix"] = {**res, "class_names": spec.class_names, "goal": matrix_goal(res)}
+        print(format_matrix("ground-truth class masks", res, spec.class_names))
     for m in methods:
         entry = method_entry(m, meters[m], n, spec.class_names)
         if cue_class is not None:

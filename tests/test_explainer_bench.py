@@ -44,6 +44,9 @@ def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Pa
     assert seen and pc["iou"] == pytest.approx(sum(seen) / len(seen)) and pc["iou_min"] == pytest.approx(min(seen))
     text = md.read_text()
     assert "| trivial G.T. | 1.000 | 1.000 |" in text and "explainer: per class" in text and "Table 1" in text
+    assert "ground-truth class masks (reference): Table 1" in text
+    gtm = r["ground_truth_class_matrix"]
+    assert len(gtm["matrix"]) == 6 and gtm["count"] == r["methods"]["explainer"]["class_matrix"]["count"]
     b = r["baselines"]
     assert b["0"]["iou"] == 0 and b["G.T."]["iou"] == pytest.approx(1) and b["G.T."]["mae"] == 0
     assert b["0"]["acc"] == pytest.approx(1 - b["1"]["acc"]) and b["0.5"]["mae"] == pytest.approx(0.5)
