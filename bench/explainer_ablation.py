@@ -30,7 +30,7 @@ from wysiwyc.errors import UserError, cli_main
 ROOT = Path(__file__).resolve().parent.parent
 BASE: dict[str, str] = {
     "--classifier": "src/wysiwyc/assets/shapes_classifier.pt", "--data": "shapes", "--arch": "unet", "--width": "16",
-    "--levels": "4", "--batch-size": "32", "--lr": "0.002", "--mask-init": "0.95", "--epochs": "4",
+    "--levels": "4", "--batch-size": "32", "--lr": "0.002", "--mask-init": "0.95", "--epochs": "3",
     "--steps-per-epoch": "150", "--val-length": "300", "--patience": "5", "--seed": "0"}
 CUNET = {"--arch": "classifier_unet", "--lr": "0.001"}
 CLASS_TERM = {"--class-regularizer": "1", "--class-absent-samples": "1", "--class-warmup-steps": "150"}
@@ -93,7 +93,7 @@ def row(name: str, work: Path) -> dict | None:
 
 def to_markdown(rows: list[dict]) -> str:
     head = ["variant", "merged IoU", "MAE", "IoU/class", "min IoU/class", "own", "leak↓", "absent↓", "s"]
-    lines = ["Explainer ablation on shapes: 600 steps of batch 32 (4 epochs × 150), seed 0, bundled classifier;",
+    lines = ["Explainer ablation on shapes: 450 steps of batch 32 (3 epochs × 150), seed 0, bundled classifier;",
              "validation split, 300 images, best epoch by validation loss (per-class term: off for 150 steps,",
              "then ramped over 150). Per class: own mask vs own ground truth;",
              "own / leak = mean mask on the class's object / on the other labelled objects; absent = an",
