@@ -1,9 +1,8 @@
 """The Explainer training task (paper 1): a frozen explanandum, a trainable mask net.
 
 Only the Explainer's weights train; the classifier is frozen with
-:func:`wysiwyc.models.classifiers.freeze` (eval mode forever — the authors' code let
-BatchNorm drift, see anchors). Images are normalised once; masks multiply the
-normalised image.
+:func:`wysiwyc.models.classifiers.freeze` (eval mode forever, so its BatchNorm statistics
+cannot drift). Images are normalised once; masks multiply the normalised image.
 """
 
 from __future__ import annotations

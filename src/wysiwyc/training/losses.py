@@ -246,7 +246,7 @@ def mask_predictor_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Te
 
 @dataclass
 class RTISLossWeights:
-    """Dabkowski & Gal's loss weights (their public code, anchors.md)."""
+    """Dabkowski & Gal's loss weights (the values of their public code)."""
 
     area: float = 8.0
     area_power: float = 0.3
