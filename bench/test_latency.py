@@ -39,29 +39,20 @@ CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 core
 
 
 def _ort_session(model, side: int, precision: str, tmp: Path):  # noqa: ANN001, ANN202
-    """An ONNX Runtime CPU session for images (B,3,side,side) -> (logits, masks)."""
+    """An ONNX Runtime CPU session of the product's own export (``export_checkpoint``: the
+    fused graph, dynamic batch, static QDQ int8 calibrated on 16 seeded random images) for
+    images (B,3,side,side) -> (logits, masks)."""
+    import numpy as np
+
+    from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.errors import require
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
     ort = require("onnxruntime", "cpu", "ONNX Runtime latency")
-    require("onnx", "export", "ONNX export")
-    path = tmp / "explainer.onnx"
-    x = torch.rand(2, 3, side, side)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(model.cpu(), (x,), str(path), input_names=["images"], output_names=["logits", "masks"],
-                      dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-    if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        import onnx
-
-        # the dynamo exporter's stored value_info trips ORT's shape re-inference; drop it
-        proto = onnx.load(str(path))
-        del proto.graph.value_info[:]
-        clean = tmp / "explainer.clean.onnx"
-        onnx.save(proto, str(clean))
-        q = tmp / "explainer.int8.onnx"
-        quantize_dynamic(str(clean), str(q), weight_type=QuantType.QInt8)
-        path = q
+    ckpt, path = tmp / "bench.pt", tmp / f"bench.{precision}.onnx"
+    save_checkpoint(ckpt, model.spec.kind, model.spec, model.classifier.state_dict(), model.head.state_dict())
+    calib = np.random.default_rng(0).random((16, 3, side, side), dtype=np.float32) if precision == "int8" else None
+    export_checkpoint(ckpt, path, ExportOptions(precision=precision, image_size=(side, side)), calib)
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
