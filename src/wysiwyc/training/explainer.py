@@ -62,8 +62,8 @@ class ExplainerTask(Task):
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(loss, unweighted terms, masks (B,C,H,W)) for images (B,3,H,W) in [0,1], labels (B,C).
 
-        ``generator`` seeds any random draw of the loss (none for the paper's loss; RTIS's
-        alternative images), so validation is deterministic."""
+        ``generator`` seeds any random draw of the loss (the per-class term's sampled absent
+        classes; RTIS's alternative images), so validation is deterministic."""
         x = self.norm(images)
         y = self._targets(x, labels)
         masks = torch.sigmoid(self.head(x))
