@@ -336,7 +336,10 @@ def test_ctrl_c_leaves_a_playable_video(models, tmp_path):
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, str(ROOT / "runtime" / "explain.py"), "--demo", "--model",
                              str(models["onnx"]), "--no-show", "--output", str(out), "--fps-limit", "50"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            # a terminal's Ctrl-C: SIGINT handled even when the test runner was started
+                            # in the background, where the shell makes its children ignore SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list(tmp_path.glob(".live.partial.mp4")) and time.time() < deadline:
         time.sleep(0.1)
