@@ -63,26 +63,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def cue_regions(dataset, indices, device):  # noqa: ANN001, ANN201 - shapes only, small helper
-    """For shapes samples ``indices``: (B,H,W) bool masks of the planted cue — the pixels
-    that differ between the sample rendered with and without the cue (exact, same seed) —
-    and (B,3,H,W) the cue-free images in [0,1] (to measure the classifier's reliance)."""
-    import numpy as np
-    import torch
-
-    from wysiwyc.data.shapes_render import ShapesRenderer
-
-    r = dataset.renderer
-    plain = ShapesRenderer(split=r.split, size=r.size, seed=r.seed, spurious=False)
-    regions, images = [], []
-    for i in indices:
-        a, _, _ = r.generate(int(i))
-        b, _, _ = plain.generate(int(i))
-        regions.append(torch.from_numpy(np.any(a != b, axis=-1)))
-        images.append(torch.from_numpy(b).permute(2, 0, 1).float() / 255)
-    return torch.stack(regions).to(device), torch.stack(images).to(device)
-
-
 def cue_probe(dataset, indices, device):  # noqa: ANN001, ANN201 - shapes only, small helper
     """For shapes samples ``indices``: the sample with the cue planted whatever its labels
     (B,3,H,W) in [0,1], the cue-free sample (B,3,H,W), the hatch stripes (B,H,W) bool (pixels
@@ -122,15 +102,17 @@ class CueMeter:
 
 class CueBatch:
     """One batch's spurious-cue inputs (shapes with the planted cue): which images have the
-    biased class ``k``, their cue regions and cue-free versions, and the planted / plain
-    versions of every image with the hatched background and stripes."""
+    biased class ``k``, the planted / cue-free versions of every image with the hatched
+    background and stripes, and ``region``: the cue's pixels on the images that carry it
+    (those with ``k``; a sample with ``k`` is its planted version, so its cue is the stripes)."""
 
     def __init__(self, full, k: int, start: int, images, labels, device) -> None:  # noqa: ANN001
         idx = range(start, start + images.shape[0])
         self.k, self.has = k, labels[:, k] > 0
         self.lacks = ~self.has
-        self.region, self.plain = cue_regions(full, idx, device) if self.has.any() else (None, None)
         self.planted, self.plain_all, stripes, field = cue_probe(full, idx, device)
+        self.region = stripes & self.has[:, None, None] if self.has.any() else None
+        self.plain = self.plain_all  # the cue-free images
         self.stripes, self.field = stripes.float(), field.float()
 
 

@@ -91,7 +91,9 @@ def test_cue_regions_are_the_planted_background_hatch() -> None:
     ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
     q = _load("quality")
     idx = list(range(20))
-    region, plain = q.cue_regions(ds, idx, torch.device("cpu"))
+    images, labels_all = (torch.stack([ds[i][j] for i in idx]) for j in (0, 1))
+    cb = q.CueBatch(ds, 2, 0, images, labels_all, torch.device("cpu"))
+    region, plain = cb.region, cb.plain
     for i in idx:
         img, labels, masks = ds[i]
         if labels[2] > 0:  # dots present: a cue, never on a class object

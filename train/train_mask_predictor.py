@@ -22,7 +22,7 @@ import time
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import cli_main
-from wysiwyc.scripting import add_head_training_args, add_run_args, head_data_fields, parse_with_config
+from wysiwyc.scripting import add_head_training_args, add_run_args, fields_from_args, parse_with_config
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
-    setup = prepare_head_training(HeadDataConfig(**head_data_fields(args)))
+    setup = prepare_head_training(HeadDataConfig(**fields_from_args(HeadDataConfig, args)))
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 

@@ -44,8 +44,6 @@ def save_checkpoint(
     head: dict[str, torch.Tensor] | None = None,
     train: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
-    *,
-    explainer: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically and return its path.
 
@@ -56,14 +54,9 @@ def save_checkpoint(
         classifier: the explained classifier's state dict.
         head: the attribution head's state dict (``None`` for a plain classifier).
         train, metrics: the training configuration and final metrics (plain values).
-        explainer: format-1 name of ``head``, still accepted.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
-    if explainer is not None:
-        if head is not None:
-            raise TypeError("pass the head's weights once (head=, or its old name explainer=)")
-        head = explainer
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

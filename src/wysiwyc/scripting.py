@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -82,8 +83,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
     return parser.parse_args(argv)
 
 
-def head_data_fields(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :class:`wysiwyc.training.setup.HeadDataConfig` from the flags
-    of :func:`add_head_training_args` + :func:`add_run_args`."""
-    return {k: getattr(args, k) for k in ("output", "classifier", "data", "image_size", "device", "seed",
-                                          "spurious", "train_length", "val_length")}
+def fields_from_args(cls: type, args: argparse.Namespace) -> dict:
+    """The keyword arguments of dataclass ``cls`` taken from the parsed flags of the same
+    names (e.g. :class:`wysiwyc.training.setup.HeadDataConfig`, the loss weights)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}

@@ -56,13 +56,14 @@ def aggregate_gt(gt: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def segmentation_scores(m: torch.Tensor, g: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-image ``acc``, ``iou``, ``mae``: each (B,) for masks m, g (B,H,W) in [0,1]."""
+    """Per-map ``acc``, ``iou``, ``mae`` of masks m, g (…,H,W) in [0,1]: each (…), e.g. (B,)
+    per image for (B,H,W) or (B,C) per image and class for (B,C,H,W)."""
     w = torch.ones_like(m) if valid is None else valid.to(m.dtype)
-    z = w.flatten(1).sum(1).clamp_min(1)
-    mae = ((m - g).abs() * w).flatten(1).sum(1) / z
-    acc = ((m * g + (1 - m) * (1 - g)) * w).flatten(1).sum(1) / z
-    inter = (torch.minimum(m, g) * w).flatten(1).sum(1)
-    union = (torch.maximum(m, g) * w).flatten(1).sum(1)
+    z = w.flatten(-2).sum(-1).clamp_min(1)
+    mae = ((m - g).abs() * w).flatten(-2).sum(-1) / z
+    acc = ((m * g + (1 - m) * (1 - g)) * w).flatten(-2).sum(-1) / z
+    inter = (torch.minimum(m, g) * w).flatten(-2).sum(-1)
+    union = (torch.maximum(m, g) * w).flatten(-2).sum(-1)
     iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.ones_like(union))
     return {"acc": acc, "iou": iou, "mae": mae}
 
@@ -122,14 +123,9 @@ def per_class_scores(masks: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor
     """
     m = masks.float()
     lab = labels.bool()
-    valid = (gt != 255).float()
     g = (gt == 1).float()
     nan = torch.full(lab.shape, float("nan"), device=m.device)
-    z = valid.flatten(2).sum(2).clamp_min(1)
-    mae = ((m - g).abs() * valid).flatten(2).sum(2) / z
-    inter = (torch.minimum(m, g) * valid).flatten(2).sum(2)
-    union = (torch.maximum(m, g) * valid).flatten(2).sum(2)
-    iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.ones_like(union))
+    own_class = segmentation_scores(m, g, gt != 255)  # (B,C): mask c against class c's ground truth
 
     def mean_over(region: torch.Tensor) -> torch.Tensor:  # region (B,C,H,W) float -> (B,C), NaN if empty
         cnt = region.flatten(2).sum(2)
@@ -137,7 +133,7 @@ def per_class_scores(masks: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor
 
     objects = (g * lab[:, :, None, None]).amax(1, keepdim=True)  # (B,1,H,W): any labelled object
     others = (objects - g).clamp_min(0)  # labelled objects' pixels outside class c's own object
-    return {"iou": torch.where(lab, iou, nan), "mae": torch.where(lab, mae, nan),
+    return {"iou": torch.where(lab, own_class["iou"], nan), "mae": torch.where(lab, own_class["mae"], nan),
             "own": torch.where(lab, mean_over(g), nan), "leak": torch.where(lab, mean_over(others), nan),
             "absent": torch.where(~lab, mean_over(objects.expand_as(g)), nan)}
 

@@ -143,8 +143,9 @@ class ClassifierUNet(nn.Module):
         super().__init__()
         from .classifiers import build_classifier
 
-        self.encoder = build_classifier(classifier_arch, num_classes).blocks
-        chans = _block_channels(self.encoder)
+        classifier = build_classifier(classifier_arch, num_classes)
+        chans = list(classifier.block_channels().values())
+        self.encoder = classifier.blocks
         self.stem = _block(3, width)
         dec = [max(width, c // 2) for c in chans[:-1]]
         ups, cin = [], chans[-1]
@@ -166,20 +167,6 @@ class ClassifierUNet(nn.Module):
             h = block(torch.cat([h, skip], dim=1))
         h = F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.out(self.fuse(torch.cat([h, self.stem(x)], dim=1)))
-
-
-def _block_channels(blocks: nn.ModuleDict, size: int = 64) -> list[int]:
-    """Output channels of each block, by a dry run on a (1,3,size,size) zero image."""
-    h = torch.zeros(1, 3, size, size)
-    was = blocks.training
-    blocks.eval()
-    out = []
-    with torch.no_grad():
-        for block in blocks.values():
-            h = block(h)
-            out.append(h.shape[1])
-    blocks.train(was)
-    return out
 
 
 @register_explainer("classifier_unet")

@@ -58,16 +58,18 @@ class ExplainerTask(Task):
         with torch.no_grad():
             return (torch.sigmoid(self.classifier(x_norm)) >= self.threshold).to(labels.dtype)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
+             weights: ExplainerLossWeights | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(loss, unweighted terms, masks (B,C,H,W)) for images (B,3,H,W) in [0,1], labels (B,C).
 
         ``generator`` seeds any random draw of the loss (the per-class term's sampled absent
-        classes; RTIS's alternative images), so validation is deterministic."""
+        classes; RTIS's alternative images), so validation is deterministic. ``weights``
+        replaces the task's own for this call (training passes the warm-up's)."""
         x = self.norm(images)
         y = self._targets(x, labels)
         masks = torch.sigmoid(self.head(x))
-        total, terms = explainer_loss(self.classifier, x, masks, y, self.weights, generator)
+        total, terms = explainer_loss(self.classifier, x, masks, y, weights or self.weights, generator)
         return total, terms, masks
 
     def class_weight_at(self, step: int) -> float:
@@ -80,12 +82,8 @@ class ExplainerTask(Task):
 
     def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, labels = batch[0].to(device), batch[1].to(device)
-        full = self.weights
-        self.weights = replace(full, class_regularizer=self.class_weight_at(getattr(self, "global_step", 0)))
-        try:
-            total, terms, _ = self.loss(images, labels)
-        finally:
-            self.weights = full
+        now = replace(self.weights, class_regularizer=self.class_weight_at(self.global_step))
+        total, terms, _ = self.loss(images, labels, weights=now)
         return total, {k: float(terms[k].detach()) for k in ("cls", "ent", "area_m", "area_n")}
 
     @torch.no_grad()

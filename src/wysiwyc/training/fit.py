@@ -24,9 +24,14 @@ from ..fileio import atomic_path
 
 
 class Task:
-    """A trainable job. Subclasses set ``self.modules`` (name -> trainable module)."""
+    """A trainable job. Subclasses set ``self.modules`` (name -> trainable module).
+
+    ``global_step`` is the index of the current optimisation step over the whole fit (the
+    :class:`Trainer` sets it before each step, resume included), for step-dependent losses.
+    """
 
     modules: dict[str, nn.Module]
+    global_step: int = 0
 
     def parameters(self) -> Iterator[nn.Parameter]:
         for m in self.modules.values():
@@ -186,7 +191,7 @@ class Trainer:
         for step, batch in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:
                 break
-            self.task.global_step = epoch * self.steps_per_epoch + step  # for step-dependent losses
+            self.task.global_step = epoch * self.steps_per_epoch + step
             loss, logs = self.task.training_step(batch, self.device)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}")

@@ -169,7 +169,7 @@ def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: to
     else:
         logits = classifier(x_norm[bi] * (1 - sc))
         want = targets[bi].to(logits.dtype) * (1 - own)
-    weight = 1 + (c - 2) * own if c > 2 else torch.ones_like(own)  # own entry: C-1
+    weight = 1 + (max(c, 2) - 2) * own  # own entry: C-1 (1 for C ≤ 2)
     return F.binary_cross_entropy_with_logits(logits, want, weight=weight)
 
 
