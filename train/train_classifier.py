@@ -4,6 +4,9 @@
 Example (the bundled demo classifier)::
 
     python train/train_classifier.py --data shapes --epochs 8 -o src/wysiwyc/assets/shapes_classifier.pt
+
+Runs unchanged as N processes (``torchrun --standalone --nproc_per_node N train/train_classifier.py …``):
+``--batch-size`` is then per process.
 """
 
 from __future__ import annotations
@@ -48,11 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.fileio import check_writable
     from wysiwyc.models.classifiers import build_classifier
     from wysiwyc.spec import ModelSpec
-    from wysiwyc.devices import resolve_device, seed_everything
+    from wysiwyc.devices import seed_everything
+    from wysiwyc.distributed import init_distributed
     from wysiwyc.training import FitConfig, Trainer
+    from wysiwyc.training.setup import fit_scale
 
     out = check_writable(args.output)
-    device = resolve_device(args.device)
+    ctx = init_distributed(args.device, args.dist_timeout)
+    device = ctx.device
     seed_everything(args.seed)
     name, _ = parse_data_arg(args.data)
     size = image_size_arg(args.image_size, (64, 64) if name == "shapes" else (224, 224))
@@ -65,14 +71,18 @@ def main(argv: list[str] | None = None) -> int:
                      dataset=args.data.split(":")[0],
                      extra={"spurious": bool(args.spurious)} if name == "shapes" else {})
     task = ClassifierTask(model, spec.mean, spec.std, frozen_backbone=args.frozen_backbone)
-    cfg = FitConfig(epochs=args.epochs, lr=args.lr, cosine=True, monitor="val_map", mode="max",
-                    patience=args.patience, min_delta=1e-4, seed=args.seed, progress=not args.no_progress)
+    scale, fit_kw = fit_scale(args, ctx)
+    cfg = FitConfig(epochs=args.epochs, cosine=True, monitor="val_map", mode="max",
+                    patience=args.patience, min_delta=1e-4, **fit_kw)
     t0 = time.time()
-    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers),
-                      make_loader(val_ds, 256, workers=args.workers), cfg, device,
-                      resume_path=str(out) + ".last.pt", resume=args.resume)
+    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers,
+                                        shard=ctx, seed=args.seed),
+                      make_loader(val_ds, 256, workers=args.workers, shard=ctx), cfg, device,
+                      resume_path=str(out) + ".last.pt", resume=args.resume, dist=ctx)
     result = trainer.fit()
     train_seconds = time.time() - t0
+    if not ctx.is_main:  # rank 0 scores the test split and writes the checkpoint
+        return 0
     task.load_state_dict(result.best_state)
 
     test_ds = build_dataset(args.data, "test", size, **kw(args.test_length))
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                "train_seconds": round(train_seconds, 1)}
     config = {k: v for k, v in vars(args).items()}
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
+    config["scale"] = scale.to_dict()
     save_checkpoint(out, "classifier", spec, model.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")

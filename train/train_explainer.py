@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.data import make_loader
     from wysiwyc.training.explainer import ExplainerTask
     from wysiwyc.training.rtis import RTISTask
-    from wysiwyc.training.setup import HeadDataConfig, prepare_head_training
+    from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
     from wysiwyc.models.explainer import (head_from_spec, init_encoder_from_classifier, init_mask_bias,
                                           load_backbone_weights)
@@ -123,20 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         task = ExplainerTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
                              threshold=args.threshold)
-    cfg = FitConfig(epochs=args.epochs, lr=args.lr, monitor="val_loss", mode="min", patience=args.patience,
-                    min_delta=args.min_delta, max_steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                    progress=not args.no_progress)
+    scale, fit_kw = fit_scale(args, setup.ctx)
+    cfg = FitConfig(epochs=args.epochs, monitor="val_loss", mode="min", patience=args.patience,
+                    min_delta=args.min_delta, max_steps_per_epoch=args.steps_per_epoch, **fit_kw)
     t0 = time.time()
-    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True),
-                      make_loader(val_ds, 128, workers=args.workers), cfg, device,
-                      resume_path=str(out) + ".last.pt", resume=args.resume)
+    trainer = Trainer(task, make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True,
+                                        shard=setup.ctx, seed=args.seed),
+                      make_loader(val_ds, 128, workers=args.workers, shard=setup.ctx), cfg, device,
+                      resume_path=str(out) + ".last.pt", resume=args.resume, dist=setup.ctx)
     result = trainer.fit()
+    if not setup.ctx.is_main:  # rank 0 writes the checkpoint
+        return 0
     task.load_state_dict(result.best_state)
     metrics = {**result.best_metrics, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
                "train_seconds": round(time.time() - t0, 1)}
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["loss_weights"] = weights.to_dict()
+    config["scale"] = scale.to_dict()
     save_checkpoint(out, kind, spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(get_args_parser(), argv)
     from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.data import make_loader
-    from wysiwyc.training.setup import HeadDataConfig, prepare_head_training
+    from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.mask_predictor import MaskPredictorTask
     from wysiwyc.models.mask_predictor import head_from_spec
     from wysiwyc.spec import ModelSpec
@@ -67,28 +67,34 @@ def main(argv: list[str] | None = None) -> int:
                      classifier_arch=cspec.classifier_arch, kind="mask_predictor", head_arch="mask_predictor",
                      mask_kind=args.controller, dataset=args.data.split(":")[0], extra=extra)
     head = head_from_spec(spec)
-    train_loader = make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True)
-    val_loader = make_loader(val_ds, 128, workers=args.workers)
+    ctx = setup.ctx
+    scale, fit_kw = fit_scale(args, ctx)
+    train_loader = make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, drop_last=True,
+                               shard=ctx, seed=args.seed)
+    val_loader = make_loader(val_ds, 128, workers=args.workers, shard=ctx)
     t0 = time.time()
     history = {}
     stages = [("filter", args.filter_epochs, None), ("generator", args.epochs, args.lr_step_epochs)]
     for stage, epochs, step in stages:
         if epochs <= 0:
             continue
-        print(f"stage {stage}: {epochs} epoch(s)", flush=True)
+        if ctx.is_main:
+            print(f"stage {stage}: {epochs} epoch(s)", flush=True)
         task = MaskPredictorTask(head, classifier, spec.mean, spec.std, stage=stage, targets=args.targets,
                                  threshold=args.threshold, blur_sigma=args.blur_sigma)
-        cfg = FitConfig(epochs=epochs, lr=args.lr, monitor="val_loss", mode="min", patience=args.patience,
-                        max_steps_per_epoch=args.steps_per_epoch, seed=args.seed, lr_step_epochs=step,
-                        progress=not args.no_progress)
+        cfg = FitConfig(epochs=epochs, monitor="val_loss", mode="min", patience=args.patience,
+                        max_steps_per_epoch=args.steps_per_epoch, lr_step_epochs=step, **fit_kw)
         result = Trainer(task, train_loader, val_loader, cfg, device, resume_path=f"{out}.{stage}.last.pt",
-                         resume=args.resume).fit()
+                         resume=args.resume, dist=ctx).fit()
         task.load_state_dict(result.best_state)
         history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch}
+    if not ctx.is_main:  # rank 0 writes the checkpoint
+        return 0
     metrics = {**history.get("generator", history.get("filter", {})), "train_seconds": round(time.time() - t0, 1),
                "stages": history}
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
+    config["scale"] = scale.to_dict()
     save_checkpoint(out, "mask_predictor", spec, classifier.state_dict(), head.cpu().state_dict(), train=config,
                     metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))

@@ -23,6 +23,16 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-o", "--output", required=True, help="checkpoint path (.pt)")
     add_device_arg(parser)
+    g = parser.add_argument_group("scale (torchrun, accumulation, precision)")
+    g.add_argument("--accumulate", type=int, default=1,
+                   help="batches per optimisation step; global batch = batch × processes × accumulate (default: 1)")
+    g.add_argument("--lr-scaling", choices=("none", "linear", "sqrt"), default="none",
+                   help="scale --lr by (processes × accumulate) or its square root (default: none)")
+    g.add_argument("--amp", choices=("off", "auto", "bf16", "fp16"), default="off",
+                   help="mixed precision: auto = bf16 on CUDA where supported, else fp16 (default: off)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    g.add_argument("--dist-timeout", type=float, default=30.0,
+                   help="torchrun: minutes a rank waits for a silent peer before failing (default: 30)")
 
 
 def add_head_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,

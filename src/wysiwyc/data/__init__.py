@@ -17,6 +17,8 @@ from ..registry import Registry
 if TYPE_CHECKING:  # torch stays unimported: the runtime imports data.shapes_render
     from torch.utils.data import DataLoader, Dataset
 
+    from ..distributed import DistContext
+
 # name -> factory(root, split, size, **kwargs) -> Dataset; each loader module registers
 # itself and is imported on the first lookup, so importing this package stays torch-free
 DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset", plugins=(
@@ -41,11 +43,22 @@ def build_dataset(data: str, split: str, size: int | tuple[int, int] = 64, **kwa
 
 
 def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool = False, workers: int = 0,
-                drop_last: bool = False) -> "DataLoader":
-    """A DataLoader whose shuffle order is driven by the global torch seed (see Trainer)."""
+                drop_last: bool = False, *, shard: "DistContext | None" = None, seed: int = 0) -> "DataLoader":
+    """A DataLoader over ``dataset`` in batches of ``batch_size``.
+
+    With ``shard`` (training), it yields this rank's shard of a :class:`~wysiwyc.distributed.ShardSampler`
+    — shuffled from (``seed``, epoch) when ``shuffle`` — in a world of one too, so the sample order
+    does not depend on the world size. Without it, the shuffle order comes from the global torch seed.
+    """
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    if shard is None:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          drop_last=drop_last, persistent_workers=workers > 0)
+    from ..distributed import ShardSampler
+
+    sampler = ShardSampler(len(dataset), shard.rank, shard.world_size, shuffle=shuffle, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, persistent_workers=workers > 0)
 
 

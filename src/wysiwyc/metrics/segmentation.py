@@ -159,6 +159,14 @@ class PerClassMeter:
             self.sums[k] += torch.where(ok, v, torch.zeros_like(v)).sum(0)
             self.counts[k] += ok.sum(0)
 
+    def merge(self, others: "list[PerClassMeter]") -> "PerClassMeter":
+        """Add the sums and counts of ``others`` (e.g. every other rank's shard) into this one."""
+        for other in others:
+            for k in self.KEYS:
+                self.sums[k] += other.sums[k]
+                self.counts[k] += other.counts[k]
+        return self
+
     def result(self) -> dict[str, object]:
         out: dict[str, object] = {"per_class": {}}
         for k in self.KEYS:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..distributed import gather_objects
 from ..metrics.classification import multilabel_metrics
 from ..models.classifiers import BlockClassifier, Normalize
 from .fit import Task
@@ -55,7 +56,9 @@ class ClassifierTask(Task):
         for batch in loader:
             all_logits.append(self.model(self.norm(batch[0].to(device))).float().cpu())
             all_labels.append(batch[1].float())
-        logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+        # mAP does not split over shards: every rank scores the logits of all of them
+        shards = gather_objects((torch.cat(all_logits), torch.cat(all_labels)))
+        logits, labels = torch.cat([s[0] for s in shards]), torch.cat([s[1] for s in shards])
         out = {"val_loss": float(F.binary_cross_entropy_with_logits(logits, labels))}
         out.update({f"val_{k}": v for k, v in multilabel_metrics(logits, labels).items()})
         return out

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import gather_objects, reduce_weighted_means
 from ..models.classifiers import Normalize, freeze
 from .fit import Task
 from .losses import ExplainerLossWeights, explainer_loss, merge_masks
@@ -90,11 +91,11 @@ class ExplainerTask(Task):
     def evaluate(self, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
         """Validation loss and its terms; when the batch has ground-truth masks, continuous
         IoU / MAE of the target mask (``val_iou``, ``val_mae``) and the per-class metrics
-        (``val_class_iou``, ``val_class_iou_min``, ``val_own``, ``val_leak``, ``val_absent``)."""
+        (``val_class_iou``, ``val_class_iou_min``, ``val_own``, ``val_leak``, ``val_absent``);
+        over every rank's shard when distributed."""
         from ..metrics.segmentation import PerClassMeter, aggregate_gt, segmentation_scores
 
         per_class = None
-
         gen = torch.Generator(device=device).manual_seed(0)
         sums: dict[str, float] = {}
         n = 0
@@ -114,9 +115,10 @@ class ExplainerTask(Task):
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             n += b
-        out = {k: v / max(n, 1) for k, v in sums.items()}
-        if per_class is not None:
-            r = per_class.result()
+        out = reduce_weighted_means(sums, n)
+        meters = [m for m in gather_objects(per_class) if m is not None]
+        if meters:
+            r = meters[0].merge(meters[1:]).result()
             out.update({"val_class_iou": r["iou"], "val_class_iou_min": r["iou_min"], "val_own": r["own"],
                         "val_leak": r["leak"], "val_absent": r["absent"]})
         return out

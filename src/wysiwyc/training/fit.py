@@ -4,15 +4,23 @@ A :class:`Task` owns the trainable modules and knows how to compute a loss on a 
 how to evaluate; :class:`Trainer` owns the loop (Adam, optional cosine or step-decay schedule, epochs,
 tqdm bar with loss and ETA, early stopping on a monitored metric, best-state tracking and a
 resume file written atomically after every epoch).
+
+The same loop runs as one rank of a ``torchrun`` job (:mod:`wysiwyc.distributed`): only the
+task's trainable modules are wrapped in DistributedDataParallel (a frozen classifier is never
+synchronised), every rank sees its own shard, validation metrics are combined over ranks so
+every rank takes the same early-stopping decision, and rank 0 alone prints and writes.
+Gradient accumulation and CUDA mixed precision (bf16, or fp16 with a gradient scaler) are
+options of :class:`FitConfig`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +28,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..distributed import DistContext, reduce_weighted_means
+from ..errors import UserError
 from ..fileio import atomic_path
+
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+RANK_SEED_STRIDE = 100_003  # per-rank offset of the epoch seed: ranks draw different random numbers
 
 
 class Task:
@@ -79,6 +92,83 @@ class FitConfig:
     grad_clip: float | None = None
     seed: int = 0
     progress: bool = True  # the tqdm bar; per-epoch summary lines always print
+    accumulate: int = 1  # micro-batches per optimisation step (global batch = batch × world × accumulate)
+    amp: str = "off"  # off | auto (CUDA: bf16 where supported, else fp16) | bf16 | fp16 (CUDA only)
+    compile: bool = False  # torch.compile the trainable modules
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp MODE`` on ``device`` (``None`` = full precision).
+
+    ``auto`` is bf16 on CUDA GPUs that support it, else fp16 (with a gradient scaler), and off
+    on CPU; ``bf16`` also runs on CPU (autocast's CPU path); ``fp16`` needs CUDA.
+    """
+    if mode not in AMP_MODES:
+        raise UserError(f"--amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs a CUDA device (use --amp bf16 on CPU)")
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+@dataclass
+class RunScale:
+    """How big one optimisation step is, printed at start and stored in the checkpoint.
+
+    ``lr`` is ``lr_base`` scaled by ``lr_scaling``: ``none`` keeps it, ``linear`` multiplies
+    by world_size × accumulate, ``sqrt`` by its square root (the flag's value is the rate for
+    one process at ``--batch-size``).
+    """
+
+    world_size: int
+    backend: str | None
+    per_rank_batch: int
+    accumulate: int
+    global_batch: int
+    lr_base: float
+    lr_scaling: str
+    lr: float
+    amp: str
+
+    def describe(self) -> str:
+        return (f"world {self.world_size} ({self.backend or 'one process'}) × batch {self.per_rank_batch} × "
+                f"accumulate {self.accumulate} = global batch {self.global_batch}; lr {self.lr:g} "
+                f"(--lr-scaling {self.lr_scaling}); amp {self.amp}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+LR_SCALINGS = {"none": lambda k: 1.0, "linear": float, "sqrt": math.sqrt}
+
+
+def run_scale(ctx: DistContext, batch_size: int, accumulate: int, lr: float, lr_scaling: str = "none",
+              amp: str = "off") -> RunScale:
+    """The global batch and learning rate of a run (see :class:`RunScale`)."""
+    if accumulate < 1:
+        raise UserError(f"--accumulate must be >= 1, got {accumulate}")
+    if lr_scaling not in LR_SCALINGS:
+        raise UserError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
+    k = ctx.world_size * accumulate
+    return RunScale(ctx.world_size, ctx.backend, batch_size, accumulate, batch_size * k, lr, lr_scaling,
+                    lr * LR_SCALINGS[lr_scaling](k), amp)
+
+
+class _StepModule(nn.Module):
+    """The task's trainable modules as one module whose forward is a training step, so that
+    DistributedDataParallel sees (and synchronises) exactly those parameters, whichever of
+    their methods the task calls."""
+
+    def __init__(self, task: "Task", device: torch.device) -> None:
+        super().__init__()
+        self.trained = nn.ModuleDict(task.modules)
+        self.task, self.device = task, device
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.training_step(batch, self.device)
 
 
 @dataclass
@@ -99,19 +189,39 @@ class Trainer:
         config: loop settings.
         device: where to train.
         resume_path: file for the per-epoch resume state; when it exists and ``resume``
-            is true the loop continues from it. Removed after a successful fit.
+            is true the loop continues from it (written by rank 0, read by every rank, so a
+            multi-node job needs it on a shared filesystem). Removed after a successful fit.
+        dist: this process's place in a ``torchrun`` job (default: a world of one on ``device``).
+
+    A step consumes ``config.accumulate`` batches of ``train_loader``; its shuffle order comes
+    from the loader's sampler (``set_epoch`` is called when it has one) or else from the torch
+    seed, which is reset to ``seed·1000 + epoch`` (+ a per-rank offset) before every epoch.
     """
 
     def __init__(self, task: Task, train_loader: DataLoader, val_loader: Iterable[Any] | None,
                  config: FitConfig, device: torch.device, resume_path: str | Path | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, dist: DistContext | None = None) -> None:
         self.task, self.train_loader, self.val_loader = task, train_loader, val_loader
         self.cfg, self.device = config, device
+        self.ctx = dist or DistContext(device=device)
         self.resume_path = Path(resume_path) if resume_path else None
         self.resume = resume
         self.task.to(device)
+        self.amp_dtype = resolve_amp(config.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        if config.compile:
+            for m in task.modules.values():
+                m.compile()
+        self.step_module: nn.Module = _StepModule(task, device)
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[device] if device.type == "cuda" else None)
         self.optim = torch.optim.Adam(list(task.parameters()), lr=config.lr, weight_decay=config.weight_decay)
-        steps = len(train_loader) if config.max_steps_per_epoch is None else min(len(train_loader), config.max_steps_per_epoch)
+        steps = len(train_loader) // max(1, config.accumulate)
+        if config.max_steps_per_epoch is not None:
+            steps = min(steps, config.max_steps_per_epoch)
         self.steps_per_epoch = max(1, steps)
         self.sched = None
         if config.cosine:
@@ -122,6 +232,10 @@ class Trainer:
             every = config.lr_step_epochs * self.steps_per_epoch
             self.sched = torch.optim.lr_scheduler.LambdaLR(
                 self.optim, lambda s: config.lr_step_gamma ** (s // every))
+
+    def _print(self, *args: Any) -> None:
+        if self.ctx.is_main:
+            print(*args, flush=True)
 
     def _better(self, score: float, best: float) -> bool:
         if self.cfg.mode == "min":
@@ -138,13 +252,17 @@ class Trainer:
             self.optim.load_state_dict(st["optim"])
             if self.sched is not None and st.get("sched"):
                 self.sched.load_state_dict(st["sched"])
+            if self.scaler is not None and st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
             start_epoch, best, bad = st["epoch"] + 1, st["best"], st["bad"]
             best_state, best_metrics, best_epoch = st["best_state"], st["best_metrics"], st["best_epoch"]
             history = st["history"]
             torch.set_rng_state(st["rng"])
-            print(f"resumed from {self.resume_path} at epoch {start_epoch + 1}")
+            was = st.get("world_size", 1)
+            self._print(f"resumed from {self.resume_path} at epoch {start_epoch + 1}"
+                        + (f" (saved by a world of {was}, now {self.ctx.world_size})" if was != self.ctx.world_size else ""))
         elif self.resume:
-            print(f"no resume file at {self.resume_path}; starting fresh")
+            self._print(f"no resume file at {self.resume_path}; starting fresh")
 
         stopped = False
         for epoch in range(start_epoch, cfg.epochs):
@@ -166,59 +284,87 @@ class Trainer:
             else:
                 bad += 1
                 mark = ""
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}{mark}", flush=True)
+            self._print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}{mark}")
             self._save_resume(epoch, best, bad, best_state, best_metrics, best_epoch, history)
             if bad >= cfg.patience:
                 stopped = True
-                print(f"early stopping: {cfg.monitor} did not improve for {bad} epochs", flush=True)
+                self._print(f"early stopping: {cfg.monitor} did not improve for {bad} epochs")
                 break
         assert best_state is not None, "no epoch ran (epochs must be >= 1)"
-        if self.resume_path is not None and self.resume_path.exists():
+        if self.ctx.is_main and self.resume_path is not None and self.resume_path.exists():
             os.remove(self.resume_path)
         return FitResult(best_state, best_metrics, best_epoch, history, stopped)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch of optimisation steps; returns the running means of the loss and the logs."""
+        """One epoch of optimisation steps; returns the running means of the loss and the logs
+        (averaged over every rank's samples)."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # the shuffle order depends on the epoch only
+        # the shuffle order depends on the epoch only; other draws differ between ranks
+        torch.manual_seed(cfg.seed * 1000 + epoch + RANK_SEED_STRIDE * self.ctx.rank)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         self.task.train(True)
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                   disable=not (cfg.progress and self.ctx.is_main), leave=False, dynamic_ncols=True)
         running: dict[str, float] = {}
-        n = 0
-        for step, batch in enumerate(self.train_loader):
-            if step >= self.steps_per_epoch:
-                break
+        batches = iter(self.train_loader)
+        for step in range(self.steps_per_epoch):
             self.task.global_step = epoch * self.steps_per_epoch + step
-            loss, logs = self.task.training_step(batch, self.device)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}")
-            self.optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(list(self.task.parameters()), cfg.grad_clip)
-            self.optim.step()
-            if self.sched is not None:
-                self.sched.step()
-            n += 1
-            for k, v in {"loss": float(loss.detach()), **logs}.items():
-                running[k] = running.get(k, 0.0) + (v - running.get(k, 0.0)) / n
+            logs = self._optimisation_step(batches, epoch, step)
+            for k, v in logs.items():
+                running[k] = running.get(k, 0.0) + (v - running.get(k, 0.0)) / (step + 1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in list(running.items())[:4]})
             bar.update(1)
         bar.close()
-        return running
+        n = self.steps_per_epoch
+        return reduce_weighted_means({k: v * n for k, v in running.items()}, n)
+
+    def _optimisation_step(self, batches: Iterator[Any], epoch: int, step: int) -> dict[str, float]:
+        """Forward/backward over ``accumulate`` micro-batches, then one optimiser step; the
+        gradients are averaged over ranks on the last micro-batch only (DDP ``no_sync``)."""
+        cfg, acc = self.cfg, max(1, self.cfg.accumulate)
+        self.optim.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        for micro in range(acc):
+            last = micro == acc - 1
+            sync = (self.step_module.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext())
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss, micro_logs = self.step_module(next(batches))
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step} "
+                                       f"(rank {self.ctx.rank})")
+                scaled = loss.float() / acc
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            for k, v in {"loss": float(loss.detach()), **micro_logs}.items():
+                logs[k] = logs.get(k, 0.0) + v / acc
+        if cfg.grad_clip:
+            if self.scaler:
+                self.scaler.unscale_(self.optim)
+            torch.nn.utils.clip_grad_norm_(list(self.task.parameters()), cfg.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.optim.step()
+        if self.sched is not None:
+            self.sched.step()
+        return logs
 
     def _save_resume(self, epoch: int, best: float, bad: int, best_state: Any, best_metrics: dict[str, float],
                      best_epoch: int, history: list[dict[str, float]]) -> None:
-        if self.resume_path is None:
+        if self.resume_path is None or not self.ctx.is_main:
             return
         st = {
             "epoch": epoch, "best": best, "bad": bad, "best_state": best_state, "best_metrics": best_metrics,
             "best_epoch": best_epoch, "history": history, "task": self.task.state_dict(),
             "optim": self.optim.state_dict(), "sched": self.sched.state_dict() if self.sched else None,
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state(), "world_size": self.ctx.world_size,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
         }
         with atomic_path(self.resume_path) as tmp:
             torch.save(st, tmp)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..distributed import reduce_weighted_means
 from ..models.classifiers import Normalize, freeze
 from ..models.mask_predictor import MaskPredictor
 from ..ops import alternative_images, blur_sigma_for, perturb
@@ -107,7 +108,8 @@ class MaskPredictorTask(Task):
     @torch.no_grad()
     def evaluate(self, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
         """Validation loss (fixed alternative images) and, with ground-truth masks, the
-        continuous IoU / MAE of the label classes' merged mask (paper 1's metrics)."""
+        continuous IoU / MAE of the label classes' merged mask (paper 1's metrics); over every
+        rank's shard when distributed."""
         from .losses import merge_masks
         from ..metrics.segmentation import aggregate_gt, segmentation_scores
 
@@ -129,4 +131,4 @@ class MaskPredictorTask(Task):
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             n += b
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        return reduce_weighted_means(sums, n)

@@ -14,7 +14,9 @@ from ..data import build_dataset, check_classes, dataset_kwargs, parse_data_arg
 from ..fileio import check_writable
 from ..models.classifiers import build_classifier
 from ..scripting import image_size_arg
-from ..devices import resolve_device, seed_everything
+from ..devices import seed_everything
+from ..distributed import DistContext, init_distributed
+from .fit import RunScale, run_scale
 from ..spec import ModelSpec
 
 
@@ -28,6 +30,7 @@ class HeadDataConfig:
         image_size: ``None`` = the classifier's, else one side or (H, W).
         device: ``auto`` | ``cpu`` | ``cuda[:N]``; seed: for every RNG.
         spurious: shapes only, the planted cue; train_length, val_length: dataset sizes (None = default).
+        dist_timeout: minutes a torchrun rank waits for a silent peer.
     """
 
     output: str
@@ -39,6 +42,7 @@ class HeadDataConfig:
     spurious: bool = False
     train_length: int | None = None
     val_length: int | None = None
+    dist_timeout: float = 30.0
 
 
 @dataclass
@@ -46,7 +50,7 @@ class HeadSetup:
     """The pieces a head-training script needs.
 
     Attributes:
-        out: the checked output path; device: where to train.
+        out: the checked output path; device: where to train; ctx: this process's torchrun rank.
         cspec: the classifier's spec; classifier: the explanandum (weights loaded).
         data_name: ``shapes``, ``voc``…; size: (H, W) of the training images.
         train_ds, val_ds: the datasets (classes checked against the classifier's).
@@ -60,17 +64,19 @@ class HeadSetup:
     size: tuple[int, int]
     train_ds: Any
     val_ds: Any
+    ctx: DistContext
 
 
 def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
-    """Check the output, seed, load ``args.classifier`` and build the train/val datasets.
+    """Join the torchrun job if any, check the output, seed, load ``args.classifier`` and build
+    the train/val datasets.
 
     Raises:
         UserError: unwritable output, a missing or non-classifier checkpoint, a bad
             dataset, or classes that do not match the classifier's.
     """
     out = check_writable(args.output)
-    device = resolve_device(args.device)
+    ctx = init_distributed(args.device, args.dist_timeout)
     seed_everything(args.seed)
     ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
     cspec: ModelSpec = ckpt["spec_obj"]
@@ -85,4 +91,14 @@ def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
     train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
     val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
     check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
-    return HeadSetup(out, device, cspec, classifier, name, size, train_ds, val_ds)
+    return HeadSetup(out, ctx.device, cspec, classifier, name, size, train_ds, val_ds, ctx)
+
+
+def fit_scale(args: Any, ctx: DistContext) -> tuple[RunScale, dict[str, Any]]:
+    """The run's :class:`RunScale` (printed) and the :class:`FitConfig` fields every training
+    script takes from the shared flags (``lr`` scaled, accumulation, precision, compile, seed)."""
+    scale = run_scale(ctx, args.batch_size, args.accumulate, args.lr, args.lr_scaling, args.amp)
+    if ctx.is_main:
+        print(scale.describe(), flush=True)
+    return scale, {"lr": scale.lr, "accumulate": args.accumulate, "amp": args.amp, "compile": args.compile,
+                   "seed": args.seed, "progress": not args.no_progress}
