@@ -112,6 +112,7 @@ class _Linear(Task):
     def evaluate(self, loader, device):  # noqa: ANN001, ANN201
         sums, n = {"val_loss": 0.0}, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             sums["val_loss"] += float(nn.functional.mse_loss(self.net(x), y, reduction="sum")) / 2
             n += len(x)
         return reduce_weighted_means(sums, n)
@@ -229,6 +230,8 @@ def torchrun_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchrun_classifier_records_its_scale_and_exports(torchrun_classifier: Path, tmp_path: Path) -> None:
     ck = _ckpt(torchrun_classifier)
     assert ck["train"]["scale"]["world_size"] == 2 and ck["train"]["scale"]["global_batch"] == 128
+    m = ck["metrics"]  # 256 images / global batch 128 = 2 steps, counted over both ranks
+    assert m["samples_per_s"] == pytest.approx(128 * m["steps_per_s"], rel=0.01)
     assert not Path(str(torchrun_classifier) + ".last.pt").exists()
     r = _run(["export/to_onnx.py", str(torchrun_classifier), "-o", str(tmp_path / "c.onnx")], None)
     assert r.returncode == 0 and (tmp_path / "c.onnx").is_file(), r.stderr[-2000:]
@@ -305,3 +308,18 @@ def test_bf16_autocast_and_accumulation_train_on_cpu(tmp_path: Path) -> None:
     assert all(math.isfinite(h["train_loss"]) for h in out.history)
     assert out.history[-1]["val_loss"] < out.history[0]["val_loss"]
     json.dumps(out.history)  # plain floats
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["auto", "fp16"])
+def test_mixed_precision_on_cuda_trains(amp: str) -> None:
+    """bf16 autocast (``auto`` on GPUs that support it) and fp16 with the gradient scaler."""
+    ds = _dataset()
+    task = _Linear()
+    ctx = DistContext(device=torch.device("cuda"))
+    cfg = FitConfig(epochs=3, lr=0.05, patience=3, progress=False, amp=amp)
+    trainer = Trainer(task, make_loader(ds, 8, shuffle=True, shard=ctx), make_loader(ds, 16, shard=ctx), cfg,
+                      ctx.device, dist=ctx)
+    assert (trainer.scaler is not None) == (trainer.amp_dtype == torch.float16)
+    out = trainer.fit()
+    assert out.history[-1]["val_loss"] < out.history[0]["val_loss"]

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     test_ds = build_dataset(args.data, "test", size, **kw(args.test_length))
     logits, labels = predict(model, task.norm, make_loader(test_ds, 256), device)
     test = {f"test_{k}": v for k, v in multilabel_metrics(logits, labels).items()}
-    metrics = {**result.best_metrics, **test, "best_epoch": result.best_epoch,
+    metrics = {**result.best_metrics, **test, "best_epoch": result.best_epoch, **result.throughput,
                "train_seconds": round(train_seconds, 1)}
     config = {k: v for k, v in vars(args).items()}
     config["argv"] = sys.argv[1:] if argv is None else list(argv)

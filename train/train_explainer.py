@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if not setup.ctx.is_main:  # rank 0 writes the checkpoint
         return 0
     task.load_state_dict(result.best_state)
-    metrics = {**result.best_metrics, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+    metrics = {**result.best_metrics, "best_epoch": result.best_epoch, **result.throughput,
+               "stopped_early": result.stopped_early,
                "train_seconds": round(time.time() - t0, 1)}
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)

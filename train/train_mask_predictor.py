@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         result = Trainer(task, train_loader, val_loader, cfg, device, resume_path=f"{out}.{stage}.last.pt",
                          resume=args.resume, dist=ctx).fit()
         task.load_state_dict(result.best_state)
-        history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch}
+        history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch, **result.throughput}
     if not ctx.is_main:  # rank 0 writes the checkpoint
         return 0
     metrics = {**history.get("generator", history.get("filter", {})), "train_seconds": round(time.time() - t0, 1),

@@ -321,8 +321,7 @@ class TorchBackend(Backend):
         self.device_choice, self.fp16_choice, self.threads = device, fp16, threads
 
     def _open(self) -> None:
-        import torch
-
+        torch = require("torch", "torch", ".pt models (or export one with export/to_onnx.py)")
         from ..models.fused import load_model
 
         self.torch = torch

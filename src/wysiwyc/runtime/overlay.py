@@ -22,6 +22,8 @@ import functools
 
 import numpy as np
 
+from ..errors import require
+
 from .imageops import cv2_or_none, resize
 
 # Tableau-10 (matplotlib's default cycle), RGB: distinct and readable on most frames.
@@ -56,7 +58,7 @@ def class_colour(c: int) -> np.ndarray:
 @functools.cache
 def colormap_lut(name: str) -> np.ndarray:
     """(256,3) float32 RGB lookup table of a matplotlib colormap."""
-    from matplotlib import colormaps
+    colormaps = require("matplotlib", "plot", f"--colormap {name}").colormaps
 
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
 

@@ -19,8 +19,9 @@ import contextlib
 import copy
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ class FitResult:
     best_epoch: int
     history: list[dict[str, float]]
     stopped_early: bool
+    throughput: dict[str, float] = field(default_factory=dict)  # training steps/s and samples/s (all ranks)
 
 
 class Trainer:
@@ -265,8 +267,11 @@ class Trainer:
             self._print(f"no resume file at {self.resume_path}; starting fresh")
 
         stopped = False
+        seconds, steps = 0.0, 0
         for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
             running = self._train_epoch(epoch)
+            seconds, steps = seconds + time.perf_counter() - t0, steps + self.steps_per_epoch
             self.task.train(False)
             metrics = {f"train_{k}": v for k, v in running.items()}
             if self.val_loader is not None:
@@ -293,7 +298,16 @@ class Trainer:
         assert best_state is not None, "no epoch ran (epochs must be >= 1)"
         if self.ctx.is_main and self.resume_path is not None and self.resume_path.exists():
             os.remove(self.resume_path)
-        return FitResult(best_state, best_metrics, best_epoch, history, stopped)
+        return FitResult(best_state, best_metrics, best_epoch, history, stopped, self._throughput(steps, seconds))
+
+    def _throughput(self, steps: int, seconds: float) -> dict[str, float]:
+        """Optimisation steps and training samples per second of the epochs this process ran
+        (validation excluded; samples counted over every rank and accumulated batch)."""
+        if seconds <= 0 or steps == 0:
+            return {}
+        batch = getattr(self.train_loader, "batch_size", None) or 0
+        per_step = batch * max(1, self.cfg.accumulate) * self.ctx.world_size
+        return {"steps_per_s": round(steps / seconds, 3), "samples_per_s": round(steps * per_step / seconds, 1)}
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch of optimisation steps; returns the running means of the loss and the logs
