@@ -323,3 +323,24 @@ def test_mixed_precision_on_cuda_trains(amp: str) -> None:
     assert (trainer.scaler is not None) == (trainer.amp_dtype == torch.float16)
     out = trainer.fit()
     assert out.history[-1]["val_loss"] < out.history[0]["val_loss"]
+
+
+@pytest.mark.slow
+def test_two_nodes_over_c10d_rendezvous(tmp_path: Path) -> None:
+    """The multi-node command line: two torchrun agents (one process each) meet at a c10d
+    rendezvous on the loopback address and train as a world of two."""
+    port = _free_port()
+    out = tmp_path / "cls.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "wysiwyc-test",
+           *CLASSIFIER_ARGS, "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    nodes = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        results = [n.communicate(timeout=240) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(r[1][-1500:] for r in results)
+    assert _ckpt(out)["train"]["scale"]["world_size"] == 2
