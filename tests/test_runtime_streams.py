@@ -91,3 +91,52 @@ def test_every_frame_and_the_end_arrive_for_any_batch_prefetch_delay_and_length(
     for model_s, n in itertools.product([0.0, 0.003], [0, 1, 2, 7, 16]):
         ok, got = drain(FrameStream(CountSource(n), prefetch=prefetch), batch=batch, model_s=model_s)
         assert ok and got == list(range(n)), (batch, prefetch, model_s, n, got)
+
+
+# -- item: bounded statistics ----------------------------------------------------------------
+def test_window_percentiles_match_numpy_within_the_window():
+    from wysiwyc.runtime.stats import Window
+
+    rng = np.random.default_rng(0)
+    data = rng.gamma(2.0, 3.0, 1000)
+    w = Window(256)
+    w.add(data[0])
+    assert w.summary()["p50"] == data[0] and len(w) == 1
+    w.extend(data[1:200])  # fewer than the window: every sample
+    np.testing.assert_array_equal(w.values(), data[:200])
+    for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
+        assert w.summary()[name] == pytest.approx(np.percentile(data[:200], q), rel=1e-12)
+    w.extend(data[200:])  # more than the window: the newest 256, in order
+    np.testing.assert_array_equal(w.values(), data[-256:])
+    np.testing.assert_array_equal(w.last(3), data[-3:])
+    s = w.summary()
+    for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
+        assert s[name] == pytest.approx(np.percentile(data[-256:], q), rel=1e-12)
+    # count, mean, min and max cover every sample
+    assert w.count == 1000 and s["mean"] == pytest.approx(data.mean(), rel=1e-12)
+    assert (w.min, w.max) == (data.min(), data.max())
+
+
+def test_run_statistics_memory_does_not_grow_with_frames():
+    import tracemalloc
+
+    from wysiwyc.runtime.pipeline import STAGES, RunResult
+
+    res = RunResult()
+    frame = {s: 1.5 for s in STAGES}
+
+    def record(n: int) -> None:
+        for i in range(n):
+            res.timings.add({k: v + i % 7 for k, v in frame.items()})
+            res.frames += 1
+
+    record(5000)  # past the window: the ring buffers are full from here on
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    record(30000)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    assert grown < 16384, f"statistics grew {grown} bytes over 30000 frames"  # a list: ~6 MB
+    assert res.timings["end_to_end"].count == 35000 and len(res.timings["end_to_end"]) == 4096
+    assert set(res.percentiles()) == set(STAGES)

@@ -23,13 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .backends import Backend
 from .imageops import view_size
 from .outputs import FrameRecord, Output
 from .overlay import Overlay, select_classes
 from .sources import FrameStream
+from .stats import StageTimings
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "end_to_end")
 
@@ -49,11 +48,11 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    """What a run did: timings per stage (ms, one entry per frame) and counters."""
+    """What a run did: timings per stage (ms per frame, bounded: see :mod:`.stats`) and counters."""
 
     frames: int = 0
     seconds: float = 0.0
-    timings: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    timings: StageTimings = field(default_factory=lambda: StageTimings(STAGES))
     batches: int = 0
     interrupted: bool = False
     stopped_by_user: bool = False
@@ -63,13 +62,8 @@ class RunResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, vals in self.timings.items():
-            if vals:
-                a = np.asarray(vals)
-                out[stage] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-                              "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-        return out
+        """stage -> p50/p95/p99 (over the newest frames, see :mod:`.stats`) and mean (ms)."""
+        return self.timings.summary()
 
 
 class Pipeline:
@@ -107,7 +101,7 @@ class Pipeline:
                 if not frames:
                     break
                 keep_going = self._process(frames, res, t_start, ema_ms)
-                ema_ms = self._ema(ema_ms, res.timings["end_to_end"][-len(frames):])
+                ema_ms = self._ema(ema_ms, res.timings["end_to_end"].last(len(frames)))
                 if progress is not None:
                     progress.update(len(frames))
                 if not keep_going:
@@ -129,7 +123,7 @@ class Pipeline:
         return res
 
     @staticmethod
-    def _ema(prev: float | None, vals: list[float]) -> float:
+    def _ema(prev: float | None, vals: Any) -> float:
         for v in vals:
             prev = v if prev is None else 0.9 * prev + 0.1 * v
         return prev if prev is not None else 0.0
@@ -168,7 +162,6 @@ class Pipeline:
             for out in self.outputs:  # records carry the complete timings, so they go last
                 if out.records:
                     keep_going = out.write(rec) and keep_going
-            for k, v in timings.items():
-                res.timings[k].append(v)
+            res.timings.add(timings)
             res.frames += 1
         return keep_going
