@@ -230,7 +230,7 @@ def test_torch_backend_from_the_command_line(models, tmp_path):
     assert json.loads(summ.read_text())["model"]["backend"].startswith("torch")
 
 
-def test_image_folder_skips_corrupt_files(models, tmp_path):
+def test_image_folder_skips_corrupt_files(models, tmp_path, capsys):
     d = tmp_path / "imgs"
     d.mkdir()
     rng = np.random.default_rng(0)
@@ -246,6 +246,16 @@ def test_image_folder_skips_corrupt_files(models, tmp_path):
     # sorted order: broken.png (index 0, skipped), img0, img1, img2
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["000001_img0.npz", "000002_img1.npz",
                                                                   "000003_img2.npz"]
+    assert "  corrupt broken.png" in capsys.readouterr().out.splitlines()  # the summary names it
+    # masks are stored at model resolution with the source size that maps them back
+    from wysiwyc.runtime.outputs import load_masks
+
+    npz = np.load(tmp_path / "m" / "000001_img0.npz")
+    assert npz["masks"].shape == (6, 32, 32) and tuple(npz["source_size"]) == (30, 50)
+    up = load_masks(tmp_path / "m" / "000001_img0.npz")
+    assert up.shape == (6, 30, 50) and up.dtype == np.float32
+    np.testing.assert_allclose(up[2], cv2.resize(npz["masks"][2].astype(np.float32) / 255, (50, 30)), atol=1e-6)
+    assert load_masks(tmp_path / "m" / "000001_img0.npz", at_source=False).shape == (6, 32, 32)
 
 
 def test_network_stream_reconnects_after_a_drop(models, tmp_path):
@@ -364,3 +374,46 @@ def test_bundled_onnx_is_the_export_of_the_bundled_checkpoint():
     meta = {p.key: p.value for p in onnx.load(str(assets / "shapes_explainer.onnx")).metadata_props}
     assert meta["wysiwyc.source_sha256"] == file_sha256(assets / "shapes_explainer.pt")
     assert meta["wysiwyc.precision"] == "fp32"
+
+
+# -- what a new user meets ---------------------------------------------------------------------
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    import re
+
+    out = capsys.readouterr().out
+    text = out[out.index("options:"):]
+    # one entry per option: its line and the indented lines under it, unwrapped
+    entries = {m.group(1): " ".join(m.group(0).split()) for m in re.finditer(r"^  (--?[\w-]+).*(?:\n {6,}.*)*", text, re.M)}
+    for flag, default in (("--threshold", "0.5"), ("--top-k", "3"), ("--alpha", "0.5"), ("--batch", "8"),
+                          ("--reconnect", "5"), ("--view-size", "384"), ("--seed", "0"), ("--colormap", "class")):
+        assert f"(default: {default})" in entries[flag], entries[flag]
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_status_line_without_a_window(models, capsys):
+    from wysiwyc.runtime.progress import StatusLine
+
+    now = [0.0]
+    lines = []
+
+    class Sink:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+
+    st = StatusLine("demo", every_s=5.0, file=Sink(), clock=lambda: now[0])
+    for t, n in ((1.0, 8), (2.0, 8), (6.5, 8), (7.0, 8), (12.0, 8)):
+        now[0] = t
+        st.update(n)
+    text = [s for s in lines if s.strip()]
+    assert text == ["runtime-explain: 8 frames, 8.0 FPS (demo)", "runtime-explain: 24 frames, 3.7 FPS (demo)",
+                    "runtime-explain: 40 frames, 3.3 FPS (demo)"]
+    # the command prints one as soon as frames go through when there is no window nor terminal
+    assert run_cli("--demo", "--model", models["onnx"], "--max-frames", 4, "--no-show") == 0
+    import re
+
+    assert re.search(r"^runtime-explain: \d+ frames, [\d.]+ FPS \(demo", capsys.readouterr().err, re.M)

@@ -26,12 +26,25 @@ from ..fileio import atomic_path, check_writable
 from .backends import Backend, describe_model, open_backend
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
+from .progress import progress_for
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
 from .sources import FrameStream, Source, open_source
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default: appends ``(default: X)`` unless the help text already
+    states it or there is nothing to state (a switch that is off, an unset option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return super()._get_help_string(action)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runtime-explain", add_help=add_help,
+    p = argparse.ArgumentParser(prog="runtime-explain", add_help=add_help, formatter_class=HelpFormatter,
                                 description="Explain a classifier live: per-class attribution masks in one "
                                             "forward pass on cameras, video files, streams and image folders.")
     src = p.add_argument_group("source (exactly one)").add_mutually_exclusive_group(required=True)
@@ -52,8 +65,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
 
     s = p.add_argument_group("stream")
-    s.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    s.add_argument("--fps-limit", type=float, default=None, help="process at most F frames per second")
+    s.add_argument("--max-frames", type=int, default=None,
+                   help="stop after N frames (default: at the end of the source; never for --demo and live sources)")
+    s.add_argument("--fps-limit", type=float, default=None,
+                   help="process at most F frames per second (default: as fast as possible)")
     s.add_argument("--batch", type=int, default=8,
                    help="files/images/demo: batch up to N frames that are already decoded (live: always 1)")
     s.add_argument("--reconnect", type=int, default=5,
@@ -63,7 +78,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     o = p.add_argument_group("overlay")
     o.add_argument("--threshold", type=float, default=0.5, help="show classes with probability ≥ this")
     o.add_argument("--top-k", type=int, default=3, help="show at most K classes per frame")
-    o.add_argument("--classes", default=None, help="comma-separated class names to always show (pins the set)")
+    o.add_argument("--classes", default=None,
+                   help="comma-separated class names to always show (pins the set; default: the top-k rule)")
     o.add_argument("--alpha", type=float, default=0.5, help="mask opacity at mask value 1")
     o.add_argument("--colormap", default="class", choices=COLORMAPS,
                    help="'class': a colour per class; else one heat map of the shown masks")
@@ -76,9 +92,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                      help="preview window (default: when a display exists)")
     out.add_argument("--output", default=None, metavar="OUT.mp4", help="write the rendered video")
-    out.add_argument("--save-masks", default=None, metavar="DIR", help="one .npz of masks + probabilities per frame")
+    out.add_argument("--save-masks", default=None, metavar="DIR",
+                     help="one .npz per frame: masks of every class at model resolution, probabilities and "
+                          "the frame's source size (wysiwyc.runtime.outputs.load_masks maps them back)")
     out.add_argument("--json", default=None, metavar="FILE|-", help="per-frame predictions and timings as JSON lines")
     out.add_argument("--summary", default=None, metavar="FILE.json", help="write the run summary as JSON")
+    out.add_argument("--status-every", type=float, default=5.0, metavar="S",
+                     help="without a window or a terminal: print frames and FPS every S seconds (0: never)")
     return p
 
 
@@ -90,6 +110,7 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--reconnect", args.reconnect, lambda v: v >= 0),
                           ("--top-k", args.top_k, lambda v: v >= 0),
                           ("--view-size", args.view_size, lambda v: v >= 1),
+                          ("--status-every", args.status_every, lambda v: v >= 0),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1)):
         if val is not None and not ok(val):
@@ -170,8 +191,17 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
         if d:
             w(f"  {stage:<13}{d['p50']:>9.2f}{d['p95']:>9.2f}{d['p99']:>9.2f}")
     w(f"  dropped {src['dropped']} · corrupt {src['corrupt']} · reconnects {src['reconnects']}")
+    if src["corrupt_frames"]:
+        w(f"  corrupt {corrupt_list(src['corrupt_frames'], src['corrupt'])}")
     for o in outputs:
         w(f"  wrote {o}")
+
+
+def corrupt_list(names: list[str], count: int, show: int = 10) -> str:
+    """``a.png, b.png … and 3 more``: the first ``show`` of the skipped files/frames."""
+    text = ", ".join(names[:show])
+    more = count - min(len(names), show)
+    return text + (f" … and {more} more" if more > 0 else "")
 
 
 def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, FrameStream]:
@@ -190,10 +220,8 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, Fr
     stream = FrameStream(source, reconnect=args.reconnect)
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size)
-    from tqdm import tqdm
-
-    with tqdm(total=args.max_frames, unit="frame", desc=source.describe(), file=sys.stderr,
-              disable=None, leave=False, dynamic_ncols=True) as bar:
+    window = any(isinstance(o, WindowOutput) for o in outputs)
+    with progress_for(source.describe(), args.max_frames, window, args.status_every) as bar:
         res = Pipeline(stream, backend, overlay, outputs, opts).run(progress=bar)
     return res, stream
 

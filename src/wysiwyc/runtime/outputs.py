@@ -37,6 +37,8 @@ class FrameRecord:
         masks: (C,h0,w0) float32 masks at model resolution, when an output asked for them.
         timings_ms: per-stage latency of this frame.
         t: seconds since the run started.
+        source_size: (H, W) of the frame as the source delivered it.
+        stream: the number of the stream it came from.
     """
 
     index: int
@@ -47,6 +49,8 @@ class FrameRecord:
     timings_ms: dict[str, float]
     t: float
     masks: np.ndarray | None = None
+    source_size: tuple[int, int] = (0, 0)
+    stream: int = 0
 
 
 class Output:
@@ -147,7 +151,13 @@ class VideoOutput(Output):
 
 class MaskOutput(Output):
     """One ``.npz`` per frame in a folder: ``masks`` uint8 (C,h,w) (mask × 255, model
-    resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names."""
+    resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names and
+    ``source_size`` int32 (2,) = the frame's (H, W) as the source delivered it.
+
+    The masks stay at model resolution (64×64 for the demo model whatever the input size:
+    that is all the model computed, and it keeps the files small); :func:`load_masks`
+    upsamples them to ``source_size`` the way the overlay does (bilinear, centres aligned).
+    """
 
     wants_masks = True
     records = True
@@ -167,9 +177,21 @@ class MaskOutput(Output):
         dest = self.folder / f"{stem}.npz"
         tmp = self.folder / f".{stem}.partial.npz"
         masks = np.clip(rec.masks * 255 + 0.5, 0, 255).astype(np.uint8)
-        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes)
+        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes,
+                            source_size=np.asarray(rec.source_size, np.int32))
         os.replace(tmp, dest)
         return True
+
+
+def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarray:
+    """The masks of a ``--save-masks`` file as (C,H,W) float32 in [0,1]: at the frame's
+    source size (``at_source``, bilinear like the overlay) or at model resolution."""
+    with np.load(path) as npz:
+        masks = npz["masks"].astype(np.float32) / 255.0
+        size = tuple(int(v) for v in npz["source_size"]) if "source_size" in npz else masks.shape[-2:]
+    if not at_source or tuple(size) == masks.shape[-2:]:
+        return masks
+    return np.stack([resize(m, size) for m in masks])
 
 
 class JsonLinesOutput(Output):

@@ -151,7 +151,8 @@ class Pipeline:
             timings = {"capture": f.capture_ms, "preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
                        "postprocess": (tb - ta + t_shared) * 1e3}
             rec = FrameRecord(f.index, f.name, img, probs[i], shown, timings, tb - t_start,
-                              masks=None if raw is None else raw[i])
+                              masks=None if raw is None else raw[i], source_size=f.image.shape[:2],
+                              stream=f.stream)
             for out in self.outputs:
                 if not out.records:
                     keep_going = out.write(rec) and keep_going
