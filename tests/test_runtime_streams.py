@@ -140,3 +140,78 @@ def test_run_statistics_memory_does_not_grow_with_frames():
     assert grown < 16384, f"statistics grew {grown} bytes over 30000 frames"  # a list: ~6 MB
     assert res.timings["end_to_end"].count == 35000 and len(res.timings["end_to_end"]) == 4096
     assert set(res.percentiles()) == set(STAGES)
+
+
+# -- item: several streams, one model ------------------------------------------------------------
+class LiveCount(CountSource):
+    """An endless live source; ``gate`` (when given) must be set for each frame it delivers."""
+
+    kind = "livecount"
+    live = True
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        super().__init__(10**9)
+        self.gate = gate
+
+    def _read(self) -> np.ndarray | None:
+        if self.gate is not None:
+            while not self.gate.wait(0.05):
+                pass
+        return super()._read()
+
+
+def test_batcher_takes_buffered_streams_in_turn_and_drops_nothing():
+    from wysiwyc.runtime.batching import Batcher
+
+    streams = [FrameStream(CountSource(5), prefetch=8, stream_id=0), FrameStream(CountSource(3), prefetch=8, stream_id=1)]
+    b = Batcher(streams, max_batch=4).start()
+    for s in streams:
+        s._thread.join(10)  # both readers done: every frame is waiting
+    batches = []
+    while frames := b.next_batch():
+        batches.append([(f.stream, f.index) for f in frames])
+    b.close()
+    assert batches == [[(0, 0), (1, 0), (0, 1), (1, 1)], [(0, 2), (1, 2), (0, 3), (0, 4)]]
+    assert b.finished
+
+
+def test_batcher_gives_each_live_stream_one_newest_frame_and_never_waits_for_a_silent_one():
+    from wysiwyc.runtime.batching import Batcher
+
+    silent = threading.Event()  # never set: this camera delivers nothing
+    cond = threading.Condition()
+    streams = [FrameStream(LiveCount(), cond=cond, stream_id=0), FrameStream(LiveCount(silent), cond=cond, stream_id=1),
+               FrameStream(CountSource(20), prefetch=4, cond=cond, stream_id=2)]
+    b = Batcher(streams, max_batch=3, wait_s=0.01).start()
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for _ in range(30):
+        frames = b.next_batch()
+        per = [f.stream for f in frames]
+        assert per.count(0) <= 1 and 1 <= len(frames) <= 3
+        for f in frames:
+            seen[f.stream].append(f.index)
+    silent.set()  # let the gated reader see the stop flag
+    b.close()
+    assert seen[1] == [] and len(seen[0]) > 0
+    assert seen[0] == sorted(set(seen[0]))  # newest frames: increasing, never repeated
+    assert seen[2] == list(range(len(seen[2])))  # the file: in order, nothing dropped
+    assert streams[0].stats.grabbed - streams[0].stats.dropped - len(seen[0]) in (0, 1)
+
+
+def test_source_specs_and_streams_files(tmp_path):
+    from wysiwyc.runtime.sources import SourceError, expand_source_specs, source_kind
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "clip.avi").write_bytes(b"")
+    (tmp_path / "cams.streams").write_text("# cameras of the hall\n0\n\nrtsp://10.0.0.5/s#frag  # door\n"
+                                           "imgs\nclip.avi\ndemo\n/dev/video2\n")
+    specs = expand_source_specs([str(tmp_path / "cams.streams"), "demo"])
+    assert specs == ["0", "rtsp://10.0.0.5/s#frag", str(tmp_path / "imgs"), str(tmp_path / "clip.avi"), "demo",
+                     "/dev/video2", "demo"]
+    assert [source_kind(s) for s in specs] == ["camera", "stream", "images", "video", "demo", "camera", "demo"]
+    assert source_kind("photos/*.jpg") == "images" and source_kind("missing.mp4") == "video"
+    with pytest.raises(SourceError, match="no such file"):
+        source_kind(str(tmp_path / "nothing"))
+    (tmp_path / "empty.streams").write_text("# nothing\n")
+    with pytest.raises(SourceError, match="lists no sources"):
+        expand_source_specs([str(tmp_path / "empty.streams")])

@@ -54,11 +54,21 @@ class FrameRecord:
 
 
 class Output:
-    """Base output. ``records`` outputs (JSON lines, mask files) are written after the
-    frame's timings are complete; the others (window, video) inside the render stage."""
+    """Base output.
+
+    Attributes:
+        wants_masks: the records it gets carry every class's mask at model resolution.
+        records: it writes per-frame records (JSON lines, mask files).
+        main_thread: written in the render stage, in the calling thread (an OpenCV
+            window); the others are written by the pipeline's outputs thread, in frame
+            order, once the frame's timings are complete.
+        stream: only this stream's frames (``None``: every stream's).
+    """
 
     wants_masks = False
     records = False
+    main_thread = False
+    stream: int | None = None
 
     def write(self, rec: FrameRecord) -> bool:
         """Deliver one frame; ``False`` asks the pipeline to stop (e.g. 'q' in the window)."""
@@ -79,9 +89,12 @@ class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing."""
 
-    def __init__(self, title: str = "wysiwyc") -> None:
+    main_thread = True
+
+    def __init__(self, title: str = "wysiwyc", stream: int | None = None) -> None:
         self.cv2 = require("cv2", "video", "the preview window")
         self.title = title
+        self.stream = stream
         self.enabled = True
 
     def write(self, rec: FrameRecord) -> bool:
@@ -109,8 +122,9 @@ class VideoOutput(Output):
     ``.avi``: MJPEG). The size is the first frame's; later frames of another size (image
     folders) are resized to it."""
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None) -> None:
         self.cv2 = require("cv2", "video", "--output")
+        self.stream = stream
         self.path = check_writable(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
@@ -162,7 +176,8 @@ class MaskOutput(Output):
     wants_masks = True
     records = True
 
-    def __init__(self, folder: str | os.PathLike[str], class_names: list[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], class_names: list[str], stream: int | None = None) -> None:
+        self.stream = stream
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -207,7 +222,7 @@ class JsonLinesOutput(Output):
         self.fh: TextIO = sys.stdout if self.stdout else open(self.tmp, "w")  # noqa: SIM115
 
     def write(self, rec: FrameRecord) -> bool:
-        line = {"frame": rec.index, "t": round(rec.t, 4),
+        line = {"stream": rec.stream, "frame": rec.index, "t": round(rec.t, 4),
                 "probs": {n: round(float(p), 4) for n, p in zip(self.class_names, rec.probs)},
                 "shown": [self.class_names[c] for c in rec.shown],
                 "timings_ms": {k: round(v, 3) for k, v in rec.timings_ms.items()}}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -370,6 +371,82 @@ class DemoSource(Source):
         return np.roll(self._scene[1], phase // 2, axis=1)
 
 
+# -- source specs ------------------------------------------------------------------------
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+STREAMS_SUFFIX = ".streams"
+
+
+def _is_camera(spec: str) -> bool:
+    return spec.isdigit() or spec.startswith("/dev/video")
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def _is_images(spec: str) -> bool:
+    return (any(ch in spec for ch in "*?[") or Path(spec).is_dir()
+            or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _is_video(spec: str) -> bool:
+    return Path(spec).is_file() or Path(spec).suffix.lower() in VIDEO_SUFFIXES
+
+
+# How a ``--source`` value is read, first match wins: (kind, test). ``demo`` is a word.
+SOURCE_SPECS: list[tuple[str, Callable[[str], bool]]] = [
+    ("demo", lambda s: s == "demo"),
+    ("camera", _is_camera),
+    ("stream", _is_url),
+    ("images", _is_images),
+    ("video", _is_video),
+]
+
+
+def source_kind(spec: str) -> str:
+    """The source kind of a ``--source`` value: ``0`` or ``/dev/video2`` a camera, a URL
+    (``rtsp://``, ``http://`` ...) a network stream, a folder, glob or image file an image
+    source, another file a video, ``demo`` the synthetic stream."""
+    for kind, test in SOURCE_SPECS:
+        if test(spec):
+            return kind
+    raise SourceError(f"--source {spec}: no such file or folder, and not a camera index, URL or 'demo'")
+
+
+def read_streams_file(path: str | os.PathLike[str]) -> list[str]:
+    """The sources listed in a ``.streams`` file: one per line; blank lines and ``#``
+    comments are skipped; relative paths are relative to the file."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise SourceError(f"cannot read streams file {p}: {exc.strerror}") from exc
+    out = []
+    for line in lines:
+        spec = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
+        if not spec:
+            continue
+        if not (_is_url(spec) or _is_camera(spec) or spec == "demo" or Path(spec).is_absolute()):
+            spec = str(p.parent / spec)
+        if spec.endswith(STREAMS_SUFFIX):
+            raise SourceError(f"{p}: a streams file cannot list another streams file ({spec})")
+        out.append(spec)
+    if not out:
+        raise SourceError(f"streams file {p} lists no sources")
+    return out
+
+
+def expand_source_specs(specs: list[str]) -> list[str]:
+    """``--source`` values with every ``.streams`` file replaced by the sources it lists."""
+    out: list[str] = []
+    for spec in specs:
+        if spec.endswith(STREAMS_SUFFIX):
+            out += read_streams_file(spec)
+        else:
+            out.append(spec)
+    return out
+
+
 # -- reading policies ---------------------------------------------------------------------
 # Longest single wait on the stream's condition. Every wait re-checks the state afterwards,
 # so a missed notification costs at most this long; no wait in this module is unbounded.
@@ -419,6 +496,12 @@ class FrameStream:
             self._started = True
             self._thread.start()
         return self
+
+    def share_condition(self, cond: threading.Condition) -> None:
+        """Notify ``cond`` instead of the stream's own condition (before :meth:`start`)."""
+        if self._started and cond is not self._cond:
+            raise RuntimeError("share_condition() must come before start()")
+        self._cond = cond
 
     @property
     def finished(self) -> bool:
