@@ -479,6 +479,7 @@ def test_a_dropping_stream_reconnects_while_the_others_run(models, tmp_path, cap
     (["--source", "demo", "--source", "no/such/dir/"], "no such file or folder"),
     (["--source", "{tmp}/x.streams"], "cannot read streams file"),
     (["--source", "demo", "--source", "demo", "--output", "{tmp}/o.mp4"], "need a pattern with {stream}"),
+    (["--demo", "--serve", "localhost"], "expected HOST:PORT"),
 ])
 def test_bad_sources_fail_fast_with_one_line(models, tmp_path, capsys, args, msg):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

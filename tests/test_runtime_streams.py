@@ -215,3 +215,48 @@ def test_source_specs_and_streams_files(tmp_path):
     (tmp_path / "empty.streams").write_text("# nothing\n")
     with pytest.raises(SourceError, match="lists no sources"):
         expand_source_specs([str(tmp_path / "empty.streams")])
+
+
+# -- item: live web view ------------------------------------------------------------------------
+def test_web_view_serves_real_frames_and_live_statistics(tiny_onnx):
+    import json
+    import urllib.request
+
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("onnxruntime")
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.serve import ViewServer, parse_address
+    from wysiwyc.runtime.sources import DemoSource
+
+    assert parse_address("8080") == ("127.0.0.1", 8080) and parse_address(":81") == ("0.0.0.0", 81)
+    be = open_backend(tiny_onnx)
+    cond = threading.Condition()
+    streams = [FrameStream(DemoSource(size=32, seed=k), cond=cond, stream_id=k) for k in range(2)]
+    view = ViewServer("127.0.0.1:0", [s.source.describe() for s in streams])
+    pipe = Pipeline(streams, be, Overlay(list(be.spec.class_names)), [view], RunOptions(batch=4, min_view=96))
+    view.stats = pipe.live_stats
+    runner = threading.Thread(target=pipe.run, daemon=True)
+    runner.start()
+    try:
+        page = urllib.request.urlopen(view.url, timeout=20).read().decode()
+        assert 'src="/stream/0.mjpg"' in page and 'src="/stream/1.mjpg"' in page
+        with urllib.request.urlopen(view.url + "stream/1.mjpg", timeout=20) as r:
+            assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            assert r.readline() == b"--frame\r\n" and r.readline() == b"Content-Type: image/jpeg\r\n"
+            length = int(r.readline().split(b":")[1])
+            r.readline()
+            img = cv2.imdecode(np.frombuffer(r.read(length), np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (96, 96, 3) and img.std() > 0  # a rendered overlay, at its view size
+        one = urllib.request.urlopen(view.url + "stream/0.jpg", timeout=20).read()
+        assert cv2.imdecode(np.frombuffer(one, np.uint8), cv2.IMREAD_COLOR).shape == (96, 96, 3)
+        stats = json.loads(urllib.request.urlopen(view.url + "stats.json", timeout=20).read())
+        assert stats["frames"] >= 2 and [s["stream"] for s in stats["streams"]] == [0, 1]
+        assert stats["streams"][1]["frames"] >= 1 and "end_to_end" in stats["latency_ms"]
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(view.url + "stream/7.mjpg", timeout=20)
+    finally:
+        pipe.stop()
+        runner.join(30)
+    assert not runner.is_alive() and pipe.result.frames >= 2

@@ -118,6 +118,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     out.add_argument("--json", default=None, metavar="FILE|-",
                      help="per-frame predictions and timings as JSON lines, each tagged with its stream")
     out.add_argument("--summary", default=None, metavar="FILE.json", help="write the run summary as JSON")
+    out.add_argument("--serve", default=None, metavar="HOST:PORT",
+                     help="live web view: a page tiling every stream's overlay (MJPEG) and /stats.json "
+                          "(port 0: a free one, printed at the start)")
     out.add_argument("--status-every", type=float, default=5.0, metavar="S",
                      help="without a window or a terminal: print frames and FPS every S seconds (0: never)")
     return p
@@ -311,10 +314,26 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size,
                       batch_wait_s=args.batch_wait / 1e3)
+    if args.serve:
+        from .serve import ViewServer
+
+        try:
+            view = ViewServer(args.serve, [src.describe() for src in sources])
+        except BaseException:
+            for out in outputs:
+                out.close(ok=False)
+            for src in sources:
+                src.close()
+            raise
+        outputs.append(view)
+        print(f"runtime-explain: web view at {view.url}", file=sys.stderr, flush=True)
+    pipeline = Pipeline(streams, backend, overlay, outputs, opts)
+    if args.serve:
+        view.stats = pipeline.live_stats
     window = any(isinstance(o, WindowOutput) for o in outputs)
     label = sources[0].describe() if len(sources) == 1 else f"{len(sources)} streams"
     with progress_for(label, args.max_frames, window, args.status_every) as bar:
-        res = Pipeline(streams, backend, overlay, outputs, opts).run(progress=bar)
+        res = pipeline.run(progress=bar)
     return res, streams
 
 

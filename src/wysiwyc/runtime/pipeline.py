@@ -169,6 +169,31 @@ class Pipeline:
         self._failure: BaseException | None = None
         self.result = RunResult()  # live view of the run (the web view reads it)
 
+    def stop(self) -> None:
+        """Ask a running :meth:`run` (in another thread) to finish as after ``--max-frames``."""
+        self._stop.set()
+
+    def live_stats(self) -> dict[str, Any]:
+        """The run so far, safe to call from another thread (the web view's ``/stats.json``):
+        frames, FPS, stage percentiles (ms), and per stream its counters and FPS."""
+        res = self.result
+        t0 = getattr(self, "_t_start", None)
+        secs = time.perf_counter() - t0 if t0 is not None else 0.0
+        rnd = lambda d: {k: {q: round(v, 3) for q, v in qs.items()} for k, qs in d.items()}  # noqa: E731
+        streams = []
+        for s in self.streams:
+            per = res.streams.get(s.stream_id)
+            frames = per.frames if per is not None else 0
+            st = s.stats
+            streams.append({"stream": s.stream_id, "name": s.source.describe(), "live": s.live, "frames": frames,
+                            "fps": round(frames / secs, 2) if secs > 0 else 0.0, "grabbed": st.grabbed,
+                            "dropped": st.dropped, "corrupt": st.corrupt, "reconnects": st.reconnects,
+                            "lost": s.lost,
+                            "latency_ms": rnd(per.timings.summary()) if per is not None else {}})
+        return {"frames": res.frames, "seconds": round(secs, 3), "fps": round(res.frames / secs, 2) if secs > 0 else 0.0,
+                "batches": res.batches, "backend": self.backend.name, "latency_ms": rnd(res.percentiles()),
+                "streams": streams}
+
     # -- stage plumbing ---------------------------------------------------------------
     def _put(self, q: queue.Queue, item: Any) -> bool:
         """Hand ``item`` on; gives up only when the run stops (then nobody needs it)."""
