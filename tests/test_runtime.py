@@ -389,7 +389,7 @@ def test_help_shows_every_default(capsys):
     for flag, default in (("--threshold", "0.5"), ("--top-k", "3"), ("--alpha", "0.5"), ("--batch", "8"),
                           ("--reconnect", "5"), ("--view-size", "384"), ("--seed", "0"), ("--colormap", "class")):
         assert f"(default: {default})" in entries[flag], entries[flag]
-    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default: None)" not in out and "(default: False)" not in out and "(default: [])" not in out
 
 
 def test_status_line_without_a_window(models, capsys):

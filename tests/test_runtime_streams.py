@@ -198,6 +198,16 @@ def test_batcher_gives_each_live_stream_one_newest_frame_and_never_waits_for_a_s
     assert streams[0].stats.grabbed - streams[0].stats.dropped - len(seen[0]) in (0, 1)
 
 
+def test_next_batch_timeout_returns_without_ending_the_stream():
+    gate = threading.Event()
+    stream = FrameStream(LiveCount(gate))
+    assert stream.next_batch(timeout=0.05) == [] and not stream.finished  # nothing yet, not the end
+    gate.set()
+    assert len(stream.next_batch(timeout=10)) == 1  # live: the newest frame
+    stream.close()
+    assert not stream._thread.is_alive()
+
+
 def test_source_specs_and_streams_files(tmp_path):
     from wysiwyc.runtime.sources import SourceError, expand_source_specs, source_kind
 

@@ -44,7 +44,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default is None or action.default is False
+        if ("default" in text or action.default is None or action.default is False or action.default == []
                 or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         return super()._get_help_string(action)

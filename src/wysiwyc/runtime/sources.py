@@ -535,16 +535,6 @@ class FrameStream:
             self._raise_thread_error()
         return out
 
-    def poll(self, max_batch: int = 1) -> list[Frame]:
-        """What :meth:`next_batch` would return, without waiting; call it holding nothing
-        (it takes the stream's condition)."""
-        self.start()
-        with self._cond:
-            out = self._take(max_batch)
-        if not out and self._done:
-            self._raise_thread_error()
-        return out
-
     def _take(self, max_batch: int) -> list[Frame]:
         """Frames ready now (the caller holds the condition)."""
         if self.live:
