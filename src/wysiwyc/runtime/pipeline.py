@@ -74,7 +74,7 @@ class RunOptions:
     pinned: list[int] | None = None
     min_view: int = 384
     batch_wait_s: float = 0.01
-    depth: int = 2
+    depth: int = 1
 
 
 @dataclass
@@ -292,7 +292,9 @@ class Pipeline:
         """
         opts, res = self.opts, self.result
         depth = max(1, int(opts.depth))
-        q_inf: queue.Queue = queue.Queue(depth)
+        # live frames waiting for the model only grow stale: one prepared batch is enough
+        # to keep the model busy, and the next one is taken fresh when it frees up
+        q_inf: queue.Queue = queue.Queue(1 if any(s.live for s in self.streams) else depth)
         q_post: queue.Queue = queue.Queue(depth)
         # the outputs queue is bounded too: a slow disk or encoder slows the run instead
         # of holding every rendered frame in memory
