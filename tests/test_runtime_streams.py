@@ -93,6 +93,83 @@ def test_every_frame_and_the_end_arrive_for_any_batch_prefetch_delay_and_length(
         assert ok and got == list(range(n)), (batch, prefetch, model_s, n, got)
 
 
+class FakeModel:
+    """A numpy stand-in for a backend: ``delay_s`` per batch, logits and masks that encode
+    the frame (its pixel value), so a test can check which frame each result belongs to."""
+
+    @staticmethod
+    def make(delay_s: float = 0.0):
+        from wysiwyc.runtime.backends import Backend
+        from wysiwyc.spec import ModelSpec
+
+        class _Fake(Backend):
+            name = "fake"
+
+            def _open(self) -> None:
+                self.spec = ModelSpec(class_names=["a", "b"], image_size=(4, 4))
+
+            def _run(self, x: np.ndarray):
+                if delay_s:
+                    time.sleep(delay_s)
+                v = x[:, 0, 0, 0]  # the frame's value / 255
+                logits = np.stack([v * 10 - 5, 5 - v * 10], axis=1).astype(np.float32)
+                return logits, np.repeat(x[:, :1], 2, axis=1)
+
+        return _Fake().open()
+
+
+def run_pipeline(streams, batch: int, delay_s: float = 0.0, max_frames=None, deadline_s: float = 30.0):
+    """Run a Pipeline over ``streams`` with :class:`FakeModel`; returns (finished, records, result)."""
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+
+    recs = []
+
+    class Sink:
+        wants_masks = records = True
+
+        def write(self, rec):
+            recs.append(rec)
+            return True
+
+        def close(self, ok=True):
+            pass
+
+    be = FakeModel.make(delay_s)
+    pipe = Pipeline(streams, be, Overlay(["a", "b"]), [Sink()],
+                    RunOptions(batch=batch, min_view=4, max_frames=max_frames))
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("res", pipe.run()), daemon=True)
+    t.start()
+    t.join(deadline_s)
+    if t.is_alive():
+        pipe.stop()
+    return not t.is_alive(), recs, out.get("res")
+
+
+@pytest.mark.parametrize("n", [40, 48])
+def test_pipeline_ends_with_default_prefetch_and_a_slow_model(n):
+    ok, recs, res = run_pipeline(FrameStream(CountSource(n), prefetch=32), batch=8, delay_s=0.15)
+    assert ok, f"the run never ended after {len(recs)} of {n} frames"
+    assert [r.index for r in recs] == list(range(n)) and res.frames == n
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_pipeline_delivers_every_frame_once_for_any_batch_prefetch_and_length(streams):
+    for batch, prefetch, delay_s in itertools.product([1, 3, 8], [1, 4], [0.0, 0.002]):
+        lengths = [(7 * k + batch + prefetch) % 13 for k in range(streams)]  # 0 included
+        ss = [FrameStream(CountSource(n), prefetch=prefetch, stream_id=k) for k, n in enumerate(lengths)]
+        ok, recs, res = run_pipeline(ss, batch=batch, delay_s=delay_s)
+        assert ok, (batch, prefetch, delay_s, lengths)
+        for k, n in enumerate(lengths):
+            mine = [r for r in recs if r.stream == k]
+            assert [r.index for r in mine] == list(range(n))
+            # each result belongs to its frame: the fake model's class-a probability follows the pixel value
+            want = 1 / (1 + np.exp(-(np.arange(n) / 255 * 10 - 5)))
+            np.testing.assert_allclose([r.probs[0] for r in mine], want, atol=1e-5)
+            assert res.streams.get(k, None) is None if n == 0 else res.streams[k].frames == n
+
+
 # -- item: bounded statistics ----------------------------------------------------------------
 def test_window_percentiles_match_numpy_within_the_window():
     from wysiwyc.runtime.stats import Window

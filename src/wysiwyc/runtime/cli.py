@@ -80,7 +80,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
     s = p.add_argument_group("stream")
     s.add_argument("--max-frames", type=int, default=None,
-                   help="stop after N frames (default: at the end of the source; never for --demo and live sources)")
+                   help="stop after N frames, all sources together (default: when every source has ended; "
+                        "never for --demo and live sources)")
     s.add_argument("--fps-limit", type=float, default=None,
                    help="process at most F frames per second (default: as fast as possible)")
     s.add_argument("--batch", type=int, default=8,

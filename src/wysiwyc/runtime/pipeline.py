@@ -167,6 +167,7 @@ class Pipeline:
         self._live = {s.stream_id: s.live for s in self.streams}
         self._stop = threading.Event()  # ends the capture-side stages (limit, 'q', Ctrl-C, failure)
         self._failure: BaseException | None = None
+        self._t_start: float | None = None
         self.result = RunResult()  # live view of the run (the web view reads it)
 
     def stop(self) -> None:
@@ -177,7 +178,7 @@ class Pipeline:
         """The run so far, safe to call from another thread (the web view's ``/stats.json``):
         frames, FPS, stage percentiles (ms), and per stream its counters and FPS."""
         res = self.result
-        t0 = getattr(self, "_t_start", None)
+        t0 = self._t_start
         secs = time.perf_counter() - t0 if t0 is not None else 0.0
         rnd = lambda d: {k: {q: round(v, 3) for q, v in qs.items()} for k, qs in d.items()}  # noqa: E731
         streams = []
@@ -285,7 +286,8 @@ class Pipeline:
 
     # -- the run ------------------------------------------------------------------------
     def run(self, progress: Any = None) -> RunResult:
-        """Process until every source ends, ``max_frames``, an output asks to stop, or Ctrl-C.
+        """Process until every source ends, ``max_frames``, an output asks to stop, :meth:`stop`
+        or Ctrl-C. A pipeline runs once (its streams are closed at the end).
 
         ``progress``: optional object with ``update(n)`` (e.g. a tqdm bar).
         Outputs are closed cleanly on every exit except an unexpected exception.
