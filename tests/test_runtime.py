@@ -446,6 +446,7 @@ def test_four_streams_run_concurrently_and_deliver_every_frame_once(models, tmp_
     assert [r["frame"] for r in by_stream[0]] == list(range(23))  # in order, each once
     assert [r["frame"] for r in by_stream[1]] == list(range(9))
     assert [r["name"] for r in by_stream[2]] == names_c and [r["name"] for r in by_stream[3]] == names_d
+    assert by_stream[1][0]["source_size"] == [48, 48] and by_stream[3][0]["source_size"] == [40, 30]
     assert {len({r["stream"] for r in lines[i:i + 8]}) for i in range(0, 16, 8)} != {1}  # streams interleave
     s = json.loads(summ.read_text())
     assert s["frames"] == 51 and [st["frames"] for st in s["streams"]] == [23, 9, 7, 12]

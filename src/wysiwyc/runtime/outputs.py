@@ -210,7 +210,9 @@ def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarr
 
 
 class JsonLinesOutput(Output):
-    """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout)."""
+    """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout); each
+    line names its stream, frame number, the frame's source size (H, W) and, for image
+    folders, the file."""
 
     records = True
 
@@ -223,6 +225,7 @@ class JsonLinesOutput(Output):
 
     def write(self, rec: FrameRecord) -> bool:
         line = {"stream": rec.stream, "frame": rec.index, "t": round(rec.t, 4),
+                "source_size": [int(v) for v in rec.source_size],
                 "probs": {n: round(float(p), 4) for n, p in zip(self.class_names, rec.probs)},
                 "shown": [self.class_names[c] for c in rec.shown],
                 "timings_ms": {k: round(v, 3) for k, v in rec.timings_ms.items()}}
