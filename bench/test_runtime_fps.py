@@ -10,6 +10,8 @@ Cases (group ``runtime | cpu``):
 
 * the bundled demo Explainer (U-Net w16 + small_cnn, 64 px) through ONNX Runtime fp32
   at the default batch (up to 8 waiting frames) and at batch 1, and through torch;
+* the same model on 4 concurrent ``--demo`` streams (one reader thread each, batches
+  across the streams), with the model-only rate at that batch for comparison;
 * the bundled demo mask predictor (same classifier) through ONNX Runtime fp32;
 * ``lraspp_mobilenet_v3`` Explainer + ``mobilenet_v3_large`` classifier at 224×224
   through ONNX Runtime (fp32, batch 1 and 8): untrained weights, which do not change
@@ -49,6 +51,34 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, **backend_opt
     return {"backend": be.name, "fps": res.fps, "e2e_p50_ms": pct["end_to_end"]["p50"],
             "e2e_p95_ms": pct["end_to_end"]["p95"], "infer_p50_ms": pct["infer"]["p50"], "batch": batch,
             "size": size, "frames": res.frames}
+
+
+def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES) -> dict:
+    """``streams`` concurrent demo streams through one pipeline, and the model alone at ``batch``."""
+    import threading
+    import time
+
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.sources import DemoSource, FrameStream
+
+    be = open_backend(model)
+    x = be.preprocess([DemoSource(size=size).read()] * batch)
+    be.infer(x)
+    t0, n = time.perf_counter(), 0
+    while n < frames:  # the model alone, same batch: the ceiling of the pipeline
+        be.infer(x)
+        n += batch
+    model_only = n / (time.perf_counter() - t0)
+    cond = threading.Condition()
+    ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
+    res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=frames, batch=batch)).run()
+    pct = res.percentiles()
+    return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
+            "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
+            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames,
+            "streams": streams, "per_stream_frames": [res.streams[k].frames for k in sorted(res.streams)]}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +122,12 @@ def _bench(benchmark, name: str, fn) -> None:  # noqa: ANN001
 def test_demo_model_onnxruntime(benchmark, batch):
     pytest.importorskip("onnxruntime")
     _bench(benchmark, f"demo explainer 64px onnxruntime fp32 batch≤{batch}", lambda: _run(DEMO_ONNX, 64, batch))
+
+
+def test_demo_model_four_streams_onnxruntime(benchmark):
+    pytest.importorskip("onnxruntime")
+    _bench(benchmark, "demo explainer 64px onnxruntime fp32, 4 demo streams, batch≤8",
+           lambda: _run_streams(DEMO_ONNX, 64, 8, 4))
 
 
 @pytest.fixture(scope="module")

@@ -230,7 +230,7 @@ def test_torch_backend_from_the_command_line(models, tmp_path):
     assert json.loads(summ.read_text())["model"]["backend"].startswith("torch")
 
 
-def test_image_folder_skips_corrupt_files(models, tmp_path):
+def test_image_folder_skips_corrupt_files(models, tmp_path, capsys):
     d = tmp_path / "imgs"
     d.mkdir()
     rng = np.random.default_rng(0)
@@ -246,6 +246,16 @@ def test_image_folder_skips_corrupt_files(models, tmp_path):
     # sorted order: broken.png (index 0, skipped), img0, img1, img2
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["000001_img0.npz", "000002_img1.npz",
                                                                   "000003_img2.npz"]
+    assert "  corrupt broken.png" in capsys.readouterr().out.splitlines()  # the summary names it
+    # masks are stored at model resolution with the source size that maps them back
+    from wysiwyc.runtime.outputs import load_masks
+
+    npz = np.load(tmp_path / "m" / "000001_img0.npz")
+    assert npz["masks"].shape == (6, 32, 32) and tuple(npz["source_size"]) == (30, 50)
+    up = load_masks(tmp_path / "m" / "000001_img0.npz")
+    assert up.shape == (6, 30, 50) and up.dtype == np.float32
+    np.testing.assert_allclose(up[2], cv2.resize(npz["masks"][2].astype(np.float32) / 255, (50, 30)), atol=1e-6)
+    assert load_masks(tmp_path / "m" / "000001_img0.npz", at_source=False).shape == (6, 32, 32)
 
 
 def test_network_stream_reconnects_after_a_drop(models, tmp_path):
@@ -364,3 +374,116 @@ def test_bundled_onnx_is_the_export_of_the_bundled_checkpoint():
     meta = {p.key: p.value for p in onnx.load(str(assets / "shapes_explainer.onnx")).metadata_props}
     assert meta["wysiwyc.source_sha256"] == file_sha256(assets / "shapes_explainer.pt")
     assert meta["wysiwyc.precision"] == "fp32"
+
+
+# -- what a new user meets ---------------------------------------------------------------------
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    import re
+
+    out = capsys.readouterr().out
+    text = out[out.index("options:"):]
+    # one entry per option: its line and the indented lines under it, unwrapped
+    entries = {m.group(1): " ".join(m.group(0).split()) for m in re.finditer(r"^  (--?[\w-]+).*(?:\n {6,}.*)*", text, re.M)}
+    for flag, default in (("--threshold", "0.5"), ("--top-k", "3"), ("--alpha", "0.5"), ("--batch", "8"),
+                          ("--reconnect", "5"), ("--view-size", "384"), ("--seed", "0"), ("--colormap", "class")):
+        assert f"(default: {default})" in entries[flag], entries[flag]
+    assert "(default: None)" not in out and "(default: False)" not in out and "(default: [])" not in out
+
+
+def test_status_line_without_a_window(models, capsys):
+    from wysiwyc.runtime.progress import StatusLine
+
+    now = [0.0]
+    lines = []
+
+    class Sink:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+
+    st = StatusLine("demo", every_s=5.0, file=Sink(), clock=lambda: now[0])
+    for t, n in ((1.0, 8), (2.0, 8), (6.5, 8), (7.0, 8), (12.0, 8)):
+        now[0] = t
+        st.update(n)
+    text = [s for s in lines if s.strip()]
+    assert text == ["runtime-explain: 8 frames, 8.0 FPS (demo)", "runtime-explain: 24 frames, 3.7 FPS (demo)",
+                    "runtime-explain: 40 frames, 3.3 FPS (demo)"]
+    # the command prints one as soon as frames go through when there is no window nor terminal
+    assert run_cli("--demo", "--model", models["onnx"], "--max-frames", 4, "--no-show") == 0
+    import re
+
+    assert re.search(r"^runtime-explain: \d+ frames, [\d.]+ FPS \(demo", capsys.readouterr().err, re.M)
+
+
+# -- several streams -------------------------------------------------------------------------
+def _image_folder(d: Path, n: int, size=(24, 36), seed: int = 0) -> list[str]:
+    d.mkdir()
+    rng = np.random.default_rng(seed)
+    names = [f"{d.name}_{i:02d}.png" for i in range(n)]
+    for name in names:
+        cv2.imwrite(str(d / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return names
+
+
+def test_four_streams_run_concurrently_and_deliver_every_frame_once(models, tmp_path):
+    _write_video(tmp_path / "a.avi", 23)
+    _write_video(tmp_path / "b.avi", 9, size=48)
+    names_c = _image_folder(tmp_path / "c", 7)
+    names_d = _image_folder(tmp_path / "d", 12, size=(40, 30), seed=1)
+    (tmp_path / "two.streams").write_text("# two of the four\nb.avi\nc\n")
+    js, summ, out = tmp_path / "f.jsonl", tmp_path / "s.json", tmp_path / "videos"
+    rc = run_cli("--source", tmp_path / "a.avi", "--source", tmp_path / "two.streams", "--images", tmp_path / "d",
+                 "--model", models["onnx"], "--no-show", "--json", js, "--summary", summ, "--batch", 4,
+                 "--save-masks", tmp_path / "m", "--output", f"{out}/")
+    assert rc == 0
+    lines = [json.loads(line) for line in js.read_text().splitlines()]
+    by_stream = {k: [r for r in lines if r["stream"] == k] for k in range(4)}
+    assert len(lines) == 23 + 9 + 7 + 12
+    assert [r["frame"] for r in by_stream[0]] == list(range(23))  # in order, each once
+    assert [r["frame"] for r in by_stream[1]] == list(range(9))
+    assert [r["name"] for r in by_stream[2]] == names_c and [r["name"] for r in by_stream[3]] == names_d
+    assert by_stream[1][0]["source_size"] == [48, 48] and by_stream[3][0]["source_size"] == [40, 30]
+    assert {len({r["stream"] for r in lines[i:i + 8]}) for i in range(0, 16, 8)} != {1}  # streams interleave
+    s = json.loads(summ.read_text())
+    assert s["frames"] == 51 and [st["frames"] for st in s["streams"]] == [23, 9, 7, 12]
+    assert [st["stream"] for st in s["streams"]] == [0, 1, 2, 3] and s["streams"][3]["name"].startswith("images")
+    assert all(set(st["latency_ms"]) == set(s["latency_ms"]) for st in s["streams"])
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["stream0", "stream1", "stream2", "stream3"]
+    assert len(list((tmp_path / "m" / "stream3").glob("*.npz"))) == 12
+    for k, n in enumerate([23, 9, 7, 12]):  # one video per stream, every frame in it
+        cap = cv2.VideoCapture(str(out / f"stream{k}.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == n
+
+
+def test_a_dropping_stream_reconnects_while_the_others_run(models, tmp_path, capsys):
+    names = _image_folder(tmp_path / "imgs", 6)
+    with MJPEGServer(frames_per_connection=8, fps=100, max_connections=2) as server:
+        js = tmp_path / "f.jsonl"
+        rc = run_cli("--source", server.url, "--source", tmp_path / "imgs", "--model", models["onnx"], "--no-show",
+                     "--reconnect", 1, "--json", js, "--summary", tmp_path / "s.json")
+    assert rc == 1  # the stream was lost for good after its one reconnect; the folder finished
+    s = json.loads((tmp_path / "s.json").read_text())
+    live, imgs = s["streams"]
+    assert live["live"] and live["reconnects"] == 1 and "reconnect attempts failed" in live["lost"]
+    assert imgs["frames"] == 6 and imgs["lost"] is None
+    lines = [json.loads(line) for line in js.read_text().splitlines()]
+    assert [r["name"] for r in lines if r["stream"] == 1] == names
+    assert "reconnect attempts failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--source", "no/such/clip.mp4"], "video file not found: no/such/clip.mp4"),
+    (["--source", "demo", "--source", "no/such/dir/"], "no such file or folder"),
+    (["--source", "{tmp}/x.streams"], "cannot read streams file"),
+    (["--source", "demo", "--source", "demo", "--output", "{tmp}/o.mp4"], "need a pattern with {stream}"),
+    (["--demo", "--serve", "localhost"], "expected HOST:PORT"),
+])
+def test_bad_sources_fail_fast_with_one_line(models, tmp_path, capsys, args, msg):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert run_cli(*args, "--model", models["onnx"], "--max-frames", 2, "--no-show") == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and err.count("\n") == 1

@@ -232,6 +232,9 @@ class OnnxBackend(Backend):
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads spin by default, holding a core the pipeline's other stages
+        # (capture, render, encode) need: on 2 cores that halved the end-to-end rate.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

@@ -7,6 +7,12 @@ Examples::
     runtime-explain --video clip.mp4 --output explained.mp4 --no-show
     runtime-explain --rtsp rtsp://10.0.0.5/stream --reconnect 10 --json -
     runtime-explain --images 'photos/*.jpg' --save-masks masks/ --summary run.json
+    runtime-explain --source 0 --source rtsp://10.0.0.5/s --source clip.mp4 --output 'out_{stream}.mp4'
+    runtime-explain --source cameras.streams --no-show --json - --serve 0.0.0.0:8080
+
+Several sources run concurrently, one reader thread each, and share the model: a batch
+holds the newest frame of every live stream and the frames files have ready (see
+:mod:`.batching`). Streams are numbered 0.. in the order given; outputs are per stream.
 
 Exit status: 0 done (also after Ctrl-C or 'q'), 1 a live stream was lost for good,
 2 a user error (bad flag, missing model/camera/file, model mismatch), printed as one line.
@@ -18,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,18 +34,38 @@ from .backends import Backend, describe_model, open_backend
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
-from .sources import FrameStream, Source, open_source
+from .progress import progress_for
+from .sources import FrameStream, Source, expand_source_specs, open_source, source_kind
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default: appends ``(default: X)`` unless the help text already
+    states it or there is nothing to state (a switch that is off, an unset option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False or action.default == []
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return super()._get_help_string(action)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runtime-explain", add_help=add_help,
+    p = argparse.ArgumentParser(prog="runtime-explain", add_help=add_help, formatter_class=HelpFormatter,
                                 description="Explain a classifier live: per-class attribution masks in one "
                                             "forward pass on cameras, video files, streams and image folders.")
-    src = p.add_argument_group("source (exactly one)").add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", metavar="N|DEV", help="camera index (0) or device path (/dev/video2)")
-    src.add_argument("--video", metavar="PATH", help="a video file (decoded ahead, nothing dropped)")
-    src.add_argument("--rtsp", metavar="URL", help="a network stream: rtsp://, rtmp://, http(s)://, udp://")
-    src.add_argument("--images", metavar="DIR|GLOB", help="an image folder or a glob such as 'photos/*.jpg'")
+    src = p.add_argument_group("sources (one or more; each flag can be repeated)")
+    src.add_argument("--source", action="append", default=[], metavar="SPEC",
+                     help="a camera index or /dev/videoN, a URL (rtsp://, http(s)://, ...), a video file, an "
+                          "image folder or glob, 'demo', or a FILE.streams listing one such source per line")
+    src.add_argument("--camera", action="append", default=[], metavar="N|DEV",
+                     help="camera index (0) or device path (/dev/video2)")
+    src.add_argument("--video", action="append", default=[], metavar="PATH",
+                     help="a video file (decoded ahead, nothing dropped)")
+    src.add_argument("--rtsp", action="append", default=[], metavar="URL",
+                     help="a network stream: rtsp://, rtmp://, http(s)://, udp://")
+    src.add_argument("--images", action="append", default=[], metavar="DIR|GLOB",
+                     help="an image folder or a glob such as 'photos/*.jpg'")
     src.add_argument("--demo", action="store_true", help="a synthetic shapes video generated on the fly")
 
     m = p.add_argument_group("model")
@@ -52,18 +79,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
 
     s = p.add_argument_group("stream")
-    s.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    s.add_argument("--fps-limit", type=float, default=None, help="process at most F frames per second")
+    s.add_argument("--max-frames", type=int, default=None,
+                   help="stop after N frames, all sources together (default: when every source has ended; "
+                        "never for --demo and live sources)")
+    s.add_argument("--fps-limit", type=float, default=None,
+                   help="process at most F frames per second (default: as fast as possible)")
     s.add_argument("--batch", type=int, default=8,
-                   help="files/images/demo: batch up to N frames that are already decoded (live: always 1)")
+                   help="files/images/demo: batch up to N frames that are already decoded (live streams: "
+                        "the newest frame of each)")
+    s.add_argument("--batch-wait", type=float, default=10.0, metavar="MS",
+                   help="once a live stream has a frame, wait at most this long for the other live streams")
     s.add_argument("--reconnect", type=int, default=5,
                    help="live streams: reopen attempts in a row after a drop, with back-off (0: give up)")
-    s.add_argument("--seed", type=int, default=0, help="--demo: scene seed")
+    s.add_argument("--seed", type=int, default=0, help="--demo: scene seed (stream n uses seed + n)")
 
     o = p.add_argument_group("overlay")
     o.add_argument("--threshold", type=float, default=0.5, help="show classes with probability ≥ this")
     o.add_argument("--top-k", type=int, default=3, help="show at most K classes per frame")
-    o.add_argument("--classes", default=None, help="comma-separated class names to always show (pins the set)")
+    o.add_argument("--classes", default=None,
+                   help="comma-separated class names to always show (pins the set; default: the top-k rule)")
     o.add_argument("--alpha", type=float, default=0.5, help="mask opacity at mask value 1")
     o.add_argument("--colormap", default="class", choices=COLORMAPS,
                    help="'class': a colour per class; else one heat map of the shown masks")
@@ -75,10 +109,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     out = p.add_argument_group("outputs")
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                      help="preview window (default: when a display exists)")
-    out.add_argument("--output", default=None, metavar="OUT.mp4", help="write the rendered video")
-    out.add_argument("--save-masks", default=None, metavar="DIR", help="one .npz of masks + probabilities per frame")
-    out.add_argument("--json", default=None, metavar="FILE|-", help="per-frame predictions and timings as JSON lines")
+    out.add_argument("--output", default=None, metavar="OUT.mp4",
+                     help="write the rendered video; several sources: a pattern with {stream} "
+                          "(out_{stream}.mp4) or a folder (DIR/ gets stream0.mp4, stream1.mp4, ...)")
+    out.add_argument("--save-masks", default=None, metavar="DIR",
+                     help="one .npz per frame: masks of every class at model resolution, probabilities and "
+                          "the frame's source size (wysiwyc.runtime.outputs.load_masks maps them back); "
+                          "several sources: DIR/streamN/")
+    out.add_argument("--json", default=None, metavar="FILE|-",
+                     help="per-frame predictions and timings as JSON lines, each tagged with its stream")
     out.add_argument("--summary", default=None, metavar="FILE.json", help="write the run summary as JSON")
+    out.add_argument("--serve", default=None, metavar="HOST:PORT",
+                     help="live web view: a page tiling every stream's overlay (MJPEG) and /stats.json "
+                          "(port 0: a free one, printed at the start)")
+    out.add_argument("--status-every", type=float, default=5.0, metavar="S",
+                     help="without a window or a terminal: print frames and FPS every S seconds (0: never)")
     return p
 
 
@@ -90,6 +135,8 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--reconnect", args.reconnect, lambda v: v >= 0),
                           ("--top-k", args.top_k, lambda v: v >= 0),
                           ("--view-size", args.view_size, lambda v: v >= 1),
+                          ("--batch-wait", args.batch_wait, lambda v: v >= 0),
+                          ("--status-every", args.status_every, lambda v: v >= 0),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1)):
         if val is not None and not ok(val):
@@ -108,20 +155,50 @@ def pinned_classes(value: str | None, class_names: list[str]) -> list[int] | Non
     return out
 
 
-def open_source_from_args(args: argparse.Namespace, model_size: tuple[int, int]) -> Source:
+def source_specs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """Every source the flags name, as (kind, target), in a fixed order: ``--source``
+    (with ``.streams`` files expanded) first, then the per-kind flags."""
+    specs: list[tuple[str, str | None]] = [(source_kind(v), v) for v in expand_source_specs(args.source)]
+    for flag, kind in (("camera", "camera"), ("video", "video"), ("rtsp", "stream"), ("images", "images")):
+        specs += [(kind, v) for v in getattr(args, flag)]
     if args.demo:
-        return open_source("demo", None, size=model_size[0], seed=args.seed)
-    if args.camera is not None:
-        return open_source("camera", args.camera)
-    if args.video is not None:
-        return open_source("video", args.video)
-    if args.rtsp is not None:
-        return open_source("stream", args.rtsp)
-    return open_source("images", args.images)
+        specs.append(("demo", None))
+    if not specs:
+        raise UserError("no source: give --source (or --camera, --video, --rtsp, --images, --demo)")
+    return specs
 
 
-def build_outputs(args: argparse.Namespace, source: Source, class_names: list[str]) -> list[Output]:
+def open_sources(specs: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0) -> list[Source]:
+    """Open every source now, so a bad one fails before anything runs (the ones already
+    open are closed again)."""
+    sources: list[Source] = []
+    try:
+        for i, (kind, target) in enumerate(specs):
+            kwargs = {"size": model_size[0], "seed": seed + i} if kind == "demo" else {}
+            sources.append(open_source(kind, target, **kwargs))
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    return sources
+
+
+def stream_path(template: str, stream: int, count: int, default_name: str) -> Path:
+    """Where stream ``stream``'s file goes: ``template`` with ``{stream}`` filled in, or
+    ``template/default_name`` for a folder (an existing one, or a path ending in ``/``)."""
+    if "{stream}" in template:
+        return Path(template.replace("{stream}", str(stream)))
+    if template.endswith(("/", os.sep)) or Path(template).is_dir():
+        return Path(template) / default_name.format(stream=stream)
+    if count > 1:
+        raise UserError(f"--output {template}: {count} sources need a pattern with {{stream}} "
+                        "(out_{stream}.mp4) or a folder (out/)")
+    return Path(template)
+
+
+def build_outputs(args: argparse.Namespace, sources: list[Source], class_names: list[str]) -> list[Output]:
     outputs: list[Output] = []
+    n = len(sources)
     show = args.show
     if show is None:
         from .imageops import cv2_or_none
@@ -129,25 +206,52 @@ def build_outputs(args: argparse.Namespace, source: Source, class_names: list[st
         show = display_available() and cv2_or_none() is not None
     elif show and not display_available():
         raise UserError("--show: no display here (DISPLAY/WAYLAND_DISPLAY unset); use --output or --no-show")
-    if show:
-        outputs.append(WindowOutput())
-    if args.output:
-        outputs.append(VideoOutput(args.output, args.fps_limit or source.fps or 30.0))
-    if args.save_masks:
-        outputs.append(MaskOutput(args.save_masks, class_names))
-    if args.json:
-        outputs.append(JsonLinesOutput(args.json, class_names))
+    try:
+        for i, src in enumerate(sources):
+            tag = f" [{i}] {src.describe()}" if n > 1 else ""
+            if show:
+                outputs.append(WindowOutput(f"wysiwyc{tag}", stream=i))
+            if args.output:
+                path = stream_path(args.output, i, n, "stream{stream}.mp4")
+                outputs.append(VideoOutput(path, args.fps_limit or src.fps or 30.0, stream=i))
+            if args.save_masks:
+                folder = Path(args.save_masks) / f"stream{i}" if n > 1 else Path(args.save_masks)
+                outputs.append(MaskOutput(folder, class_names, stream=i))
+        if args.json:
+            outputs.append(JsonLinesOutput(args.json, class_names))
+    except BaseException:
+        for out in outputs:
+            out.close(ok=False)
+        raise
     return outputs
 
 
-def summarize(res: RunResult, stream: FrameStream, model: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    st = stream.stats
+def _stream_summary(stream: FrameStream, res: RunResult) -> dict[str, Any]:
+    st, per = stream.stats, res.streams.get(stream.stream_id)
+    frames = per.frames if per is not None else 0
+    latency = per.timings.summary() if per is not None else {}
+    return {"stream": stream.stream_id, "name": stream.source.describe(), "live": stream.live,
+            "frames": frames, "fps": round(frames / res.seconds, 2) if res.seconds > 0 else 0.0,
+            "grabbed": st.grabbed, "dropped": st.dropped, "corrupt": st.corrupt,
+            "corrupt_frames": list(st.corrupt_names), "reconnects": st.reconnects, "lost": stream.lost,
+            "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in latency.items()}}
+
+
+def summarize(res: RunResult, streams: list[FrameStream], model: dict[str, Any],
+              args: argparse.Namespace) -> dict[str, Any]:
+    """The run summary: totals and latency over every stream, ``source`` the streams'
+    counters added up, and ``streams`` one entry per stream (its own FPS and latency)."""
+    per = [_stream_summary(s, res) for s in streams]
+    keys = ("grabbed", "dropped", "corrupt", "reconnects")
+    total = {"name": per[0]["name"] if len(per) == 1 else f"{len(per)} streams",
+             "live": any(p["live"] for p in per), **{k: sum(p[k] for p in per) for k in keys},
+             "corrupt_frames": [name for p in per for name in p["corrupt_frames"]],
+             "lost": "; ".join(p["lost"] for p in per if p["lost"]) or None}
+    n_live = sum(p["live"] for p in per)
     return {
         "frames": res.frames, "seconds": round(res.seconds, 4), "fps": round(res.fps, 2),
-        "batches": res.batches, "max_batch": 1 if stream.live else args.batch,
-        "source": {"name": stream.source.describe(), "live": stream.live, "grabbed": st.grabbed,
-                   "dropped": st.dropped, "corrupt": st.corrupt, "corrupt_frames": st.corrupt_names,
-                   "reconnects": st.reconnects, "lost": stream.lost},
+        "batches": res.batches, "max_batch": max(args.batch, n_live) if len(per) - n_live else n_live,
+        "source": total, "streams": per,
         "model": model,
         "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in res.percentiles().items()},
         "interrupted": res.interrupted, "stopped_by_user": res.stopped_by_user,
@@ -159,8 +263,17 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
     w = lambda s="": print(s, file=file)  # noqa: E731
     w(f"runtime-explain: {summary['frames']} frames in {summary['seconds']:.2f} s = {summary['fps']:.1f} FPS"
       + (" (interrupted)" if summary["interrupted"] else ""))
-    policy = "live, newest frame" if src["live"] else f"buffered, batch ≤ {summary['max_batch']}"
-    w(f"  source  {src['name']} ({policy})")
+    streams = summary["streams"]
+    if len(streams) == 1:
+        policy = "live, newest frame" if src["live"] else f"buffered, batch ≤ {summary['max_batch']}"
+        w(f"  source  {src['name']} ({policy})")
+    else:
+        w(f"  sources {len(streams)} streams, batch ≤ {summary['max_batch']}")
+        for st in streams:
+            e2e = st["latency_ms"].get("end_to_end", {})
+            w(f"    [{st['stream']}] {st['name']} ({'live' if st['live'] else 'buffered'}): {st['frames']} frames, "
+              f"{st['fps']:.1f} FPS, e2e p50 {e2e.get('p50', 0):.1f} ms, dropped {st['dropped']}, "
+              f"corrupt {st['corrupt']}, reconnects {st['reconnects']}" + (" LOST" if st["lost"] else ""))
     h, wd = model["input_size"]
     w(f"  model   {model['path']}")
     w(f"          {model['backend']} · {model['kind']} · {len(model['classes'])} classes @ {h}x{wd}")
@@ -170,32 +283,68 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
         if d:
             w(f"  {stage:<13}{d['p50']:>9.2f}{d['p95']:>9.2f}{d['p99']:>9.2f}")
     w(f"  dropped {src['dropped']} · corrupt {src['corrupt']} · reconnects {src['reconnects']}")
+    if src["corrupt_frames"]:
+        w(f"  corrupt {corrupt_list(src['corrupt_frames'], src['corrupt'])}")
     for o in outputs:
         w(f"  wrote {o}")
 
 
-def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, FrameStream]:
-    """Open the source and outputs the flags ask for and run ``backend`` over them."""
+def corrupt_list(names: list[str], count: int, show: int = 10) -> str:
+    """``a.png, b.png … and 3 more``: the first ``show`` of the skipped files/frames."""
+    text = ", ".join(names[:show])
+    more = count - min(len(names), show)
+    return text + (f" … and {more} more" if more > 0 else "")
+
+
+def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, list[FrameStream]]:
+    """Open the sources and outputs the flags ask for and run ``backend`` over them."""
     names = list(backend.spec.class_names)
     pinned = pinned_classes(args.classes, names)
     overlay = Overlay(names, alpha=args.alpha, colormap=args.colormap, normalize=args.normalize)
     if args.summary:
         check_writable(args.summary)  # fail now, not after a long run
-    source = open_source_from_args(args, backend.input_size)
+    sources = open_sources(source_specs(args), backend.input_size, args.seed)
     try:
-        outputs = build_outputs(args, source, names)
+        outputs = build_outputs(args, sources, names)
     except BaseException:
-        source.close()
+        for src in sources:
+            src.close()
         raise
-    stream = FrameStream(source, reconnect=args.reconnect)
+    cond = threading.Condition()  # shared: the batcher wakes on any stream's frame
+    streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i) for i, src in enumerate(sources)]
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
-                      threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size)
-    from tqdm import tqdm
+                      threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size,
+                      batch_wait_s=args.batch_wait / 1e3)
+    if args.serve:
+        from .serve import ViewServer
 
-    with tqdm(total=args.max_frames, unit="frame", desc=source.describe(), file=sys.stderr,
-              disable=None, leave=False, dynamic_ncols=True) as bar:
-        res = Pipeline(stream, backend, overlay, outputs, opts).run(progress=bar)
-    return res, stream
+        try:
+            view = ViewServer(args.serve, [src.describe() for src in sources])
+        except BaseException:
+            for out in outputs:
+                out.close(ok=False)
+            for src in sources:
+                src.close()
+            raise
+        outputs.append(view)
+        print(f"runtime-explain: web view at {view.url}", file=sys.stderr, flush=True)
+    pipeline = Pipeline(streams, backend, overlay, outputs, opts)
+    if args.serve:
+        view.stats = pipeline.live_stats
+    window = any(isinstance(o, WindowOutput) for o in outputs)
+    label = sources[0].describe() if len(sources) == 1 else f"{len(sources)} streams"
+    with progress_for(label, args.max_frames, window, args.status_every) as bar:
+        res = pipeline.run(progress=bar)
+    return res, streams
+
+
+def written_files(args: argparse.Namespace, count: int) -> list[str]:
+    """The files and folders a run wrote, for the summary."""
+    out: list[str] = []
+    if args.output:
+        out += [str(stream_path(args.output, i, count, "stream{stream}.mp4")) for i in range(count)]
+    out += [p for p in (args.save_masks, None if args.json == "-" else args.json, args.summary) if p]
+    return out
 
 
 @cli_main
@@ -208,17 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
                       threads=args.threads) as backend:
-        res, stream = run_model(args, backend)
-    summary = summarize(res, stream, describe_model(args.model, backend), args)
+        res, streams = run_model(args, backend)
+    summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:
         with atomic_path(args.summary) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))
-    written = [p for p in (args.output, args.save_masks, None if args.json == "-" else args.json, args.summary) if p]
-    print_summary(summary, written, sys.stderr if args.json == "-" else sys.stdout)
-    if stream.lost:
-        print(f"error: {stream.lost}", file=sys.stderr)
-        return 1
-    return 0
+    print_summary(summary, written_files(args, len(streams)), sys.stderr if args.json == "-" else sys.stdout)
+    lost = [s.lost for s in streams if s.lost]
+    for why in lost:
+        print(f"error: {why}", file=sys.stderr)
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ class FrameRecord:
         masks: (C,h0,w0) float32 masks at model resolution, when an output asked for them.
         timings_ms: per-stage latency of this frame.
         t: seconds since the run started.
+        source_size: (H, W) of the frame as the source delivered it.
+        stream: the number of the stream it came from.
     """
 
     index: int
@@ -47,14 +49,26 @@ class FrameRecord:
     timings_ms: dict[str, float]
     t: float
     masks: np.ndarray | None = None
+    source_size: tuple[int, int] = (0, 0)
+    stream: int = 0
 
 
 class Output:
-    """Base output. ``records`` outputs (JSON lines, mask files) are written after the
-    frame's timings are complete; the others (window, video) inside the render stage."""
+    """Base output.
+
+    Attributes:
+        wants_masks: the records it gets carry every class's mask at model resolution.
+        records: it writes per-frame records (JSON lines, mask files).
+        main_thread: written in the render stage, in the calling thread (an OpenCV
+            window); the others are written by the pipeline's outputs thread, in frame
+            order, once the frame's timings are complete.
+        stream: only this stream's frames (``None``: every stream's).
+    """
 
     wants_masks = False
     records = False
+    main_thread = False
+    stream: int | None = None
 
     def write(self, rec: FrameRecord) -> bool:
         """Deliver one frame; ``False`` asks the pipeline to stop (e.g. 'q' in the window)."""
@@ -75,9 +89,12 @@ class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing."""
 
-    def __init__(self, title: str = "wysiwyc") -> None:
+    main_thread = True
+
+    def __init__(self, title: str = "wysiwyc", stream: int | None = None) -> None:
         self.cv2 = require("cv2", "video", "the preview window")
         self.title = title
+        self.stream = stream
         self.enabled = True
 
     def write(self, rec: FrameRecord) -> bool:
@@ -105,8 +122,9 @@ class VideoOutput(Output):
     ``.avi``: MJPEG). The size is the first frame's; later frames of another size (image
     folders) are resized to it."""
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None) -> None:
         self.cv2 = require("cv2", "video", "--output")
+        self.stream = stream
         self.path = check_writable(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
@@ -147,12 +165,19 @@ class VideoOutput(Output):
 
 class MaskOutput(Output):
     """One ``.npz`` per frame in a folder: ``masks`` uint8 (C,h,w) (mask × 255, model
-    resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names."""
+    resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names and
+    ``source_size`` int32 (2,) = the frame's (H, W) as the source delivered it.
+
+    The masks stay at model resolution (64×64 for the demo model whatever the input size:
+    that is all the model computed, and it keeps the files small); :func:`load_masks`
+    upsamples them to ``source_size`` the way the overlay does (bilinear, centres aligned).
+    """
 
     wants_masks = True
     records = True
 
-    def __init__(self, folder: str | os.PathLike[str], class_names: list[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], class_names: list[str], stream: int | None = None) -> None:
+        self.stream = stream
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -167,13 +192,27 @@ class MaskOutput(Output):
         dest = self.folder / f"{stem}.npz"
         tmp = self.folder / f".{stem}.partial.npz"
         masks = np.clip(rec.masks * 255 + 0.5, 0, 255).astype(np.uint8)
-        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes)
+        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes,
+                            source_size=np.asarray(rec.source_size, np.int32))
         os.replace(tmp, dest)
         return True
 
 
+def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarray:
+    """The masks of a ``--save-masks`` file as (C,H,W) float32 in [0,1]: at the frame's
+    source size (``at_source``, bilinear like the overlay) or at model resolution."""
+    with np.load(path) as npz:
+        masks = npz["masks"].astype(np.float32) / 255.0
+        size = tuple(int(v) for v in npz["source_size"]) if "source_size" in npz else masks.shape[-2:]
+    if not at_source or tuple(size) == masks.shape[-2:]:
+        return masks
+    return np.stack([resize(m, size) for m in masks])
+
+
 class JsonLinesOutput(Output):
-    """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout)."""
+    """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout); each
+    line names its stream, frame number, the frame's source size (H, W) and, for image
+    folders, the file."""
 
     records = True
 
@@ -185,7 +224,8 @@ class JsonLinesOutput(Output):
         self.fh: TextIO = sys.stdout if self.stdout else open(self.tmp, "w")  # noqa: SIM115
 
     def write(self, rec: FrameRecord) -> bool:
-        line = {"frame": rec.index, "t": round(rec.t, 4),
+        line = {"stream": rec.stream, "frame": rec.index, "t": round(rec.t, 4),
+                "source_size": [int(v) for v in rec.source_size],
                 "probs": {n: round(float(p), 4) for n, p in zip(self.class_names, rec.probs)},
                 "shown": [self.class_names[c] for c in rec.shown],
                 "timings_ms": {k: round(v, 3) for k, v in rec.timings_ms.items()}}

@@ -1,42 +1,70 @@
-"""The runtime loop: capture → preprocess → infer → postprocess → render, timed per stage.
+"""The runtime loop: capture → preprocess → infer → postprocess → render → outputs, pipelined.
+
+Each stage runs in its own thread and hands its work to the next through a small
+bounded queue (``RunOptions.depth`` batches), so the model infers batch *n* while batch
+*n+1* is being prepared and batch *n−1* rendered; numpy, OpenCV and ONNX Runtime release
+the GIL, so the stages really overlap:
+
+* capture — one reader thread per source (:class:`~.sources.FrameStream`);
+* preprocess — a thread builds a batch across the streams (:class:`~.batching.Batcher`)
+  and resizes/scales it to the model input;
+* infer — a thread runs the model and turns logits into probabilities;
+* postprocess + render — the calling thread picks the classes, upsamples the shown masks,
+  draws the overlay and shows it (an OpenCV window must live in this thread);
+* outputs — a thread writes the files (video, masks, JSON lines) and feeds the web view,
+  in frame order, after each frame's timings are complete.
 
 Stages, as reported (milliseconds per frame):
 
 * ``capture`` — grabbing/decoding the frame in the source thread;
 * ``preprocess`` — resize + scale to the model input, for the frame's whole batch;
-* ``infer`` — the model (classifier + attribution head, one pass), for the whole batch;
-* ``postprocess`` — probabilities, class choice, upsampling the shown masks;
-* ``render`` — drawing the overlay and showing / encoding it (window, video file);
-  record outputs (``--json``, ``--save-masks``) are written after the timings close;
-* ``end_to_end`` — from the frame's decode to its delivery. For live sources this
-  includes the time the frame waited for the model (its age); for buffered sources
-  (files, ``--demo``) the time spent in the decode-ahead queue is excluded, because it
-  is buffering by design and not latency a viewer sees.
+* ``infer`` — the model (classifier + attribution head, one pass) and the probabilities,
+  for the whole batch;
+* ``postprocess`` — class choice, upsampling the shown masks;
+* ``render`` — drawing the overlay and showing it in the window;
+* ``end_to_end`` — from the frame's decode to the end of its render, queue waits between
+  stages included. For live sources this includes the time the frame waited for the
+  model (its age); for buffered sources (files, ``--demo``) the time spent in the
+  decode-ahead queue is excluded, because it is buffering by design and not latency a
+  viewer sees.
 
 Batched frames each carry their batch's preprocess and infer time (that is the latency
-they experienced); FPS is frames delivered over wall time.
+they experienced); FPS is frames delivered over wall time. Every statistic is kept per
+stream and for the whole run, in bounded memory (:mod:`.stats`).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .backends import Backend
+from .batching import Batcher
 from .imageops import view_size
 from .outputs import FrameRecord, Output
 from .overlay import Overlay, select_classes
-from .sources import FrameStream
+from .sources import POLL_S, Frame, FrameStream
+from .stats import StageTimings
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "end_to_end")
 
 
 @dataclass
 class RunOptions:
-    """Knobs of :class:`Pipeline` (the CLI flags of the same names)."""
+    """Knobs of :class:`Pipeline` (the CLI flags of the same names).
+
+    Attributes:
+        max_frames: stop after this many frames, all streams together (``None``: never).
+        fps_limit: at most this many frames per second, all streams together.
+        batch: frames per batch from buffered streams (live streams add one each at most).
+        batch_wait_s: once a live stream has a frame, wait at most this long for the
+            other live streams (seconds).
+        depth: batches each stage queue holds (more smooths jitter, adds latency).
+    """
 
     max_frames: int | None = None
     fps_limit: float | None = None
@@ -45,130 +73,333 @@ class RunOptions:
     top_k: int = 3
     pinned: list[int] | None = None
     min_view: int = 384
+    batch_wait_s: float = 0.01
+    depth: int = 1
+
+
+@dataclass
+class StreamResult:
+    """One stream's share of a run."""
+
+    frames: int = 0
+    timings: StageTimings = field(default_factory=lambda: StageTimings(STAGES))
 
 
 @dataclass
 class RunResult:
-    """What a run did: timings per stage (ms, one entry per frame) and counters."""
+    """What a run did: timings per stage (ms per frame, bounded: see :mod:`.stats`) and
+    counters, for the whole run and per stream (``streams``, by stream number)."""
 
     frames: int = 0
     seconds: float = 0.0
-    timings: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    timings: StageTimings = field(default_factory=lambda: StageTimings(STAGES))
     batches: int = 0
     interrupted: bool = False
     stopped_by_user: bool = False
+    streams: dict[int, StreamResult] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, vals in self.timings.items():
-            if vals:
-                a = np.asarray(vals)
-                out[stage] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-                              "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-        return out
+        """stage -> p50/p95/p99 (over the newest frames, see :mod:`.stats`) and mean (ms)."""
+        return self.timings.summary()
+
+    def record(self, stream: int, timings: dict[str, float]) -> None:
+        """Count one delivered frame of ``stream`` with its stage timings (ms)."""
+        self.frames += 1
+        self.timings.add(timings)
+        per = self.streams.get(stream)
+        if per is None:
+            per = self.streams[stream] = StreamResult()
+        per.frames += 1
+        per.timings.add(timings)
+
+
+@dataclass
+class _Batch:
+    """A batch on its way through the stages (times: ``perf_counter`` seconds)."""
+
+    frames: list[Frame]
+    x: Any = None
+    t_pre: float = 0.0  # preprocess started
+    t_ready: float = 0.0  # preprocess done (the wait for the model follows)
+    t_inf: float = 0.0  # infer started
+    t_post: float = 0.0  # infer (and probabilities) done
+    logits: Any = None
+    masks: Any = None
+    probs: Any = None
+    raw: Any = None
+    shared_s: float = 0.0  # batch-wide postprocess (raw masks), shared by its frames
+
+
+_END = object()  # the end of the work, passed down the stage queues
 
 
 class Pipeline:
-    """Runs a :class:`FrameStream` through a :class:`Backend` into :class:`Output` s.
+    """Runs one or more :class:`FrameStream` s through a :class:`Backend` into :class:`Output` s.
 
     Args:
-        stream: frames (live: newest-frame policy; buffered: batched, nothing dropped).
+        streams: one stream or several (numbered by their ``stream_id``; renumbered
+            0..N-1 when those are not distinct).
         backend: the model.
         overlay: the renderer.
-        outputs: where frames go (window, video, masks, JSON lines).
-        opts: frame limit, pacing, batch size, class selection.
+        outputs: where frames go (window, video, masks, JSON lines, web view); an output
+            whose ``stream`` is set gets only that stream's frames.
+        opts: frame limit, pacing, batching, class selection.
     """
 
-    def __init__(self, stream: FrameStream, backend: Backend, overlay: Overlay, outputs: list[Output],
-                 opts: RunOptions) -> None:
-        self.stream, self.backend, self.overlay = stream, backend, overlay
-        self.outputs, self.opts = outputs, opts
+    def __init__(self, streams: FrameStream | Sequence[FrameStream], backend: Backend, overlay: Overlay,
+                 outputs: list[Output], opts: RunOptions) -> None:
+        self.streams = [streams] if isinstance(streams, FrameStream) else list(streams)
+        if len({s.stream_id for s in self.streams}) < len(self.streams):
+            for i, s in enumerate(self.streams):
+                s.stream_id = i
+        self.stream = self.streams[0]
+        self.backend, self.overlay, self.outputs, self.opts = backend, overlay, outputs, opts
         self.want_masks = any(o.wants_masks for o in outputs)
+        # outputs may be any object with write/close (duck-typed): default the routing attributes
+        self.inline = [o for o in outputs if getattr(o, "main_thread", False)]
+        self.deferred = [o for o in outputs if not getattr(o, "main_thread", False)]
+        self._route = {id(o): getattr(o, "stream", None) for o in outputs}
+        self.batcher = Batcher(self.streams, opts.batch, opts.batch_wait_s)
+        self._live = {s.stream_id: s.live for s in self.streams}
+        self._stop = threading.Event()  # ends the capture-side stages (limit, 'q', Ctrl-C, failure)
+        self._failure: BaseException | None = None
+        self._t_start: float | None = None
+        self.result = RunResult()  # live view of the run (the web view reads it)
 
+    def stop(self) -> None:
+        """Ask a running :meth:`run` (in another thread) to finish as after ``--max-frames``."""
+        self._stop.set()
+
+    def live_stats(self) -> dict[str, Any]:
+        """The run so far, safe to call from another thread (the web view's ``/stats.json``):
+        frames, FPS, stage percentiles (ms), and per stream its counters and FPS."""
+        res = self.result
+        t0 = self._t_start
+        secs = time.perf_counter() - t0 if t0 is not None else 0.0
+        rnd = lambda d: {k: {q: round(v, 3) for q, v in qs.items()} for k, qs in d.items()}  # noqa: E731
+        streams = []
+        for s in self.streams:
+            per = res.streams.get(s.stream_id)
+            frames = per.frames if per is not None else 0
+            st = s.stats
+            streams.append({"stream": s.stream_id, "name": s.source.describe(), "live": s.live, "frames": frames,
+                            "fps": round(frames / secs, 2) if secs > 0 else 0.0, "grabbed": st.grabbed,
+                            "dropped": st.dropped, "corrupt": st.corrupt, "reconnects": st.reconnects,
+                            "lost": s.lost,
+                            "latency_ms": rnd(per.timings.summary()) if per is not None else {}})
+        return {"frames": res.frames, "seconds": round(secs, 3), "fps": round(res.frames / secs, 2) if secs > 0 else 0.0,
+                "batches": res.batches, "backend": self.backend.name, "latency_ms": rnd(res.percentiles()),
+                "streams": streams}
+
+    # -- stage plumbing ---------------------------------------------------------------
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        """Hand ``item`` on; gives up only when the run stops (then nobody needs it)."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        """The next item, or :data:`_END` when the run stops."""
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                pass
+        return _END
+
+    def _worker(self, name: str, body: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as exc:  # re-raised by run() in the calling thread
+                if self._failure is None:
+                    self._failure = exc
+                self._stop.set()
+
+        t = threading.Thread(target=run, name=f"wysiwyc-{name}", daemon=True)
+        t.start()
+        return t
+
+    # -- stages -------------------------------------------------------------------------
+    def _prepare(self, out: queue.Queue, t_start: float) -> None:
+        opts, be = self.opts, self.backend
+        sent = 0
+        while not self._stop.is_set():
+            left = None if opts.max_frames is None else opts.max_frames - sent
+            if left is not None and left <= 0:
+                break
+            if opts.fps_limit and sent:
+                delay = t_start + sent / opts.fps_limit - time.perf_counter()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+            frames = self.batcher.next_batch(limit=left, stop=self._stop)
+            if not frames:
+                break
+            b = _Batch(frames, t_pre=time.perf_counter())
+            b.x = be.preprocess([f.image for f in frames])
+            b.t_ready = time.perf_counter()
+            sent += len(frames)
+            if not self._put(out, b):
+                return
+        self._put(out, _END)
+
+    def _infer(self, inp: queue.Queue, out: queue.Queue) -> None:
+        be = self.backend
+        while True:
+            b = self._get(inp)
+            if b is _END:
+                self._put(out, _END)
+                return
+            b.t_inf = time.perf_counter()
+            b.logits, b.masks = be.infer(b.x)
+            b.probs = be.probabilities(b.logits)
+            b.x = None
+            b.t_post = time.perf_counter()
+            if self.want_masks:
+                b.raw = be.raw_masks(b.masks)
+                b.shared_s = (time.perf_counter() - b.t_post) / len(b.frames)
+            if not self._put(out, b):
+                return
+
+    def _write(self, inp: queue.Queue) -> None:
+        """Outputs thread: every record it is given, in order, until :data:`_END` (it does
+        not stop with the run, so a stopped or interrupted run still finishes its files)."""
+        while True:
+            try:
+                rec = inp.get(timeout=POLL_S)
+            except queue.Empty:
+                continue  # the run always sends _END, also when it fails or is interrupted
+            if rec is _END:
+                return
+            for o in self.deferred:
+                if self._route[id(o)] in (None, rec.stream):
+                    if not o.write(rec):
+                        self._stop.set()
+
+    # -- the run ------------------------------------------------------------------------
     def run(self, progress: Any = None) -> RunResult:
-        """Process until the source ends, ``max_frames``, an output asks to stop, or Ctrl-C.
+        """Process until every source ends, ``max_frames``, an output asks to stop, :meth:`stop`
+        or Ctrl-C. A pipeline runs once (its streams are closed at the end).
 
         ``progress``: optional object with ``update(n)`` (e.g. a tqdm bar).
         Outputs are closed cleanly on every exit except an unexpected exception.
         """
-        opts, res = self.opts, RunResult()
+        opts, res = self.opts, self.result
+        depth = max(1, int(opts.depth))
+        # live frames waiting for the model only grow stale: one prepared batch is enough
+        # to keep the model busy, and the next one is taken fresh when it frees up
+        q_inf: queue.Queue = queue.Queue(1 if any(s.live for s in self.streams) else depth)
+        q_post: queue.Queue = queue.Queue(depth)
+        # the outputs queue is bounded too: a slow disk or encoder slows the run instead
+        # of holding every rendered frame in memory
+        q_out: queue.Queue = queue.Queue(depth * max(1, opts.batch))
         t_start = time.perf_counter()
+        self._t_start = t_start
         ok = False
+        writer = threading.Thread(target=self._write_guarded, args=(q_out,), name="wysiwyc-outputs", daemon=True)
+        writer.start()
+        workers = [self._worker("preprocess", lambda: self._prepare(q_inf, t_start)),
+                   self._worker("infer", lambda: self._infer(q_inf, q_post))]
         ema_ms: float | None = None
         try:
-            while opts.max_frames is None or res.frames < opts.max_frames:
-                left = None if opts.max_frames is None else opts.max_frames - res.frames
-                want = 1 if self.stream.live else max(1, min(opts.batch, left or opts.batch))
-                frames = self.stream.next_batch(want)
-                if not frames:
+            while True:
+                b = self._get(q_post)
+                if b is _END:
                     break
-                keep_going = self._process(frames, res, t_start, ema_ms)
-                ema_ms = self._ema(ema_ms, res.timings["end_to_end"][-len(frames):])
+                keep_going, ema_ms = self._render(b, q_out, res, t_start, ema_ms)
                 if progress is not None:
-                    progress.update(len(frames))
+                    progress.update(len(b.frames))
                 if not keep_going:
                     res.stopped_by_user = True
                     break
-                if opts.fps_limit:
-                    delay = t_start + res.frames / opts.fps_limit - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
+            if self._failure is not None:
+                raise self._failure
             ok = True
         except KeyboardInterrupt:
             res.interrupted = True
             ok = True  # Ctrl-C is a normal way to end a live session: finish the files
         finally:
+            self._stop.set()
+            for t in workers:
+                t.join()  # each re-checks the stop flag at least every POLL_S
+            self.batcher.close()
+            while writer.is_alive():
+                try:
+                    q_out.put(_END, timeout=POLL_S)
+                    break
+                except queue.Full:
+                    pass
+            writer.join()
             res.seconds = time.perf_counter() - t_start
-            self.stream.close()
+            if self._failure is not None:
+                ok = False
             for out in self.outputs:
                 out.close(ok=ok)
+        if self._failure is not None and not ok:
+            raise self._failure
         return res
 
-    @staticmethod
-    def _ema(prev: float | None, vals: list[float]) -> float:
-        for v in vals:
-            prev = v if prev is None else 0.9 * prev + 0.1 * v
-        return prev if prev is not None else 0.0
+    def _write_guarded(self, q: queue.Queue) -> None:
+        try:
+            self._write(q)
+        except BaseException as exc:  # re-raised by run(); keep draining so nobody blocks
+            if self._failure is None:
+                self._failure = exc
+            self._stop.set()
+            while True:
+                try:
+                    if q.get(timeout=POLL_S) is _END:
+                        return
+                except queue.Empty:
+                    pass
 
-    def _process(self, frames: list[Any], res: RunResult, t_start: float, ema_ms: float | None) -> bool:
+    def _render(self, b: _Batch, q_out: queue.Queue, res: RunResult, t_start: float,
+                ema_ms: float | None) -> tuple[bool, float | None]:
         be, opts = self.backend, self.opts
-        t0 = time.perf_counter()
-        x = be.preprocess([f.image for f in frames])
-        t1 = time.perf_counter()
-        logits, masks = be.infer(x)
-        t2 = time.perf_counter()
-        probs = be.probabilities(logits)
-        raw = be.raw_masks(masks) if self.want_masks else None
-        t_shared = (time.perf_counter() - t2) / len(frames)
         res.batches += 1
         keep_going = True
-        for i, f in enumerate(frames):
+        pre_ms, inf_ms = (b.t_ready - b.t_pre) * 1e3, (b.t_post - b.t_inf) * 1e3
+        for i, f in enumerate(b.frames):
             ta = time.perf_counter()
-            shown = select_classes(probs[i], opts.threshold, opts.top_k, opts.pinned)
-            shown_masks = be.masks_for(masks, i, shown, view_size(f.image.shape, opts.min_view))
+            shown = select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned)
+            shown_masks = be.masks_for(b.masks, i, shown, view_size(f.image.shape, opts.min_view))
             tb = time.perf_counter()
             fps = res.frames / (tb - t_start) if res.frames else 0.0
             status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
-            img = self.overlay.render(f.image, probs[i], shown, shown_masks, status)
-            timings = {"capture": f.capture_ms, "preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                       "postprocess": (tb - ta + t_shared) * 1e3}
-            rec = FrameRecord(f.index, f.name, img, probs[i], shown, timings, tb - t_start,
-                              masks=None if raw is None else raw[i])
-            for out in self.outputs:
-                if not out.records:
+            img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status)
+            timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
+                       "postprocess": (tb - ta + b.shared_s) * 1e3}
+            rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
+                              masks=None if b.raw is None else b.raw[i], source_size=f.image.shape[:2],
+                              stream=f.stream)
+            for out in self.inline:
+                if self._route[id(out)] in (None, f.stream):
                     keep_going = out.write(rec) and keep_going
             tc = time.perf_counter()
             timings["render"] = (tc - tb) * 1e3
-            since = f.t_capture if self.stream.live else t0
+            since = f.t_capture if self._live.get(f.stream, False) else b.t_pre
             timings["end_to_end"] = (tc - since) * 1e3 + f.capture_ms
-            for out in self.outputs:  # records carry the complete timings, so they go last
-                if out.records:
-                    keep_going = out.write(rec) and keep_going
-            for k, v in timings.items():
-                res.timings[k].append(v)
-            res.frames += 1
-        return keep_going
+            ema_ms = timings["end_to_end"] if ema_ms is None else 0.9 * ema_ms + 0.1 * timings["end_to_end"]
+            res.record(f.stream, timings)
+            if self.deferred:
+                while not self._put_out(q_out, rec):
+                    pass
+        return keep_going, ema_ms
+
+    def _put_out(self, q: queue.Queue, rec: FrameRecord) -> bool:
+        """Records are never dropped: the outputs thread always drains until the end."""
+        if self._failure is not None:
+            return True  # the outputs failed; the run is ending
+        try:
+            q.put(rec, timeout=POLL_S)
+            return True
+        except queue.Full:
+            return False

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import glob
 import os
-import queue
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class Frame:
         t_capture: ``time.perf_counter()`` when the frame was decoded.
         capture_ms: time spent grabbing/decoding it (ms).
         name: file name for image folders, else ``""``.
+        stream: the number of the stream it came from (0 for a single source).
     """
 
     index: int
@@ -66,6 +68,7 @@ class Frame:
     t_capture: float
     capture_ms: float
     name: str = ""
+    stream: int = 0
 
 
 @dataclass
@@ -368,9 +371,93 @@ class DemoSource(Source):
         return np.roll(self._scene[1], phase // 2, axis=1)
 
 
+# -- source specs ------------------------------------------------------------------------
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+STREAMS_SUFFIX = ".streams"
+
+
+def _is_camera(spec: str) -> bool:
+    return spec.isdigit() or spec.startswith("/dev/video")
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def _is_images(spec: str) -> bool:
+    return (any(ch in spec for ch in "*?[") or Path(spec).is_dir()
+            or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _is_video(spec: str) -> bool:
+    return Path(spec).is_file() or Path(spec).suffix.lower() in VIDEO_SUFFIXES
+
+
+# How a ``--source`` value is read, first match wins: (kind, test). ``demo`` is a word.
+SOURCE_SPECS: list[tuple[str, Callable[[str], bool]]] = [
+    ("demo", lambda s: s == "demo"),
+    ("camera", _is_camera),
+    ("stream", _is_url),
+    ("images", _is_images),
+    ("video", _is_video),
+]
+
+
+def source_kind(spec: str) -> str:
+    """The source kind of a ``--source`` value: ``0`` or ``/dev/video2`` a camera, a URL
+    (``rtsp://``, ``http://`` ...) a network stream, a folder, glob or image file an image
+    source, another file a video, ``demo`` the synthetic stream."""
+    for kind, test in SOURCE_SPECS:
+        if test(spec):
+            return kind
+    raise SourceError(f"--source {spec}: no such file or folder, and not a camera index, URL or 'demo'")
+
+
+def read_streams_file(path: str | os.PathLike[str]) -> list[str]:
+    """The sources listed in a ``.streams`` file: one per line; blank lines and ``#``
+    comments are skipped; relative paths are relative to the file."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise SourceError(f"cannot read streams file {p}: {exc.strerror}") from exc
+    out = []
+    for line in lines:
+        spec = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
+        if not spec:
+            continue
+        if not (_is_url(spec) or _is_camera(spec) or spec == "demo" or Path(spec).is_absolute()):
+            spec = str(p.parent / spec)
+        if spec.endswith(STREAMS_SUFFIX):
+            raise SourceError(f"{p}: a streams file cannot list another streams file ({spec})")
+        out.append(spec)
+    if not out:
+        raise SourceError(f"streams file {p} lists no sources")
+    return out
+
+
+def expand_source_specs(specs: list[str]) -> list[str]:
+    """``--source`` values with every ``.streams`` file replaced by the sources it lists."""
+    out: list[str] = []
+    for spec in specs:
+        if spec.endswith(STREAMS_SUFFIX):
+            out += read_streams_file(spec)
+        else:
+            out.append(spec)
+    return out
+
+
 # -- reading policies ---------------------------------------------------------------------
+# Longest single wait on the stream's condition. Every wait re-checks the state afterwards,
+# so a missed notification costs at most this long; no wait in this module is unbounded.
+POLL_S = 0.25
+
+
 class FrameStream:
     """Runs a :class:`Source` in a background thread; see the module doc for the policies.
+
+    The end of the stream is a state (the reader finished and nothing is left), not a
+    marker in the queue, so it reaches the consumer whatever the queue holds.
 
     Args:
         source: an opened source.
@@ -378,22 +465,28 @@ class FrameStream:
         reconnect: live sources: reopen attempts in a row before giving up (0 = none).
         prefetch: buffered sources: frames decoded ahead.
         backoff: (first, max) reconnect delays in seconds.
+        cond: the condition the reader notifies on every frame and at the end; several
+            streams share one so a consumer can wait for whichever delivers first.
+        stream_id: the stream's number, copied into every :class:`Frame` it yields.
     """
 
     def __init__(self, source: Source, live: bool | None = None, reconnect: int = 5, prefetch: int = 32,
-                 backoff: tuple[float, float] = (0.5, 8.0)) -> None:
+                 backoff: tuple[float, float] = (0.5, 8.0), cond: threading.Condition | None = None,
+                 stream_id: int = 0) -> None:
         self.source = source
         self.live = source.live if live is None else live
         self.reconnect = max(0, int(reconnect))
         self.backoff = backoff
+        self.prefetch = max(1, int(prefetch))
+        self.stream_id = int(stream_id)
         self.stats = SourceStats()
         self.lost: str | None = None  # why a live stream ended, if it did
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._done = False
-        self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=max(1, prefetch))
+        self._done = False  # the reader has finished (end of source, loss, error or close)
+        self._cond = cond if cond is not None else threading.Condition()
+        self._latest: Frame | None = None  # live: the newest frame nobody took yet
+        self._buf: deque[Frame] = deque()  # buffered: decoded ahead, at most `prefetch`
         self._thread = threading.Thread(target=self._run, name=f"wysiwyc-{source.kind}", daemon=True)
         self._started = False
 
@@ -404,45 +497,60 @@ class FrameStream:
             self._thread.start()
         return self
 
-    def next_batch(self, max_batch: int = 1) -> list[Frame]:
-        """Block for the next frame(s); ``[]`` at the end of the stream.
+    def share_condition(self, cond: threading.Condition) -> None:
+        """Notify ``cond`` instead of the stream's own condition (before :meth:`start`)."""
+        if self._started and cond is not self._cond:
+            raise RuntimeError("share_condition() must come before start()")
+        self._cond = cond
+
+    @property
+    def finished(self) -> bool:
+        """The reader has finished and every frame it read was taken."""
+        with self._cond:
+            return self._finished()
+
+    def _finished(self) -> bool:
+        return self._done and self._latest is None and not self._buf
+
+    def _ready(self) -> bool:
+        return self._latest is not None or bool(self._buf)
+
+    def next_batch(self, max_batch: int = 1, timeout: float | None = None) -> list[Frame]:
+        """Block for the next frame(s); ``[]`` at the end of the stream (or after ``timeout``
+        seconds without a frame: tell the two apart with :attr:`finished`).
 
         Live: exactly the newest frame. Buffered: the next frame plus up to
         ``max_batch - 1`` more that are already decoded (never waits to fill a batch).
         """
         self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._ready() and not self._done:
+                left = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            out = self._take(max_batch)
+        if not out:
+            self._raise_thread_error()
+        return out
+
+    def _take(self, max_batch: int) -> list[Frame]:
+        """Frames ready now (the caller holds the condition)."""
         if self.live:
-            with self._cond:
-                while self._latest is None and not self._done:
-                    self._cond.wait(0.1)
-                frame, self._latest = self._latest, None
-            self._raise_thread_error()
+            frame, self._latest = self._latest, None
             return [frame] if frame is not None else []
-        first = self._queue.get()
-        if first is None:
-            self._raise_thread_error()
-            return []
-        out = [first]
-        while len(out) < max_batch:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                self._queue.put(None)  # keep the end marker for the next call
-                break
-            out.append(nxt)
+        out = [self._buf.popleft() for _ in range(min(max(1, max_batch), len(self._buf)))]
+        if out:
+            self._cond.notify_all()  # room for the reader
         return out
 
     def close(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()  # wake a reader waiting for room
         if self._started:
-            while self._thread.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    pass
-                self._thread.join(0.05)
+            self._thread.join()  # the reader re-checks the stop flag at least every POLL_S
         self.source.close()
 
     def _raise_thread_error(self) -> None:
@@ -460,8 +568,6 @@ class FrameStream:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
-            if not self.live:
-                self._put(None, force=True)
 
     def _produce(self) -> None:
         index = 0
@@ -480,28 +586,21 @@ class FrameStream:
                 if self.live and self._reconnect():
                     continue
                 return
-            frame = Frame(index, img, t1, (t1 - t0) * 1e3, self.source.name)
+            frame = Frame(index, img, t1, (t1 - t0) * 1e3, self.source.name, self.stream_id)
             index += 1
-            self.stats.grabbed += 1
-            if self.live:
-                with self._cond:
+            with self._cond:
+                self.stats.grabbed += 1
+                if self.live:
                     if self._latest is not None:
                         self.stats.dropped += 1  # replaced before anyone took it
                     self._latest = frame
-                    self._cond.notify_all()
-            else:
-                self._put(frame)
-
-    def _put(self, item: Frame | None, force: bool = False) -> None:
-        while True:
-            if self._stop.is_set() and not force:
-                return
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if force:
-                    return  # consumer gone and queue full: nobody needs the end marker
+                else:
+                    while len(self._buf) >= self.prefetch and not self._stop.is_set():
+                        self._cond.wait(POLL_S)  # full: wait for the consumer (or close)
+                    if self._stop.is_set():
+                        return
+                    self._buf.append(frame)
+                self._cond.notify_all()
 
     def _reconnect(self) -> bool:
         first, cap = self.backoff
