@@ -20,6 +20,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # attribution head — the Explainer (paper 1), the Explainer net trained with the RTIS loss,
 # or the mask predictor (paper 2)
 KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
+# training-free heads, added to a classifier at export (``to_onnx.py --head``): no checkpoint
+# has them, exported fused graphs do
+FREE_KINDS = ("reciprocam",)
 
 
 @dataclass
