@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
 
-METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
-           "scorecam", "sise", "rise", "extremal"]
-BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
-           "extremal"}
+METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
+           "gradcam++", "scorecam", "sise", "rise", "extremal"]
+BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
+           "gradcam++", "extremal"}
 SLOW_ROUNDS = {"rise": 1, "extremal": 1, "sise": 3, "scorecam": 3}
 CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 cores: --bench-full
 
