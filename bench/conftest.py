@@ -92,7 +92,9 @@ def build_bench_model(source: str | None, size: int | None, device: str,  # noqa
 @pytest.fixture(scope="session")
 def bench_config(request: pytest.FixtureRequest) -> dict:
     opt = request.config.getoption
-    return {"source": opt("--bench-classifier"), "size": opt("--bench-size"), "explainer": opt("--bench-explainer"),
+    source = opt("--bench-classifier")
+    ckpt = Path(source) if source and Path(source).is_file() else None if source else default_checkpoint()
+    return {"source": source, "checkpoint": ckpt, "size": opt("--bench-size"), "explainer": opt("--bench-explainer"),
             "reduced": opt("--bench-reduced"), "full": opt("--bench-full")}
 
 
