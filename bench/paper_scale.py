@@ -138,20 +138,76 @@ def onnx_runner(model, tmp: Path, head: str | None = None) -> Callable:  # noqa:
     return run
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One thing to time: a method, the Explainer head it uses (``-`` for none), a backend."""
+
+    method: str
+    head_arch: str = "-"
+    backend: str = "torch"
+
+    @property
+    def slow(self) -> bool:
+        return self.method in SLOW
+
+    @property
+    def label(self) -> str:
+        """``explainer[lraspp_mobilenet_v3]``, ``reciprocam[onnxruntime-fp32]``, ``gradcam``."""
+        parts = [p for p in (self.head_arch, self.backend) if p not in ("-", "torch")]
+        return self.method + "".join(f"[{p}]" for p in parts)
+
+
+def entries(methods: list[str], heads: list[str], onnx: bool) -> list[Entry]:
+    """The suite's entries in table order.
+
+    Raises:
+        UserError: an unknown method.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    out: list[Entry] = []
+    for m in methods:
+        if m == "explainer":
+            for h in heads:
+                out += [Entry(m, h)] + ([Entry(m, h, "onnxruntime-fp32")] if onnx else [])
+        else:
+            out += [Entry(m)] + ([Entry(m, "-", "onnxruntime-fp32")] if onnx and m == "reciprocam" else [])
+    return out
+
+
+def make_runner(entry: Entry, models: dict, classes, x, tmp: Path, reduced: bool):  # noqa: ANN001, ANN201
+    """(a no-argument callable that explains ``x`` for ``classes`` (1,K), its settings label).
+
+    ONNX entries are exported once per models dict (cached in it: all classes come from one
+    graph)."""
+    from wysiwyc.attribution import build_method
+
+    if entry.backend == "onnxruntime-fp32":
+        if entry.label not in models:
+            head = "reciprocam" if entry.method == "reciprocam" else None
+            model = models["classifier"] if head else models[entry.head_arch]
+            models[entry.label] = onnx_runner(model, tmp, head=head)
+        run = models[entry.label]
+        return (lambda: run(x)), "paper defaults"
+    if entry.method == "explainer":  # one fused pass gives every class's mask
+        return (lambda m=models[entry.head_arch]: _no_grad(m, x)), "paper defaults"
+    settings = REDUCED_SETTINGS.get(entry.method, {}) if reduced else {}
+    model = models["mask_predictor"] if entry.method == "mask_predictor" else models["classifier"]
+    method = build_method(entry.method, model, **settings)
+    label = "reduced " + ", ".join(f"{k}={v}" for k, v in settings.items()) if settings else "paper defaults"
+    return (lambda: method(x, classes)), label
+
+
 def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> list[Row]:
     """Every entry of the suite, in order; ``say`` gets one progress line per entry."""
     import torch
-
-    from wysiwyc.attribution import build_method
 
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    settings_for = REDUCED_SETTINGS if args.tiny else {}
+    todo = entries(methods, heads, not args.no_onnx)
     rows: list[Row] = []
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-paper-scale-"))
@@ -159,37 +215,14 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> lis
         models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods)
         with torch.no_grad():
             top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
-        everything = torch.arange(NUM_CLASSES).view(1, -1)
-
-        def add(method: str, head_arch: str, backend: str, classes: str, fn: Callable[[], object],
-                slow: bool = False, settings: str = "paper defaults") -> None:
-            rounds = 1 if slow else args.repeats
-            ms = median_ms(fn, rounds, warmup=not slow)
-            rows.append(Row(arch, method, head_arch, backend, classes, ms, args.size, rounds, settings))
-            say(f"{arch} {method} {head_arch} {backend} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
-
-        for name in methods:
-            if name == "explainer":
-                for h in heads:
-                    fused = models[h]
-                    for classes in ("top-1", "all"):  # one pass gives every class's mask
-                        add("explainer", h, "torch", classes, lambda m=fused: _no_grad(m, x))
-                    if not args.no_onnx:
-                        run = onnx_runner(fused, tmp)
-                        for classes in ("top-1", "all"):
-                            add("explainer", h, "onnxruntime-fp32", classes, lambda r=run: r(x))
-                continue
-            model = models["mask_predictor"] if name == "mask_predictor" else models["classifier"]
-            slow = name in SLOW
-            settings = settings_for.get(name, {})
-            method = build_method(name, model, **settings)
-            label = "reduced " + ", ".join(f"{k}={v}" for k, v in settings.items()) if settings else "paper defaults"
-            for classes, cls in (("top-1", top1), ("all", everything)):
-                add(name, "-", "torch", classes, lambda m=method, c=cls: m(x, c), slow=slow, settings=label)
-            if name == "reciprocam" and not args.no_onnx:
-                run = onnx_runner(models["classifier"], tmp, head="reciprocam")
-                for classes in ("top-1", "all"):
-                    add(name, "-", "onnxruntime-fp32", classes, lambda r=run: r(x))
+        for entry in todo:
+            for classes, cls in (("top-1", top1), ("all", torch.arange(NUM_CLASSES).view(1, -1))):
+                fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
+                rounds = 1 if entry.slow else args.repeats
+                ms = median_ms(fn, rounds, warmup=not entry.slow)
+                rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
+                                settings))
+                say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
     return rows
 
 

@@ -9,11 +9,12 @@ and bilinearly resized to the image.
 
 Copy p (position (i,j)) holds the feature vector F[:, i, j] spread over the 3×3
 neighbourhood of (i,j) with the Gaussian weights [[1,2,1],[2,4,2],[1,2,1]]/16, zero
-elsewhere (cut at the border). The paper describes a one-position mask; the authors' code
-uses this Gaussian mosaic of the *centre* vector (``kernel="gaussian"``, the default);
-``kernel="point"`` is the one-position mask OpenVINO XAI's CNN branch uses. The authors'
-code scores with a softmax over the classes (``score="softmax"``, the default);
-``"sigmoid"`` (these classifiers are multi-label) and ``"logit"`` are the alternatives.
+elsewhere (cut at the border). The authors' code has both this Gaussian mosaic of the
+*centre* vector and a one-position mask, and its reference ``ReciproCam.__call__`` uses the
+Gaussian one (``kernel="gaussian"``, the default); ``kernel="point"`` is the one-position
+mask, the one OpenVINO XAI's CNN branch inserts. The authors' code scores with a softmax
+over the classes (``score="softmax"``, the default); ``"sigmoid"`` (these classifiers are
+multi-label) and ``"logit"`` are the alternatives.
 
 Cost: 1 classifier pass + B·h·w passes of the head (pooling + linear layers) per batch;
 all classes at once.
@@ -37,7 +38,11 @@ from .base import Attribution, gather_classes, register_method
 # the 3×3 binomial (Gaussian) kernel of the authors' code, centre 1/4
 GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 
-KERNELS = ("gaussian", "point")
+# kernel name -> one-hot maps (P,1,h,w) -> that kernel placed around each 1, cut at the border
+KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gaussian": lambda eye: F.conv2d(eye, GAUSSIAN_3X3.to(eye).view(1, 1, 3, 3), padding=1),
+    "point": lambda eye: eye,
+}
 SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda logits: torch.softmax(logits, dim=-1),
     "sigmoid": torch.sigmoid,
@@ -50,11 +55,7 @@ def mosaic_weights(h: int, w: int, kernel: str = "gaussian", device: torch.devic
     ``kernel`` centred at (i,j) (``point``: 1 at (i,j) only), zero elsewhere."""
     if kernel not in KERNELS:
         raise UserError(f"unknown ReciproCAM kernel {kernel!r}; choose from {', '.join(KERNELS)}")
-    eye = torch.eye(h * w, device=device).view(h * w, 1, h, w)
-    if kernel == "point":
-        return eye[:, 0]
-    # a one-hot map convolved with the kernel places the kernel around its 1, cut at the border
-    return F.conv2d(eye, GAUSSIAN_3X3.to(eye).view(1, 1, 3, 3), padding=1)[:, 0]
+    return KERNELS[kernel](torch.eye(h * w, device=device).view(h * w, 1, h, w))[:, 0]
 
 
 class ReciproCAMHead(nn.Module):
