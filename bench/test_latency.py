@@ -12,8 +12,9 @@ parentheses are the ratios to the fastest entry of that group. Groups:
   per-image cost (``extra_info.per_image_ms`` in ``--benchmark-json``).
 
 The Explainer runs through torch and through ONNX Runtime (fp32 and static QDQ int8, exported
-and opened by :mod:`_onnx` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow methods (RISE, EP, SISE, Score-CAM) run a fixed small number of
-rounds (pedantic mode) because one call takes seconds to minutes.
+and opened by :mod:`_onnx` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow
+methods (RISE, EP, SISE, Score-CAM) run a fixed small number of rounds (pedantic mode)
+because one call takes seconds to minutes.
 """
 
 from __future__ import annotations

@@ -112,3 +112,11 @@ def test_unknown_settings_are_user_errors(fused):
     for kw in ({"kernel": "box"}, {"score": "tanh"}, {"layer": "block9"}):
         with pytest.raises(UserError):
             build_method("reciprocam", fused, **kw)
+
+
+def test_training_free_heads_and_kinds_agree():
+    from wysiwyc.formats import GRAPHS
+    from wysiwyc.models.fused import FREE_HEADS
+    from wysiwyc.spec import FREE_KINDS
+
+    assert set(FREE_HEADS) == set(FREE_KINDS) and set(FREE_KINDS) <= set(GRAPHS["fused"].kinds)

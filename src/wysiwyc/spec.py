@@ -34,7 +34,8 @@ class ModelSpec:
         image_size: (H, W) in pixels the model was trained at.
         mean, std: per-channel RGB normalisation applied to images in [0, 1].
         classifier_arch: name in the classifier registry.
-        kind: one of :data:`KINDS`: ``classifier``, ``explainer``, ``mask_predictor`` or ``rtis``.
+        kind: one of :data:`KINDS`: ``classifier``, ``explainer``, ``mask_predictor`` or ``rtis``
+            (or, in an export only, one of :data:`FREE_KINDS`: ``reciprocam``).
         head_arch: the head's architecture within its kind (the Explainer registry name for
             ``explainer`` / ``rtis``, ``mask_predictor`` for the mask predictor), if any.
         mask_kind: how masks are made (``sigmoid`` for the Explainer, the distribution
