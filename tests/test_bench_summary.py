@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+from _helpers import load_script
 
-from _helpers import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _summary import Entry, entry_from_benchmark, summary_lines  # noqa: E402
+_summary = load_script("bench/_summary.py")  # not via sys.path: bench/ has its own conftest
+Entry, entry_from_benchmark, summary_lines = _summary.Entry, _summary.entry_from_benchmark, _summary.summary_lines
 
 
 def test_summary_ratios_and_fps():

@@ -100,6 +100,8 @@ def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
 @pytest.mark.parametrize("args, msg", [
     (["--opset", "5"], "unsupported opset"),
     (["--precision", "fp8"], "unsupported precision"),
+    (["--head", "gradcam"], "unknown training-free head 'gradcam'"),
+    (["--head", "reciprocam", "--graph", "explainer"], "--head reciprocam makes a fused graph"),
 ])
 def test_user_errors(tiny_explainer, tmp_path, capsys, args, msg):
     out = tmp_path / "bad.onnx"

@@ -130,6 +130,10 @@ def check_options(opts: ExportOptions) -> None:
 
     if opts.head is not None:
         FREE_HEADS.lookup(opts.head)
+        graph = GRAPHS.get(opts.graph)  # an unknown graph is reported below
+        if graph is not None and opts.head not in graph.kinds:
+            raise UserError(f"--head {opts.head} makes a fused graph (its masks need the classifier): "
+                            "drop --graph or use --graph fused")
     fmt = FORMATS["onnx"]
     if opts.precision not in fmt.precisions:
         raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(fmt.precisions)}")
