@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = None
     if args.precision == "int8":
         data = args.calib or spec.dataset
+        say(f"loading {args.calib_samples} int8 calibration images of {data} ...")
         # calibrate on the train split, check parity on the test split
         cds = build_dataset(data, "train", size, **dataset_kwargs(data, args.calib_samples))
         calib = torch.stack([cds[i][0] for i in range(min(args.calib_samples, len(cds)))]).numpy()
