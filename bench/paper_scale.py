@@ -236,7 +236,7 @@ def _no_grad(model, x):  # noqa: ANN001, ANN202
 def markdown(rows: list[Row], command: str) -> str:
     """Per classifier: one table, every entry with its ratio to each Explainer (torch, same
     classes)."""
-    lines = [f"# Latency at paper scale (CPU, batch 1, ms per image)", "",
+    lines = ["# Latency at paper scale (CPU, batch 1, ms per image)", "",
              f"Command: `{command}`. Untrained weights (latency does not depend on them), "
              f"{NUM_CLASSES} classes; × HEAD = this entry's time / that Explainer's (torch, same classes).", ""]
     for arch in dict.fromkeys(r.classifier for r in rows):
