@@ -1,8 +1,16 @@
-"""Which attribution methods a bench script runs for a checkpoint (shared by quality and gallery)."""
+"""Which attribution methods the bench runs: the report's list and order, the slow ones, and
+the default of a script that explains one checkpoint (quality, gallery)."""
 
 from __future__ import annotations
 
 from wysiwyc.errors import UserError
+
+# every method the report (bench/report.py) scores, in table order: the checkpoint heads,
+# then the baselines; methods missing from the registry or without their head are skipped
+BENCH_METHODS = ("explainer", "mask_predictor", "mask_predictor_refined", "rtis", "reciprocam", "gradcam",
+                 "gradcam++", "scorecam", "sise", "rise", "extremal")
+# seconds to minutes per image on a CPU: --slow-limit images, true classes only
+SLOW = ("scorecam", "sise", "rise", "extremal")
 
 
 def default_methods(kind: str) -> list[str]:

@@ -14,6 +14,12 @@ Options:
                       batch-16 EP); on CUDA they always run.
   --bench-devices     comma-separated subset of ``cpu,cuda`` (default: CPU always, CUDA too
                       when available).
+  --paper-scale       also run ``bench/test_paper_scale.py`` (ResNet-50 / VGG16 at 224 px,
+                      tens of minutes to hours on a CPU); skipped by default.
+
+Reading a run: each case's name is printed before it runs (as ``-v`` does; ``-q`` turns
+that off), and the run ends with a short summary (:mod:`_summary`): per group, each
+method's ms per image and its ratio to the Explainer, the runtime cases in FPS.
 """
 
 from __future__ import annotations
@@ -44,6 +50,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-reduced", action="store_true", help="reduced settings for RISE/EP/SISE (labelled)")
     g.addoption("--bench-full", action="store_true", help="run multi-minute CPU cases too")
     g.addoption("--bench-devices", default=None, help="comma-separated subset of cpu,cuda (default: all present)")
+    g.addoption("--paper-scale", action="store_true",
+                help="run the paper-scale suite too (ResNet-50/VGG16 at 224 px; hours on a CPU)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # progress: a case can take minutes, so name each one before it runs (pytest's -v)
+    if config.option.verbose == 0:
+        config.option.verbose = 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--paper-scale"):
+        return
+    skip = pytest.mark.skip(reason="paper-scale suite: pass --paper-scale")
+    for item in items:
+        if item.get_closest_marker("paper_scale"):
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    """The short summary after pytest-benchmark's tables (printed with or without -s)."""
+    from _summary import entry_from_benchmark, summary_lines
+
+    session = getattr(config, "_benchmarksession", None)
+    entries = [e for b in getattr(session, "benchmarks", []) if (e := entry_from_benchmark(b)) is not None]
+    if not entries:
+        return
+    terminalreporter.section("wysiwyc bench summary", sep="=")
+    for line in summary_lines(entries):
+        terminalreporter.write_line(line)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -92,7 +129,9 @@ def build_bench_model(source: str | None, size: int | None, device: str,  # noqa
 @pytest.fixture(scope="session")
 def bench_config(request: pytest.FixtureRequest) -> dict:
     opt = request.config.getoption
-    return {"source": opt("--bench-classifier"), "size": opt("--bench-size"), "explainer": opt("--bench-explainer"),
+    source = opt("--bench-classifier")
+    ckpt = Path(source) if source and Path(source).is_file() else None if source else default_checkpoint()
+    return {"source": source, "checkpoint": ckpt, "size": opt("--bench-size"), "explainer": opt("--bench-explainer"),
             "reduced": opt("--bench-reduced"), "full": opt("--bench-full")}
 
 

@@ -2,7 +2,7 @@
 """The README's precision table from one ``bench/test_onnx_precision.py`` run.
 
     pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json out/onnx_precision.json
-    python bench/onnx_precision_table.py out/onnx_precision.json
+    python bench/onnx_precision_table.py out/onnx_precision.json [-o bench/results/onnx_precision_cpu.md]
 
 Prints a Markdown table: precision, file size, median ms at batch 1, ms per image at batch
 16 (median of the batch-16 call / 16), and the parity numbers against torch, plus a line
@@ -19,6 +19,7 @@ from pathlib import Path
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
+from wysiwyc.fileio import atomic_path
 
 ORDER = ("fp32", "fp16", "int8")
 
@@ -26,6 +27,7 @@ ORDER = ("fp32", "fp16", "int8")
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Markdown table of ONNX precision latency + parity.", add_help=add_help)
     p.add_argument("json", help="--benchmark-json output of bench/test_onnx_precision.py")
+    p.add_argument("-o", "--output", default=None, help="write the Markdown here (default: print)")
     return p
 
 
@@ -73,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         payload = json.loads(path.read_text())
     except ValueError as exc:
         raise UserError(f"{path} is not JSON ({exc})") from exc
-    print(table(payload))
+    text = table(payload)
+    if args.output:
+        with atomic_path(Path(args.output)) as tmp:
+            Path(tmp).write_text("# ONNX Runtime CPU latency and parity per export precision\n\n"
+                                 f"Command: `pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json X`, "
+                                 f"then `python bench/onnx_precision_table.py X -o {args.output}`.\n\n{text}\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
     return 0
 
 

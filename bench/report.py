@@ -41,13 +41,13 @@ import time
 from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
+from _methods import BENCH_METHODS, SLOW
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.scripting import add_device_arg
 
 ROOT = Path(__file__).resolve().parent.parent
-SLOW = ("scorecam", "sise", "rise", "extremal")
-ORDER = ("explainer", "mask_predictor", "mask_predictor_refined", "rtis", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
+ORDER = BENCH_METHODS
 COLUMNS = ("method", "images", "ms_top1", "ms_all", "acc", "iou", "sal", "mae", "class_iou", "class_iou_min",
            "own", "leak", "ebpg", "miou20", "bbox", "drop", "increase", "m_f", "m_i", "pointing", "deletion",
            "insertion", "sanity_rho", "matrix_diag_min", "matrix_off_max", "matrix_off_mean")

@@ -11,9 +11,10 @@ parentheses are the ratios to the fastest entry of that group. Groups:
   passes across a batch (Explainer, Grad-CAM, Grad-CAM++, EP); divide by 16 for the
   per-image cost (``extra_info.per_image_ms`` in ``--benchmark-json``).
 
-The Explainer runs through torch and through ONNX Runtime (fp32 and dynamically quantised
-int8) on the CPU. Slow methods (RISE, EP, SISE, Score-CAM) run a fixed small number of
-rounds (pedantic mode) because one call takes seconds to minutes.
+The Explainer runs through torch and through ONNX Runtime (fp32 and static QDQ int8, exported
+and opened by :mod:`_onnx` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow
+methods (RISE, EP, SISE, Score-CAM) run a fixed small number of rounds (pedantic mode)
+because one call takes seconds to minutes.
 """
 
 from __future__ import annotations
@@ -30,36 +31,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
 
-METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
-           "scorecam", "sise", "rise", "extremal"]
-BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "gradcam", "gradcam++",
-           "extremal"}
+METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
+           "gradcam++", "scorecam", "sise", "rise", "extremal"]
+BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
+           "gradcam++", "extremal"}
 SLOW_ROUNDS = {"rise": 1, "extremal": 1, "sise": 3, "scorecam": 3}
 CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 cores: --bench-full
 
 
-def _ort_session(model, side: int, precision: str, tmp: Path):  # noqa: ANN001, ANN202
-    """An ONNX Runtime CPU session of the product's own export (``export_checkpoint``: the
-    fused graph, dynamic batch, static QDQ int8 calibrated on 16 seeded random images) for
-    images (B,3,side,side) -> (logits, masks)."""
-    import numpy as np
+def _ort_session(model, side: int, precision: str, tmp: Path, source: Path | None = None):  # noqa: ANN001, ANN202
+    """The open ONNX backend (``.session``) of the product's own export of the bench model
+    (:mod:`_onnx`, shared with ``test_onnx_precision.py``: same file, same session). A
+    checkpoint source is exported as is; an architecture-name model is saved first."""
+    from _onnx import export_onnx, open_session
 
     from wysiwyc.checkpoint import save_checkpoint
-    from wysiwyc.errors import require
-    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
-    ort = require("onnxruntime", "cpu", "ONNX Runtime latency")
-    ckpt, path = tmp / "bench.pt", tmp / f"bench.{precision}.onnx"
-    save_checkpoint(ckpt, model.spec.kind, model.spec, model.classifier.state_dict(), model.head.state_dict())
-    calib = np.random.default_rng(0).random((16, 3, side, side), dtype=np.float32) if precision == "int8" else None
-    export_checkpoint(ckpt, path, ExportOptions(precision=precision, image_size=(side, side)), calib)
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if source is not None and model.spec.kind != "classifier":
+        ckpt = Path(source)
+    else:
+        ckpt = tmp / "bench.pt"
+        save_checkpoint(ckpt, model.spec.kind, model.spec, model.classifier.state_dict(), model.head.state_dict())
+    return open_session(export_onnx(ckpt, tmp / f"bench.{precision}.onnx", precision, (side, side)))
 
 
 _SESSIONS: dict = {}
 
 
-def _runner(name: str, device: str, bench_model, reduced: bool):  # noqa: ANN001, ANN202
+def _runner(name: str, device: str, bench_model, reduced: bool, source: Path | None = None):  # noqa: ANN001, ANN202
     """A callable (images, classes) -> masks for a bench entry."""
     from wysiwyc.attribution import build_method
 
@@ -70,8 +69,8 @@ def _runner(name: str, device: str, bench_model, reduced: bool):  # noqa: ANN001
         precision = name.split("-")[-1].rstrip("]")
         if precision not in _SESSIONS:
             tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-bench-"))
-            _SESSIONS[precision] = _ort_session(model, side, precision, tmp)
-        sess = _SESSIONS[precision]
+            _SESSIONS[precision] = _ort_session(model, side, precision, tmp, source)
+        sess = _SESSIONS[precision].session
 
         def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
             _, masks = sess.run(None, {"images": images.numpy()})
@@ -96,7 +95,7 @@ def test_latency(benchmark, bench_config, bench_model, method, batch, scope, dev
         pytest.skip("minutes on a CPU; pass --bench-full")
     reduced = bench_config["reduced"] and method in REDUCED_SETTINGS
     model, side = bench_model(device)
-    run = _runner(method, device, bench_model, bench_config["reduced"])
+    run = _runner(method, device, bench_model, bench_config["reduced"], bench_config["checkpoint"])
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, side, side, generator=gen).to(device)
     c = model.spec.num_classes

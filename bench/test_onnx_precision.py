@@ -8,11 +8,12 @@ Run (the README table comes from the JSON)::
 The bench checkpoint (default: the bundled shapes Explainer; ``--bench-classifier X.pt`` for
 another) is exported by the product's own path
 (:func:`wysiwyc.export.onnx_export.export_checkpoint`; int8 = static QDQ calibrated on 128
-training images, as ``export/to_onnx.py --precision int8`` does) into a temporary folder,
+training images, as ``export/to_onnx.py --precision int8`` does; :mod:`_onnx`, shared with
+``test_latency.py``) into a temporary folder,
 and checked against torch with :func:`~wysiwyc.export.onnx_export.parity_report` on 32
 test images of its dataset (the numbers ``OUT.report.json`` holds). Each file then runs in
-one ONNX Runtime CPU session (``ORT_ENABLE_ALL``, default threads — how the runtime loads
-it) at batch 1 and batch 16 on the same random images. All six cases are one group, so the
+one ONNX Runtime CPU session (the runtime's own ``OnnxBackend``: ``ORT_ENABLE_ALL``, default
+threads) at batch 1 and batch 16 on the same random images. All six cases are one group, so the
 table shows precision and batch side by side; ``extra_info`` holds file size, ms per image
 and the parity numbers.
 
@@ -37,6 +38,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_IMAGES = 32
@@ -51,26 +53,26 @@ def _checkpoint(bench_config: dict) -> Path:
 
 
 def _export(ckpt: Path, precision: str) -> tuple[Path, dict[str, Any]]:
-    """(path, parity report) of ``ckpt`` exported at ``precision``; cached per session."""
+    """(path, parity report) of ``ckpt`` exported at ``precision`` by :mod:`_onnx` (shared
+    with ``test_latency.py``); cached per session."""
     if precision not in _EXPORTS:
         import torch
+        from _onnx import export_onnx
 
         from wysiwyc.checkpoint import load_checkpoint
         from wysiwyc.data import build_dataset, dataset_kwargs
-        from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint, parity_report
+        from wysiwyc.export.onnx_export import parity_report
 
         spec = load_checkpoint(ckpt)["spec_obj"]
         size = tuple(spec.image_size)
-        out = Path(tempfile.mkdtemp(prefix="wysiwyc-prec-")) / f"model_{precision}.onnx"
-        calib = None
-        if precision == "int8":  # the train split calibrates, the test split checks (as to_onnx.py)
-            cds = build_dataset(spec.dataset, "train", size, **dataset_kwargs(spec.dataset, 128))
-            calib = torch.stack([cds[i][0] for i in range(min(128, len(cds)))]).numpy()
-        export_checkpoint(ckpt, out, ExportOptions(precision=precision), calib_images=calib)
+        out = export_onnx(ckpt, Path(tempfile.mkdtemp(prefix="wysiwyc-prec-")) / f"model_{precision}.onnx", precision)
         ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, PARITY_IMAGES))
         images = torch.stack([ds[i][0] for i in range(min(PARITY_IMAGES, len(ds)))])
         _EXPORTS[precision] = (out, parity_report(ckpt, out, images))
     return _EXPORTS[precision]
+
+
+_BACKENDS: dict[str, Any] = {}
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -78,10 +80,12 @@ def _export(ckpt: Path, precision: str) -> tuple[Path, dict[str, Any]]:
 def test_onnxruntime_precision(benchmark, bench_config, precision, batch):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
+    from _onnx import open_session
+
     path, parity = _export(_checkpoint(bench_config), precision)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    if precision not in _BACKENDS:
+        _BACKENDS[precision] = open_session(path)
+    sess = _BACKENDS[precision].session
     h, w = sess.get_inputs()[0].shape[2:]
     x = np.random.default_rng(0).random((batch, 3, h, w), dtype=np.float32)
     benchmark.group = "onnxruntime cpu | exported demo model | precision x batch"

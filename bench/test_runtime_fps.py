@@ -4,7 +4,9 @@ Run: ``pytest bench/test_runtime_fps.py --benchmark-only``. Each case runs the r
 runtime pipeline (source thread → preprocess → infer → postprocess → overlay render at
 384 px) on the synthetic ``--demo`` stream for ``FRAMES`` frames, without a window or
 files, and reports FPS (frames / wall time) and the p50 / p95 end-to-end latency in
-``extra_info`` (``--benchmark-json``) and in one printed table at the end.
+``extra_info`` (``--benchmark-json``) and in the run's end summary (``bench/conftest.py``),
+which pytest prints with or without ``-s``. pytest-benchmark's own table for this group
+shows the seconds of one whole run of ``FRAMES`` frames; the FPS are in the summary.
 
 Cases (group ``runtime | cpu``):
 
@@ -22,8 +24,6 @@ On a machine with CUDA the torch backend also runs on the GPU in fp16.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 FRAMES = 300
-_RESULTS: list[dict] = []
 
 
 def _run(model: Path, size: int, batch: int, frames: int = FRAMES, **backend_opts) -> dict:
@@ -115,7 +114,6 @@ def _bench(benchmark, name: str, fn) -> None:  # noqa: ANN001
     benchmark.name = name
     out = benchmark.pedantic(fn, rounds=1, iterations=1)
     benchmark.extra_info.update(out)
-    _RESULTS.append({"case": name, **out})
 
 
 @pytest.mark.parametrize("batch", [8, 1])
@@ -164,12 +162,3 @@ def test_demo_model_torch_cuda(benchmark):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     _bench(benchmark, "demo explainer 64px torch cuda fp16 batch≤8", lambda: _run(DEMO_PT, 64, 8, device="cuda"))
-
-
-def teardown_module() -> None:
-    if not _RESULTS:
-        return
-    print(f"\nruntime FPS on {platform.machine()} with {os.cpu_count()} CPU threads ({platform.processor() or 'cpu'})")
-    print(f"{'case':<72}{'FPS':>8}{'e2e p50':>10}{'e2e p95':>10}{'infer p50':>11}")
-    for r in _RESULTS:
-        print(f"{r['case']:<72}{r['fps']:>8.1f}{r['e2e_p50_ms']:>10.1f}{r['e2e_p95_ms']:>10.1f}{r['infer_p50_ms']:>11.1f}")

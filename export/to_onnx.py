@@ -2,6 +2,12 @@
 """Export a wysiwyc checkpoint to a parity-checked ONNX file.
 
     python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o shapes_explainer.onnx
+    python export/to_onnx.py src/wysiwyc/assets/shapes_classifier.pt --head reciprocam   # ReciproCAM head
+
+Without ``-o`` the file goes to the current directory as ``CHECKPOINT-STEM[_HEAD].onnx``;
+an existing file is only replaced with ``--force``, and a file inside the installed
+``wysiwyc`` package (its bundled assets) only with an explicit ``-o`` and ``--force`` —
+its report then goes to the current directory, never into the package.
 
 After export: onnx.checker, then ONNX Runtime (CPU) against torch on real images of the
 checkpoint's data; ``OUT.report.json`` holds the numbers. Past a tolerance the .onnx is
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
@@ -33,7 +40,11 @@ def _default_tolerances(key: str, precisions: tuple[str, ...]) -> str:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export a checkpoint to ONNX with a parity check.", add_help=add_help)
     p.add_argument("checkpoint", help="explainer, mask-predictor or classifier checkpoint (.pt)")
-    p.add_argument("-o", "--output", default=None, help="output .onnx (default: CHECKPOINT with .onnx)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output .onnx (default: ./CHECKPOINT-STEM.onnx, ./STEM_HEAD.onnx with --head)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--head", default=None,
+                   help="training-free attribution head in place of the checkpoint's: reciprocam")
     # no argparse choices: an unknown precision is reported by export_checkpoint, like every other misuse
     p.add_argument("--precision", default="fp32", help=" | ".join(ONNX.precisions))
     p.add_argument("--calib", default=None, help="int8 calibration data: shapes | voc:ROOT | coco:ROOT | folder:DIR")
@@ -53,22 +64,59 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def say(msg: str) -> None:
+    """Progress on stderr (the export and the parity check take seconds to minutes)."""
+    print(f"to_onnx: {msg}", file=sys.stderr, flush=True)
+
+
+def package_dir() -> Path:
+    """The folder of the imported ``wysiwyc`` package (site-packages in a regular install)."""
+    import wysiwyc
+
+    return Path(wysiwyc.__file__).resolve().parent
+
+
+def output_paths(ckpt: Path, output: str | None, head: str | None, force: bool) -> tuple[Path, Path]:
+    """(the .onnx to write, its report .json).
+
+    Default: ``./STEM.onnx`` (``./STEM_HEAD.onnx`` with a head) in the current directory.
+    The report sits next to the .onnx, except for a file inside the package, whose report
+    goes to the current directory.
+
+    Raises:
+        UserError: the file exists and ``force`` is off; or it lies inside the package and
+            was not named with ``-o`` and ``--force``.
+    """
+    out = Path(output) if output else Path.cwd() / f"{ckpt.stem}{'_' + head if head else ''}.onnx"
+    inside = out.resolve().is_relative_to(package_dir())
+    if inside and not (output and force):
+        raise UserError(f"{out} is inside the installed wysiwyc package; write elsewhere with -o "
+                        "(refreshing a bundled asset takes an explicit -o and --force)")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it or -o another path")
+    report = Path.cwd() / f"{out.name}.report.json" if inside else Path(f"{out}.report.json")
+    return out, report
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import torch
 
     from wysiwyc.data import build_dataset, dataset_kwargs
-    from wysiwyc.export.onnx_export import ExportOptions, check_tolerances, export_checkpoint, parity_report, write_json
+    from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_checkpoint,
+                                            parity_report, write_json)
 
     ckpt = Path(args.checkpoint)
-    out = Path(args.output) if args.output else ckpt.with_suffix(".onnx")
+    out, report_path = output_paths(ckpt, args.output, args.head, args.force)
     dynamic = args.batch == "dynamic"
     if not dynamic and not args.batch.isdigit():
         raise UserError(f"--batch must be a number or 'dynamic', got {args.batch!r}")
     opts = ExportOptions(precision=args.precision, opset=args.opset, dynamic_batch=dynamic,
                          batch=2 if dynamic else int(args.batch),
-                         image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph)
+                         image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph,
+                         head=args.head)
+    check_options(opts)  # a misuse is one line, before any progress line
     from wysiwyc.checkpoint import load_checkpoint
 
     spec = load_checkpoint(ckpt)["spec_obj"]
@@ -76,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     calib = None
     if args.precision == "int8":
         data = args.calib or spec.dataset
+        say(f"loading {args.calib_samples} int8 calibration images of {data} ...")
         # calibrate on the train split, check parity on the test split
         cds = build_dataset(data, "train", size, **dataset_kwargs(data, args.calib_samples))
         calib = torch.stack([cds[i][0] for i in range(min(args.calib_samples, len(cds)))]).numpy()
+    say(f"exporting {ckpt} ({args.precision}, graph {args.graph}{', head ' + args.head if args.head else ''}) "
+        f"to {out} ...")
+    t0 = time.perf_counter()
     meta = export_checkpoint(ckpt, out, opts, calib_images=calib)
+    say(f"exported in {time.perf_counter() - t0:.1f} s; parity check against torch ...")
     n = args.parity_samples if dynamic else opts.batch
     try:
         ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, n))
@@ -87,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError:  # real data not on this machine: fall back to random images, say so
         print(f"warning: {spec.dataset} data not available, parity on random images", file=sys.stderr)
         images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
-    report = parity_report(ckpt, out, images)
+    report = parity_report(ckpt, out, images, head=args.head)
     tol = dict(PRECISIONS[args.precision].tolerances)
     if args.tol_mask_abs is not None:
         tol["masks_max_abs_diff"] = args.tol_mask_abs
@@ -98,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = check_tolerances(report, tol)
     report.update({"precision": args.precision, "tolerances": tol, "passed": not failed,
                    "onnx": str(out), "size_bytes": out.stat().st_size, **meta})
-    write_json(str(out) + ".report.json", report)
+    write_json(report_path, report)
     print(" ".join(f"{k}={v:.3g}" for k, v in report.items() if isinstance(v, float)))
     if failed:
         out.unlink()
         print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
         return 1
-    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {out}.report.json")
+    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {report_path}")
     return 0
 
 

@@ -19,6 +19,7 @@ def load_script(rel: str) -> ModuleType:
     path = ROOT / rel
     spec = importlib.util.spec_from_file_location("wysiwyc_script_" + rel.replace("/", "_")[:-3], path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses of the script look their module up by name
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(mod)  # type: ignore[union-attr]

@@ -100,6 +100,8 @@ def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
 @pytest.mark.parametrize("args, msg", [
     (["--opset", "5"], "unsupported opset"),
     (["--precision", "fp8"], "unsupported precision"),
+    (["--head", "gradcam"], "unknown training-free head 'gradcam'"),
+    (["--head", "reciprocam", "--graph", "explainer"], "--head reciprocam makes a fused graph"),
 ])
 def test_user_errors(tiny_explainer, tmp_path, capsys, args, msg):
     out = tmp_path / "bad.onnx"
@@ -129,3 +131,50 @@ def test_format_table_matches_the_commands():
         assert flags <= options, (fmt.name, flags - options)
     assert format_for("model.tflite") is None
     assert known_files() == "a .pt checkpoint, an .onnx export or a TensorRT .engine"
+
+
+# -- training-free heads and where the file goes ------------------------------------------
+def test_reciprocam_head_export_matches_torch_and_runs_in_the_runtime(tmp_path, monkeypatch):
+    """The bundled trained classifier: an untrained one's class maps span ~1e-3, which the
+    min-max normalisation turns float32 rounding (1e-7) into 1e-3 mask differences."""
+    from wysiwyc.attribution import build_method
+    from wysiwyc.runtime import cli
+
+    ckpt = ROOT / "src" / "wysiwyc" / "assets" / "shapes_classifier.pt"
+    monkeypatch.chdir(tmp_path)  # no -o: the file goes to the current directory
+    assert _to_onnx().main([str(ckpt), "--head", "reciprocam", "--parity-samples", "4"]) == 0
+    out = tmp_path / "shapes_classifier_reciprocam.onnx"
+    report = json.loads((tmp_path / "shapes_classifier_reciprocam.onnx.report.json").read_text())
+    assert report["passed"] and report["masks_max_abs_diff"] <= 1e-4
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert [o.name for o in sess.get_outputs()] == ["logits", "masks"]
+    assert ModelSpec.from_json(meta["wysiwyc.spec"]).kind == "reciprocam"
+    clf = load_model(ckpt)
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    logits, masks = sess.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expect = build_method("reciprocam", clf)(x, torch.arange(6).expand(3, 6))
+        assert torch.allclose(torch.from_numpy(logits), clf.classify(x), atol=1e-4)
+    assert torch.allclose(torch.from_numpy(masks), expect, atol=1e-4)
+    assert cli.main(["--demo", "--model", str(out), "--max-frames", "2", "--no-show"]) == 0
+
+
+def test_export_never_overwrites_or_writes_into_the_package(tiny_explainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep")
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "2"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "2", "--force"]) == 0
+    assert out.read_bytes() != b"keep"
+    bundled = ROOT / "src" / "wysiwyc" / "assets" / "tiny_explainer.onnx"  # the checkout's package folder
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(bundled), "--parity-samples", "2"]) == 2
+    assert "inside the installed wysiwyc package" in capsys.readouterr().err and not bundled.exists()
+
+
+def test_export_says_what_it_is_doing(tiny_explainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _to_onnx().main([str(tiny_explainer), "--parity-samples", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "exporting" in err and "parity check" in err and (tmp_path / "tiny_explainer.onnx").is_file()

@@ -365,7 +365,7 @@ def test_ctrl_c_leaves_a_playable_video(models, tmp_path):
 
 def test_bundled_onnx_is_the_export_of_the_bundled_checkpoint():
     """The runtime's default model must be re-exported whenever the demo Explainer is retrained:
-    ``python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o src/wysiwyc/assets/shapes_explainer.onnx``."""
+    ``python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o src/wysiwyc/assets/shapes_explainer.onnx --force``."""
     import onnx
 
     from wysiwyc.fileio import file_sha256

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from .errors import UserError
-from .spec import KINDS
+from .spec import FREE_KINDS, KINDS
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Graph:
 
 GRAPHS: dict[str, Graph] = {g.name: g for g in (
     # a plain classifier's fused graph has the logits only
-    Graph("fused", ("logits", "masks"), KINDS,
+    Graph("fused", ("logits", "masks"), KINDS + FREE_KINDS,
           "classifier + attribution in one graph (logits, masks)"),
     # the Explainer sees only the image, so its network exports alone; a mask predictor
     # reads the classifier's features and has no such graph

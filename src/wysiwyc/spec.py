@@ -20,6 +20,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # attribution head — the Explainer (paper 1), the Explainer net trained with the RTIS loss,
 # or the mask predictor (paper 2)
 KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
+# training-free heads, added to a classifier at export (``to_onnx.py --head``): no checkpoint
+# has them, exported fused graphs do
+FREE_KINDS = ("reciprocam",)
 
 
 @dataclass
@@ -31,7 +34,8 @@ class ModelSpec:
         image_size: (H, W) in pixels the model was trained at.
         mean, std: per-channel RGB normalisation applied to images in [0, 1].
         classifier_arch: name in the classifier registry.
-        kind: one of :data:`KINDS`: ``classifier``, ``explainer``, ``mask_predictor`` or ``rtis``.
+        kind: one of :data:`KINDS`: ``classifier``, ``explainer``, ``mask_predictor`` or ``rtis``
+            (or, in an export only, one of :data:`FREE_KINDS`: ``reciprocam``).
         head_arch: the head's architecture within its kind (the Explainer registry name for
             ``explainer`` / ``rtis``, ``mask_predictor`` for the mask predictor), if any.
         mask_kind: how masks are made (``sigmoid`` for the Explainer, the distribution

@@ -26,6 +26,7 @@ METHODS: Registry[type["Attribution"]] = Registry("attribution method", plugins=
     "wysiwyc.attribution.cam",
     "wysiwyc.attribution.perturbation",
     "wysiwyc.attribution.sise",
+    "wysiwyc.attribution.reciprocam",
 ))
 
 

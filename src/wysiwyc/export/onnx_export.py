@@ -5,6 +5,9 @@ The fused graph (``--graph fused``) is :class:`wysiwyc.models.fused.FusedModel`:
 and ``masks`` (B,C,H,W) in [0,1]. A plain classifier checkpoint exports ``logits`` only;
 ``--graph explainer`` exports the Explainer network alone (``images`` -> ``masks``) for a
 pipeline that already runs the classifier (Explainer and RTIS checkpoints only).
+``ExportOptions.head`` (``--head reciprocam``) replaces the checkpoint's head (or adds one
+to a plain classifier) by a training-free head of :data:`wysiwyc.models.fused.FREE_HEADS`:
+the same fused graph, so the runtime runs it like an Explainer export.
 The spec goes into ``metadata_props`` under ``wysiwyc.spec`` (JSON), with
 ``wysiwyc.precision`` and ``wysiwyc.source_sha256``.
 
@@ -63,6 +66,22 @@ class ExportOptions:
     batch: int = 2
     image_size: tuple[int, int] | None = None
     graph: str = "fused"
+    head: str | None = None
+
+
+def export_model(ckpt_path: str | os.PathLike[str], head: str | None = None) -> FusedModel:
+    """The fused model an export of ``ckpt_path`` holds: the checkpoint's own, or with
+    ``head`` (a :data:`~wysiwyc.models.fused.FREE_HEADS` name) in place of its head.
+
+    Raises:
+        UserError: unknown head name.
+    """
+    model = load_model(load_checkpoint(ckpt_path))
+    if head is None:
+        return model
+    from ..models.fused import FREE_HEADS
+
+    return FREE_HEADS.lookup(head)(model)
 
 
 def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -72,9 +91,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     ``calib_images`` (N,3,H,W) float32 numpy in [0,1] is required for int8.
     """
     onnx = require("onnx", "export", "ONNX export")
-    _check_options(opts)
+    check_options(opts)
     check_writable(out)
-    model = load_model(load_checkpoint(ckpt_path))
+    model = export_model(ckpt_path, opts.head)
     spec = model.spec
     h, w = opts.image_size or spec.image_size
     module, outputs = _graph_module(model, opts.graph)
@@ -100,8 +119,21 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     return meta
 
 
-def _check_options(opts: ExportOptions) -> None:
-    """Refuse a precision, opset or graph the ONNX row of the format table does not allow."""
+def check_options(opts: ExportOptions) -> None:
+    """Refuse a precision, opset or graph the ONNX row of the format table does not allow,
+    and an unknown training-free head.
+
+    Raises:
+        UserError: the first such option.
+    """
+    from ..models.fused import FREE_HEADS
+
+    if opts.head is not None:
+        FREE_HEADS.lookup(opts.head)
+        graph = GRAPHS.get(opts.graph)  # an unknown graph is reported below
+        if graph is not None and opts.head not in graph.kinds:
+            raise UserError(f"--head {opts.head} makes a fused graph (its masks need the classifier): "
+                            "drop --graph or use --graph fused")
     fmt = FORMATS["onnx"]
     if opts.precision not in fmt.precisions:
         raise UserError(f"unsupported precision {opts.precision!r}; choose from {', '.join(fmt.precisions)}")
@@ -180,14 +212,15 @@ def _toposort(graph: Any) -> None:
 
 
 def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                  images: torch.Tensor) -> dict[str, float]:
-    """Compare ONNX Runtime (CPU) with torch on ``images`` (N,3,H,W) in [0,1].
+                  images: torch.Tensor, head: str | None = None) -> dict[str, float]:
+    """Compare ONNX Runtime (CPU) with torch (:func:`export_model` of ``ckpt_path`` and
+    ``head``) on ``images`` (N,3,H,W) in [0,1].
 
     Returns max abs diff of logits and masks, continuous mask IoU (Σmin/Σmax) and the
     agreement of thresholded labels (sigmoid ≥ 0.5).
     """
     ort = require("onnxruntime", "cpu", "the parity check")
-    model = load_model(ckpt_path)
+    model = export_model(ckpt_path, head)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         t_logits, t_masks = model(images)

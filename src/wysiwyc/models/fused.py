@@ -30,6 +30,12 @@ from .classifiers import BlockClassifier, Normalize, build_classifier, freeze
 # checkpoint kind -> factory(spec) -> untrained head
 HEADS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("attribution head kind")
 
+# training-free heads (no checkpoint of their own): name -> factory(fused model, **settings)
+# -> a fused model of the same classifier with that head, e.g. ``export/to_onnx.py --head``
+FREE_HEADS: Registry[Callable[..., "FusedModel"]] = Registry("training-free head", plugins=(
+    "wysiwyc.attribution.reciprocam",
+))
+
 
 # The factories import their head's module on call, so a plain classifier never imports one.
 @HEADS.register("explainer", "rtis")  # RTIS is the Explainer network trained with another loss

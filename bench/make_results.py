@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Regenerate every result file a README table comes from, by the commands that make them.
+
+    python bench/make_results.py                 # the full run: hours on a 2-core CPU
+    python bench/make_results.py --quick         # small limits, minutes; into a temporary folder
+    python bench/make_results.py --list          # print the commands, run nothing
+    python bench/make_results.py --only latency,runtime_fps
+
+The full run writes into ``bench/results/`` (each script writes its file atomically);
+``--quick`` runs the same commands with small limits and writes to ``--out`` (default: a
+new temporary folder) — never into ``bench/results/``, whose files are the committed
+measurements. Each step prints its command before it runs; a failing step stops the run
+(exit 1). ``tests/test_readme_tables.py`` checks that the README's numbers are in these
+files. The paper-scale latency suite (``bench/paper_scale.py``) runs only with
+``--paper-scale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PY = "{python}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One result: the commands that write it, full and quick.
+
+    Attributes:
+        name: the ``--only`` key.
+        outputs: the files it writes under the output folder.
+        full: commands (argv lists) of the full run; ``{out}`` is the output folder,
+            ``{tmp}`` a scratch folder, ``{python}`` this interpreter.
+        quick: the same with small limits (same outputs).
+        paper_scale: only with ``--paper-scale`` (hours on a CPU).
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+    full: tuple[tuple[str, ...], ...]
+    quick: tuple[tuple[str, ...], ...]
+    paper_scale: bool = False
+
+
+def _pytest(*args: str) -> tuple[str, ...]:
+    return (PY, "-m", "pytest", *args, "-p", "no:cacheprovider")
+
+
+QUALITY = (PY, "bench/quality.py", "--model", "src/wysiwyc/assets/shapes_explainer.pt", "--data", "shapes",
+           "--split", "test", "--json", "{out}/shapes_explainer_quality.json",
+           "--md", "{out}/shapes_explainer_quality.md", "--no-progress")
+REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "10", "--threads", "1", "--out-dir", "{out}")
+LATENCY = _pytest("bench/test_latency.py", "--benchmark-only", "--bench-devices", "cpu",
+                  "--benchmark-json", "{tmp}/latency.json")
+LATENCY_TABLE = (PY, "bench/latency_table.py", "{tmp}/latency.json", "-o", "{out}/latency_cpu_2core.md",
+                 "--title", "Latency on the 2-core x86_64 CPU (bundled shapes models, 64 px, papers' defaults)")
+PRECISION = _pytest("bench/test_onnx_precision.py", "--benchmark-only", "--benchmark-json", "{tmp}/onnx_precision.json")
+PRECISION_TABLE = (PY, "bench/onnx_precision_table.py", "{tmp}/onnx_precision.json", "-o", "{out}/onnx_precision_cpu.md")
+FPS = _pytest("bench/test_runtime_fps.py", "--benchmark-only", "--benchmark-json", "{tmp}/runtime_fps.json")
+FPS_TABLE = (PY, "bench/runtime_fps_table.py", "{tmp}/runtime_fps.json", "-o", "{out}/runtime_fps_cpu.md")
+PAPER = (PY, "bench/paper_scale.py", "--out-dir", "{out}")
+
+STEPS: tuple[Step, ...] = (
+    Step("quality", ("shapes_explainer_quality.json", "shapes_explainer_quality.md"),
+         (QUALITY,), ((*QUALITY, "--limit", "20"),)),
+    Step("report", ("shapes_test.md", "shapes_test.csv", "shapes_test.png", "shapes_test_gallery.png"),
+         (REPORT,), ((*REPORT, "--limit", "8", "--slow-limit", "1", "--sanity-limit", "1", "--gallery", "2",
+                      "--latency-repeats", "1", "--methods", "explainer,reciprocam,gradcam,gradcam++,scorecam,sise"),)),
+    Step("latency", ("latency_cpu_2core.md",),
+         (LATENCY, LATENCY_TABLE),
+         ((*LATENCY, "-k", "explainer or reciprocam or gradcam", "--benchmark-max-time", "0.2"), LATENCY_TABLE)),
+    Step("onnx_precision", ("onnx_precision_cpu.md",),
+         (PRECISION, PRECISION_TABLE), ((*PRECISION, "--benchmark-max-time", "0.2"), PRECISION_TABLE)),
+    Step("runtime_fps", ("runtime_fps_cpu.md",),
+         (FPS, FPS_TABLE), ((*FPS, "-k", "demo_model_onnxruntime"), FPS_TABLE)),
+    Step("paper_scale", ("latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
+         (PAPER,), ((*PAPER, "--tiny"),), paper_scale=True),
+)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Regenerate the README's result files.", add_help=add_help)
+    p.add_argument("--quick", action="store_true", help="small limits, minutes; writes to --out, never bench/results")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: bench/results; with --quick a new temporary folder)")
+    p.add_argument("--only", default=None, help=f"comma-separated steps: {', '.join(s.name for s in STEPS)}")
+    p.add_argument("--paper-scale", action="store_true", help="also the paper-scale latency suite (hours on a CPU)")
+    p.add_argument("--list", action="store_true", help="print the commands and exit")
+    return p
+
+
+def select(only: str | None, paper_scale: bool) -> list[Step]:
+    """The steps to run: ``only`` (comma-separated names) or all; paper-scale ones on request.
+
+    Raises:
+        UserError: an unknown step name.
+    """
+    if only:
+        names = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {s.name for s in STEPS}]
+        if unknown:
+            raise UserError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(s.name for s in STEPS)}")
+        return [s for s in STEPS if s.name in names]
+    return [s for s in STEPS if paper_scale or not s.paper_scale]
+
+
+def output_dir(out: str | None, quick: bool) -> Path:
+    """Where the files go.
+
+    Raises:
+        UserError: ``--quick`` pointed at ``bench/results`` (quick numbers are not results).
+    """
+    if not quick:
+        return Path(out) if out else RESULTS
+    path = Path(out) if out else Path(tempfile.mkdtemp(prefix="wysiwyc-results-quick-"))
+    if path.resolve() == RESULTS.resolve():
+        raise UserError("--quick never writes into bench/results (its files are the committed results); "
+                        "pass another --out or leave it out")
+    return path
+
+
+def commands(step: Step, quick: bool, out: Path, tmp: Path) -> list[list[str]]:
+    """The argv lists of ``step`` with its placeholders filled in."""
+    subs = {"{out}": str(out), "{tmp}": str(tmp), "{python}": sys.executable}
+
+    def fill(arg: str) -> str:
+        for k, v in subs.items():
+            arg = arg.replace(k, v)
+        return arg
+
+    return [[fill(a) for a in cmd] for cmd in (step.quick if quick else step.full)]
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    steps = select(args.only, args.paper_scale)
+    out = output_dir(args.out, args.quick)
+    if args.list:
+        for step in steps:
+            for cmd in commands(step, args.quick, out, Path("TMP")):
+                print(f"{step.name}: {shlex.join(cmd)}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"make_results: {'quick' if args.quick else 'full'} run of {len(steps)} step(s) into {out}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="wysiwyc-results-") as tmp:
+        for i, step in enumerate(steps, 1):
+            t0 = time.perf_counter()
+            for cmd in commands(step, args.quick, out, Path(tmp)):
+                print(f"[{i}/{len(steps)}] {step.name}: {shlex.join(cmd)}", flush=True)
+                rc = subprocess.run(cmd, cwd=ROOT).returncode
+                if rc != 0:
+                    print(f"make_results: step {step.name} failed (exit {rc}); stopped", file=sys.stderr)
+                    return 1
+            missing = [n for n in step.outputs if not (out / n).is_file()]
+            if missing:
+                print(f"make_results: step {step.name} did not write {', '.join(missing)}", file=sys.stderr)
+                return 1
+            print(f"[{i}/{len(steps)}] {step.name}: wrote {', '.join(step.outputs)} "
+                  f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"make_results: done; files in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

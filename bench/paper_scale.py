@@ -1,0 +1,288 @@
+#!/usr/bin/env python
+"""Latency at the papers' scale: ms per image at 224 px on ResNet-50 and VGG16.
+
+    python bench/paper_scale.py                      # the full suite: hours on a 2-core CPU
+    python bench/paper_scale.py --tiny --out-dir /tmp/ps   # the same code path in seconds
+
+For each classifier (untrained weights, 20 classes: latency does not depend on the
+weights), batch 1, one random image per call:
+
+* the Explainer heads ``deeplabv3_resnet50`` and ``lraspp_mobilenet_v3`` fused with the
+  classifier, through torch and through ONNX Runtime fp32 (the product's export and the
+  runtime's session, :mod:`_onnx`);
+* the mask predictor (fused, torch);
+* Grad-CAM, Grad-CAM++, Score-CAM, SISE, RISE, Extremal Perturbation (torch, papers'
+  default settings) and ReciproCAM (torch and its fused ONNX export);
+
+each for the top-1 class and for all classes. Fast entries: median of ``--repeats`` calls
+after one warm-up; slow ones (Score-CAM, SISE, RISE, EP): one call. Writes
+``latency_paper_scale_cpu.csv`` (classifier, method, head_arch, backend, classes,
+ms_per_image, image_size, rounds, settings) and ``latency_paper_scale_cpu.md`` (per
+classifier, each entry's ratio to each Explainer through torch) into ``--out-dir``.
+
+``--tiny`` swaps in ``small_cnn`` at 32 px, one repeat and the reduced settings of the slow
+methods (labelled), to test the script, not to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ on sys.path)
+from _settings import REDUCED_SETTINGS
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.fileio import atomic_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSIFIERS = ("resnet50", "vgg16")
+HEADS = ("deeplabv3_resnet50", "lraspp_mobilenet_v3")
+METHODS = ("explainer", "mask_predictor", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
+SLOW = ("scorecam", "sise", "rise", "extremal")
+NUM_CLASSES = 20
+STEM = "latency_paper_scale_cpu"
+
+
+@dataclass
+class Row:
+    """One measured entry (a row of the CSV)."""
+
+    classifier: str
+    method: str
+    head_arch: str
+    backend: str
+    classes: str  # "top-1" | "all"
+    ms_per_image: float
+    image_size: int
+    rounds: int
+    settings: str
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Paper-scale latency (224 px, ResNet-50 / VGG16).", add_help=add_help)
+    p.add_argument("--classifiers", default=",".join(CLASSIFIERS), help="comma-separated classifier archs")
+    p.add_argument("--heads", default=",".join(HEADS), help="comma-separated Explainer architectures")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    p.add_argument("--size", type=int, default=224, help="image side in pixels")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls of the fast entries (median)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime entries")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--tiny", action="store_true", help="small_cnn, 32 px, 1 repeat, reduced slow methods (a test)")
+    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    return p
+
+
+def median_ms(fn: Callable[[], object], rounds: int, warmup: bool) -> float:
+    """Median wall milliseconds of ``rounds`` calls of ``fn`` (after one untimed call if ``warmup``)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bool) -> dict:
+    """{"classifier": FusedModel without a head, head_arch: fused Explainer, "mask_predictor": ...},
+    untrained, seeded, eval mode, sharing one classifier."""
+    import torch
+
+    from wysiwyc.models.classifiers import build_classifier, freeze
+    from wysiwyc.models.explainer import head_from_spec as explainer_head
+    from wysiwyc.models.fused import FusedModel
+    from wysiwyc.models.mask_predictor import head_from_spec as mask_predictor_head
+    from wysiwyc.spec import ModelSpec
+
+    torch.manual_seed(0)
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    clf = freeze(build_classifier(arch, NUM_CLASSES))
+    base = ModelSpec(class_names=names, image_size=(size, size), classifier_arch=arch)
+    models = {"classifier": FusedModel(base, clf).eval()}
+    for h in heads:
+        spec = ModelSpec(**{**asdict(base), "kind": "explainer", "head_arch": h, "mask_kind": "sigmoid"})
+        models[h] = FusedModel(spec, clf, explainer_head(spec).eval()).eval()
+    if want_mask_predictor:
+        spec = ModelSpec(**{**asdict(base), "kind": "mask_predictor", "head_arch": "mask_predictor"})
+        models["mask_predictor"] = FusedModel(spec, clf, mask_predictor_head(spec).eval()).eval()
+    return models
+
+
+def onnx_runner(model, tmp: Path, head: str | None = None) -> Callable:  # noqa: ANN001
+    """(images) -> masks through ONNX Runtime fp32 of ``model`` saved and exported as the
+    product does (``head``: a training-free head added at export)."""
+    from _onnx import export_onnx, open_session
+
+    from wysiwyc.checkpoint import save_checkpoint
+
+    kind = "classifier" if head else model.spec.kind
+    ckpt = tmp / f"{model.spec.classifier_arch}_{head or model.spec.head_arch}.pt"
+    save_checkpoint(ckpt, kind, model.spec, model.classifier.state_dict(),
+                    None if head else model.head.state_dict())
+    backend = open_session(export_onnx(ckpt, ckpt.with_suffix(".onnx"), "fp32", head=head))
+
+    def run(x) -> object:  # noqa: ANN001
+        return backend.session.run(["logits", "masks"], {"images": x.numpy()})
+
+    run.backend = backend  # keep the session alive as long as the runner
+    return run
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing to time: a method, the Explainer head it uses (``-`` for none), a backend."""
+
+    method: str
+    head_arch: str = "-"
+    backend: str = "torch"
+
+    @property
+    def slow(self) -> bool:
+        return self.method in SLOW
+
+    @property
+    def label(self) -> str:
+        """``explainer[lraspp_mobilenet_v3]``, ``reciprocam[onnxruntime-fp32]``, ``gradcam``."""
+        parts = [p for p in (self.head_arch, self.backend) if p not in ("-", "torch")]
+        return self.method + "".join(f"[{p}]" for p in parts)
+
+
+def entries(methods: list[str], heads: list[str], onnx: bool) -> list[Entry]:
+    """The suite's entries in table order.
+
+    Raises:
+        UserError: an unknown method.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    out: list[Entry] = []
+    for m in methods:
+        if m == "explainer":
+            for h in heads:
+                out += [Entry(m, h)] + ([Entry(m, h, "onnxruntime-fp32")] if onnx else [])
+        else:
+            out += [Entry(m)] + ([Entry(m, "-", "onnxruntime-fp32")] if onnx and m == "reciprocam" else [])
+    return out
+
+
+def make_runner(entry: Entry, models: dict, classes, x, tmp: Path, reduced: bool):  # noqa: ANN001, ANN201
+    """(a no-argument callable that explains ``x`` for ``classes`` (1,K), its settings label).
+
+    ONNX entries are exported once per models dict (cached in it: all classes come from one
+    graph)."""
+    from wysiwyc.attribution import build_method
+
+    if entry.backend == "onnxruntime-fp32":
+        if entry.label not in models:
+            head = "reciprocam" if entry.method == "reciprocam" else None
+            model = models["classifier"] if head else models[entry.head_arch]
+            models[entry.label] = onnx_runner(model, tmp, head=head)
+        run = models[entry.label]
+        return (lambda: run(x)), "paper defaults"
+    if entry.method == "explainer":  # one fused pass gives every class's mask
+        return (lambda m=models[entry.head_arch]: _no_grad(m, x)), "paper defaults"
+    settings = REDUCED_SETTINGS.get(entry.method, {}) if reduced else {}
+    model = models["mask_predictor"] if entry.method == "mask_predictor" else models["classifier"]
+    method = build_method(entry.method, model, **settings)
+    label = "reduced " + ", ".join(f"{k}={v}" for k, v in settings.items()) if settings else "paper defaults"
+    return (lambda: method(x, classes)), label
+
+
+def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> list[Row]:
+    """Every entry of the suite, in order; ``say`` gets one progress line per entry."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    todo = entries(methods, heads, not args.no_onnx)
+    rows: list[Row] = []
+    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-paper-scale-"))
+    for arch in [a.strip() for a in args.classifiers.split(",") if a.strip()]:
+        models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods)
+        with torch.no_grad():
+            top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
+        for entry in todo:
+            for classes, cls in (("top-1", top1), ("all", torch.arange(NUM_CLASSES).view(1, -1))):
+                fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
+                rounds = 1 if entry.slow else args.repeats
+                ms = median_ms(fn, rounds, warmup=not entry.slow)
+                rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
+                                settings))
+                say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
+    return rows
+
+
+def _no_grad(model, x):  # noqa: ANN001, ANN202
+    import torch
+
+    with torch.no_grad():
+        return model(x)
+
+
+def markdown(rows: list[Row], command: str) -> str:
+    """Per classifier: one table, every entry with its ratio to each Explainer (torch, same
+    classes)."""
+    lines = ["# Latency at paper scale (CPU, batch 1, ms per image)", "",
+             f"Command: `{command}`. Untrained weights (latency does not depend on them), "
+             f"{NUM_CLASSES} classes; × HEAD = this entry's time / that Explainer's (torch, same classes).", ""]
+    for arch in dict.fromkeys(r.classifier for r in rows):
+        mine = [r for r in rows if r.classifier == arch]
+        refs = {(r.head_arch, r.classes): r.ms_per_image for r in mine
+                if r.method == "explainer" and r.backend == "torch"}
+        heads = list(dict.fromkeys(h for h, _ in refs))
+        lines += [f"## {arch}, {mine[0].image_size} px", "",
+                  "| method | head | backend | classes | ms/img | " + " | ".join(f"× {h}" for h in heads)
+                  + " | rounds | settings |",
+                  "|---|---|---|---|---|" + "---|" * len(heads) + "---|---|"]
+        for r in mine:
+            ratios = [f"{r.ms_per_image / refs[(h, r.classes)]:.2f}" if refs.get((h, r.classes)) else "" for h in heads]
+            lines.append(f"| {r.method} | {r.head_arch} | {r.backend} | {r.classes} | {r.ms_per_image:.1f} | "
+                         + " | ".join(ratios) + f" | {r.rounds} | {r.settings} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(rows: list[Row], out_dir: Path, command: str) -> tuple[Path, Path]:
+    """Write the CSV and the Markdown atomically; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{STEM}.csv", out_dir / f"{STEM}.md"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(Row.__dataclass_fields__))
+    w.writeheader()
+    for r in rows:
+        w.writerow({**asdict(r), "ms_per_image": f"{r.ms_per_image:.3f}"})
+    with atomic_path(csv_path) as tmp:
+        Path(tmp).write_text(buf.getvalue())
+    with atomic_path(md_path) as tmp:
+        Path(tmp).write_text(markdown(rows, command))
+    return csv_path, md_path
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.tiny:
+        args.classifiers, args.size, args.repeats = "small_cnn", 32, 1
+    rows = measure(args, say=lambda s: print(s, flush=True))
+    command = "python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for p in write(rows, Path(args.out_dir), command.strip()):
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
