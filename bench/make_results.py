@@ -62,7 +62,8 @@ def _pytest(*args: str) -> tuple[str, ...]:
 QUALITY = (PY, "bench/quality.py", "--model", "src/wysiwyc/assets/shapes_explainer.pt", "--data", "shapes",
            "--split", "test", "--json", "{out}/shapes_explainer_quality.json",
            "--md", "{out}/shapes_explainer_quality.md", "--no-progress")
-REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "10", "--threads", "1", "--out-dir", "{out}")
+REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "scorecam=200,sise=1000,rise=200,extremal=100",
+          "--threads", "1", "--out-dir", "{out}")
 LATENCY = _pytest("bench/test_latency.py", "--benchmark-only", "--bench-devices", "cpu",
                   "--benchmark-json", "{tmp}/latency.json")
 LATENCY_TABLE = (PY, "bench/latency_table.py", "{tmp}/latency.json", "-o", "{out}/latency_cpu_2core.md",
@@ -72,6 +73,8 @@ PRECISION_TABLE = (PY, "bench/onnx_precision_table.py", "{tmp}/onnx_precision.js
 FPS = _pytest("bench/test_runtime_fps.py", "--benchmark-only", "--benchmark-json", "{tmp}/runtime_fps.json")
 FPS_TABLE = (PY, "bench/runtime_fps_table.py", "{tmp}/runtime_fps.json", "-o", "{out}/runtime_fps_cpu.md")
 PAPER = (PY, "bench/paper_scale.py", "--out-dir", "{out}")
+INSTALL = ("env", "OUT={out}/install_sizes.md", "bash", "bench/install_sizes.sh")
+TRAIN_SCALING = (PY, "bench/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
 
 STEPS: tuple[Step, ...] = (
     Step("quality", ("shapes_explainer_quality.json", "shapes_explainer_quality.md"),
@@ -86,6 +89,9 @@ STEPS: tuple[Step, ...] = (
          (PRECISION, PRECISION_TABLE), ((*PRECISION, "--benchmark-max-time", "0.2"), PRECISION_TABLE)),
     Step("runtime_fps", ("runtime_fps_cpu.md",),
          (FPS, FPS_TABLE), ((*FPS, "-k", "demo_model_onnxruntime"), FPS_TABLE)),
+    Step("install_sizes", ("install_sizes.md",), (INSTALL,), ((*INSTALL, "cpu"),)),
+    Step("train_scaling", ("train_scaling_cpu.md", "train_scaling_cpu.json"),
+         (TRAIN_SCALING,), ((*TRAIN_SCALING, "--images", "128", "--epochs", "1", "--global-batch", "32"),)),
     Step("paper_scale", ("latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
          (PAPER,), ((*PAPER, "--tiny"),), paper_scale=True),
 )
