@@ -78,6 +78,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tiny", action="store_true", help="small_cnn, 32 px, 1 repeat, reduced slow methods (a test)")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--top1-only", default="",
+                   help="comma-separated slow methods measured for the top-1 class only (EP optimises one "
+                        "class per run: all classes cost 20 runs)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of other classifiers already in the output CSV (measure one classifier "
+                        "per run)")
     return p
 
 
@@ -199,8 +205,10 @@ def make_runner(entry: Entry, models: dict, classes, x, tmp: Path, reduced: bool
     return (lambda: method(x, classes)), label
 
 
-def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> list[Row]:
-    """Every entry of the suite, in order; ``say`` gets one progress line per entry."""
+def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
+            on_row: Callable[[list[Row]], None] = lambda rows: None) -> list[Row]:
+    """Every entry of the suite, in order; ``say`` gets one progress line per entry and
+    ``on_row`` the rows so far after each (so a stopped run keeps what it measured)."""
     import torch
 
     if args.threads:
@@ -215,15 +223,28 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print) -> lis
         models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods)
         with torch.no_grad():
             top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
+        top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()}
         for entry in todo:
             for classes, cls in (("top-1", top1), ("all", torch.arange(NUM_CLASSES).view(1, -1))):
+                if classes == "all" and entry.method in top1_only:
+                    continue
                 fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
                 rounds = 1 if entry.slow else args.repeats
                 ms = median_ms(fn, rounds, warmup=not entry.slow)
                 rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
                                 settings))
                 say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
+                on_row(rows)
     return rows
+
+
+def read_rows(path: Path) -> list[Row]:
+    """The rows of an existing CSV (none when it is missing)."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [Row(**{**r, "ms_per_image": float(r["ms_per_image"]), "image_size": int(r["image_size"]),
+                       "rounds": int(r["rounds"])}) for r in csv.DictReader(f)]
 
 
 def _no_grad(model, x):  # noqa: ANN001, ANN202
@@ -277,9 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.tiny:
         args.classifiers, args.size, args.repeats = "small_cnn", 32, 1
-    rows = measure(args, say=lambda s: print(s, flush=True))
-    command = "python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for p in write(rows, Path(args.out_dir), command.strip()):
+    command = ("python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    out = Path(args.out_dir)
+    mine = {a.strip() for a in args.classifiers.split(",")}
+    kept = [r for r in read_rows(out / f"{STEM}.csv") if r.classifier not in mine] if args.merge else []
+    rows = measure(args, say=lambda s: print(s, flush=True), on_row=lambda rows: write(kept + rows, out, command))
+    for p in write(kept + rows, out, command):
         print(f"wrote {p}")
     return 0
 
