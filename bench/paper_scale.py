@@ -49,7 +49,6 @@ HEADS = ("deeplabv3_resnet50", "lraspp_mobilenet_v3")
 METHODS = ("explainer", "mask_predictor", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
 SLOW = ("scorecam", "sise", "rise", "extremal")
 NUM_CLASSES = 20
-STEM = "latency_paper_scale_cpu"
 
 
 @dataclass
@@ -81,22 +80,49 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--top1-only", default="",
                    help="comma-separated slow methods measured for the top-1 class only (EP optimises one "
                         "class per run: all classes cost 20 runs)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (writes latency_paper_scale_gpu.* on cuda)")
+    p.add_argument("--machine", default=None, help="machine description for the table (default: detected)")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of other classifiers already in the output CSV (measure one classifier "
                         "per run)")
     return p
 
 
-def median_ms(fn: Callable[[], object], rounds: int, warmup: bool) -> float:
-    """Median wall milliseconds of ``rounds`` calls of ``fn`` (after one untimed call if ``warmup``)."""
+def median_ms(fn: Callable[[], object], rounds: int, warmup: bool, sync: Callable[[], None] = lambda: None) -> float:
+    """Median wall milliseconds of ``rounds`` calls of ``fn`` (after one untimed call if
+    ``warmup``); ``sync`` waits for queued device work (CUDA) before each clock read."""
     if warmup:
         fn()
     times = []
     for _ in range(rounds):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
+
+
+def machine_name(device: str, threads: int | None) -> str:
+    """``NVIDIA H100 80GB HBM3`` on CUDA, else the CPU model, core count and torch threads."""
+    import os
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()}-core {cpu}, {threads or torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+
+
+def stem(device: str) -> str:
+    return "latency_paper_scale_" + ("gpu" if device.startswith("cuda") else "cpu")
 
 
 def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bool) -> dict:
@@ -138,7 +164,7 @@ def onnx_runner(model, tmp: Path, head: str | None = None) -> Callable:  # noqa:
     backend = open_session(export_onnx(ckpt, ckpt.with_suffix(".onnx"), "fp32", head=head))
 
     def run(x) -> object:  # noqa: ANN001
-        return backend.session.run(["logits", "masks"], {"images": x.numpy()})
+        return backend.session.run(["logits", "masks"], {"images": x.cpu().numpy()})
 
     run.backend = backend  # keep the session alive as long as the runner
     return run
@@ -217,10 +243,13 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     todo = entries(methods, heads, not args.no_onnx)
     rows: list[Row] = []
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
     tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-paper-scale-"))
     for arch in [a.strip() for a in args.classifiers.split(",") if a.strip()]:
         models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods)
+        models = {k: m.to(device) for k, m in models.items()}
         with torch.no_grad():
             top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
         top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()}
@@ -230,7 +259,7 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
                     continue
                 fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
                 rounds = 1 if entry.slow else args.repeats
-                ms = median_ms(fn, rounds, warmup=not entry.slow)
+                ms = median_ms(fn, rounds, warmup=not entry.slow, sync=sync)
                 rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
                                 settings))
                 say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
@@ -254,10 +283,12 @@ def _no_grad(model, x):  # noqa: ANN001, ANN202
         return model(x)
 
 
-def markdown(rows: list[Row], command: str) -> str:
+def markdown(rows: list[Row], command: str, machine: str = "", device: str = "cpu") -> str:
     """Per classifier: one table, every entry with its ratio to each Explainer (torch, same
     classes)."""
-    lines = ["# Latency at paper scale (CPU, batch 1, ms per image)", "",
+    where = "GPU" if device.startswith("cuda") else "CPU"
+    lines = [f"# Latency at paper scale ({where}, batch 1, ms per image)", "",
+             f"Machine: {machine}. " if machine else "",
              f"Command: `{command}`. Untrained weights (latency does not depend on them), "
              f"{NUM_CLASSES} classes; × HEAD = this entry's time / that Explainer's (torch, same classes).", ""]
     for arch in dict.fromkeys(r.classifier for r in rows):
@@ -277,10 +308,10 @@ def markdown(rows: list[Row], command: str) -> str:
     return "\n".join(lines)
 
 
-def write(rows: list[Row], out_dir: Path, command: str) -> tuple[Path, Path]:
+def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", device: str = "cpu") -> tuple[Path, Path]:
     """Write the CSV and the Markdown atomically; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / f"{STEM}.csv", out_dir / f"{STEM}.md"
+    csv_path, md_path = out_dir / f"{stem(device)}.csv", out_dir / f"{stem(device)}.md"
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(Row.__dataclass_fields__))
     w.writeheader()
@@ -289,7 +320,7 @@ def write(rows: list[Row], out_dir: Path, command: str) -> tuple[Path, Path]:
     with atomic_path(csv_path) as tmp:
         Path(tmp).write_text(buf.getvalue())
     with atomic_path(md_path) as tmp:
-        Path(tmp).write_text(markdown(rows, command))
+        Path(tmp).write_text(markdown(rows, command, machine, device))
     return csv_path, md_path
 
 
@@ -301,9 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     out = Path(args.out_dir)
     mine = {a.strip() for a in args.classifiers.split(",")}
-    kept = [r for r in read_rows(out / f"{STEM}.csv") if r.classifier not in mine] if args.merge else []
-    rows = measure(args, say=lambda s: print(s, flush=True), on_row=lambda rows: write(kept + rows, out, command))
-    for p in write(kept + rows, out, command):
+    kept = [r for r in read_rows(out / f"{stem(args.device)}.csv") if r.classifier not in mine] if args.merge else []
+    machine = args.machine or machine_name(args.device, args.threads)
+    rows = measure(args, say=lambda s: print(s, flush=True),
+                   on_row=lambda rows: write(kept + rows, out, command, machine, args.device))
+    for p in write(kept + rows, out, command, machine, args.device):
         print(f"wrote {p}")
     return 0
 
