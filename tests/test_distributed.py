@@ -142,12 +142,12 @@ def _fit(ctx: DistContext, batch: int, accumulate: int, epochs: int, resume: Pat
 
 
 def _worker(rank: int, world: int, port: int, out: str, batch: int, epochs: int, resume: str | None,
-            stop_at_epoch: int | None) -> None:
+            stop_at_epoch: int | None, accumulate: int) -> None:
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     ctx = init_distributed("cpu", timeout_minutes=2)
     try:
-        state, history = _fit(ctx, batch, 1, epochs, Path(resume) if resume else None, stop_at_epoch)
+        state, history = _fit(ctx, batch, accumulate, epochs, Path(resume) if resume else None, stop_at_epoch)
     except _Stop:
         return
     if ctx.is_main:
@@ -161,10 +161,11 @@ def _free_port() -> int:
 
 
 def _spawn(tmp: Path, world: int, batch: int, epochs: int, resume: Path | None = None,
-           stop_at_epoch: int | None = None) -> dict:
-    out = tmp / f"w{world}.pt"
+           stop_at_epoch: int | None = None, accumulate: int = 1) -> dict:
+    out = tmp / f"w{world}a{accumulate}.pt"
     torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(out), batch, epochs,
-                                               str(resume) if resume else None, stop_at_epoch), nprocs=world)
+                                               str(resume) if resume else None, stop_at_epoch, accumulate),
+                                nprocs=world)
     return torch.load(out, weights_only=True) if out.exists() else {}
 
 
@@ -179,8 +180,10 @@ def test_two_ranks_match_one_process_at_the_same_global_batch(tmp_path: Path) ->
     ref_state, ref_hist = _fit(one, 8, 1, 3, None)
     acc_state, acc_hist = _fit(one, 4, 2, 3, None)  # accumulation: the same global batch
     two = _spawn(tmp_path, 2, 4, 3)
+    two_acc = _spawn(tmp_path, 2, 2, 3, accumulate=2)  # DDP's no_sync on the first micro-batch
     _close(ref_state, acc_state)
     _close(ref_state, two["state"])
+    _close(ref_state, two_acc["state"])
     for h1, h2 in zip(ref_hist, two["history"]):
         assert h2["val_loss"] == pytest.approx(h1["val_loss"], rel=1e-6)
         assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-6)
