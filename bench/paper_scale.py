@@ -83,8 +83,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda (writes latency_paper_scale_gpu.* on cuda)")
     p.add_argument("--machine", default=None, help="machine description for the table (default: detected)")
     p.add_argument("--merge", action="store_true",
-                   help="keep the rows of other classifiers already in the output CSV (measure one classifier "
-                        "per run)")
+                   help="keep the rows already in the output CSV that this run does not measure (measure a "
+                        "suite in parts)")
     return p
 
 
@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     out = Path(args.out_dir)
     mine = {a.strip() for a in args.classifiers.split(",")}
-    kept = [r for r in read_rows(out / f"{stem(args.device)}.csv") if r.classifier not in mine] if args.merge else []
+    measured = {m.strip() for m in args.methods.split(",")}
+    kept = [r for r in read_rows(out / f"{stem(args.device)}.csv")
+            if r.classifier not in mine or r.method not in measured] if args.merge else []
     machine = args.machine or machine_name(args.device, args.threads)
     rows = measure(args, say=lambda s: print(s, flush=True),
                    on_row=lambda rows: write(kept + rows, out, command, machine, args.device))
