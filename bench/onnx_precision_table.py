@@ -12,14 +12,12 @@ naming the machine, ONNX Runtime version and date of the run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
+import _benchjson
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
-from wysiwyc.fileio import atomic_path
 
 ORDER = ("fp32", "fp16", "int8")
 
@@ -55,12 +53,11 @@ def table(payload: dict) -> str:
         lines.append(f"| {prec} | {r['size_mb']:.2f} | {r.get('b1', float('nan')):.2f} | {r.get('b16', float('nan')):.2f} "
                      f"| {_fmt_diff(par['logits_max_abs_diff'])} | {_fmt_diff(par['masks_max_abs_diff'])} "
                      f"| {par['mask_iou']:.3f} | {100 * par['label_agreement']:.1f} % |")
-    m = payload.get("machine_info", {})
-    cpu = m.get("cpu", {}).get("brand_raw") or m.get("processor") or m.get("machine", "?")
+    machine, cpu, threads = _benchjson.machine(payload)
     lines.append("")
-    lines.append(f"Measured {payload.get('datetime', '?')[:10]} on {m.get('machine', '?')} "
-                 f"({cpu}, {m.get('cpu', {}).get('count', '?')} cores), onnxruntime {ort_version}, "
-                 f"python {m.get('python_version', '?')}; parity on {int(next(iter(rows.values()))['parity'].get('n_images', 0))} "
+    lines.append(f"Measured {payload.get('datetime', '?')[:10]} on {machine} "
+                 f"({cpu}, {threads} cores), onnxruntime {ort_version}, "
+                 f"python {payload.get('machine_info', {}).get('python_version', '?')}; parity on {int(next(iter(rows.values()))['parity'].get('n_images', 0))} "
                  "shapes test images.")
     return "\n".join(lines)
 
@@ -68,22 +65,10 @@ def table(payload: dict) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    path = Path(args.json)
-    if not path.is_file():
-        raise UserError(f"benchmark JSON not found: {path}")
-    try:
-        payload = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"{path} is not JSON ({exc})") from exc
-    text = table(payload)
-    if args.output:
-        with atomic_path(Path(args.output)) as tmp:
-            Path(tmp).write_text("# ONNX Runtime CPU latency and parity per export precision\n\n"
-                                 f"Command: `pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json X`, "
-                                 f"then `python bench/onnx_precision_table.py X -o {args.output}`.\n\n{text}\n")
-        print(f"wrote {args.output}")
-    else:
-        print(text)
+    text = table(_benchjson.load(args.json))
+    _benchjson.emit(text, args.output, "ONNX Runtime CPU latency and parity per export precision",
+                    "`pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json X`, "
+                    f"then `python bench/onnx_precision_table.py X -o {args.output}`")
     return 0
 
 

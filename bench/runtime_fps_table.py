@@ -12,14 +12,12 @@ machine and date of the run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
+import _benchjson
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
-from wysiwyc.fileio import atomic_path
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -44,32 +42,19 @@ def table(payload: dict) -> str:
         e = b["extra_info"]
         lines.append(f"| {b['name']} | {e['backend']} | {e['frames']} | {e['fps']:.1f} | "
                      f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} |")
-    m = payload.get("machine_info", {})
-    cpu = m.get("cpu", {}).get("brand_raw") or m.get("processor") or m.get("machine", "?")
-    lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {m.get('machine', '?')} ({cpu}, "
-              f"{m.get('cpu', {}).get('count', '?')} CPU threads), python {m.get('python_version', '?')}."]
+    machine, cpu, threads = _benchjson.machine(payload)
+    lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {machine} ({cpu}, "
+              f"{threads} CPU threads), python {payload.get('machine_info', {}).get('python_version', '?')}."]
     return "\n".join(lines)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    path = Path(args.json)
-    if not path.is_file():
-        raise UserError(f"benchmark JSON not found: {path}")
-    try:
-        payload = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"{path} is not JSON ({exc})") from exc
-    text = table(payload)
-    if args.output:
-        with atomic_path(Path(args.output)) as tmp:
-            Path(tmp).write_text("# Runtime FPS, end to end (`runtime-explain` pipeline on the --demo stream)\n\n"
-                                 "Command: `pytest bench/test_runtime_fps.py --benchmark-only --benchmark-json X`, "
-                                 f"then `python bench/runtime_fps_table.py X -o {args.output}`.\n\n{text}\n")
-        print(f"wrote {args.output}")
-    else:
-        print(text)
+    text = table(_benchjson.load(args.json))
+    _benchjson.emit(text, args.output, "Runtime FPS, end to end (`runtime-explain` pipeline on the --demo stream)",
+                    "`pytest bench/test_runtime_fps.py --benchmark-only --benchmark-json X`, "
+                    f"then `python bench/runtime_fps_table.py X -o {args.output}`")
     return 0
 
 
