@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from ..errors import UserError, cli_main
 from ..fileio import atomic_path, check_writable
 from .backends import Backend, describe_model, open_backend
+from .onnxrt import default_trt_cache, runtime_batch_range
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
@@ -75,7 +76,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="ONNX Runtime execution provider (default: best installed)")
     m.add_argument("--device", default="auto", help=".pt models: auto | cpu | cuda | cuda:N")
     m.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help=".pt models: half precision (default: on for CUDA)")
+                   help=".pt models: half precision (default: on for CUDA); ONNX on the TensorRT provider: "
+                        "--no-fp16 keeps an fp32 model in fp32 (default: fp16 where the model allows)")
+    m.add_argument("--trt-cache", default=None, metavar="DIR",
+                   help="ONNX Runtime's TensorRT provider: engine cache folder, so engines are built once "
+                        f"(default: {default_trt_cache()})")
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
 
     s = p.add_argument_group("stream")
@@ -355,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     # reports those itself (one line, and counters in the summary).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    batch_range = runtime_batch_range(args.batch, len(source_specs(args)))
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                      threads=args.threads) as backend:
+                      threads=args.threads, trt_cache=args.trt_cache, batch_range=batch_range) as backend:
         res, streams = run_model(args, backend)
     summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:
