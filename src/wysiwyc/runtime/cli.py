@@ -94,6 +94,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "the newest frame of each)")
     s.add_argument("--batch-wait", type=float, default=10.0, metavar="MS",
                    help="once a live stream has a frame, wait at most this long for the other live streams")
+    s.add_argument("--realtime", action="store_true",
+                   help="video files, image folders and --demo play at their frame rate (a video's own, else "
+                        "30 FPS) and, like a camera, only the newest frame is taken: frames the model cannot "
+                        "keep up with are dropped and counted")
     s.add_argument("--reconnect", type=int, default=5,
                    help="live streams: reopen attempts in a row after a drop, with back-off (0: give up)")
     s.add_argument("--seed", type=int, default=0, help="--demo: scene seed (stream n uses seed + n)")
@@ -301,6 +305,18 @@ def corrupt_list(names: list[str], count: int, show: int = 10) -> str:
     return text + (f" … and {more} more" if more > 0 else "")
 
 
+REALTIME_DEFAULT_FPS = 30.0
+
+
+def playback(src: Source, realtime: bool) -> dict[str, Any]:
+    """:class:`FrameStream` options for ``--realtime``: a file source becomes a paced live
+    stream at its frame rate (:data:`REALTIME_DEFAULT_FPS` when it has none); live sources
+    are paced by their device already."""
+    if not realtime or src.live:
+        return {}
+    return {"live": True, "pace": src.fps or REALTIME_DEFAULT_FPS}
+
+
 def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, list[FrameStream]]:
     """Open the sources and outputs the flags ask for and run ``backend`` over them."""
     names = list(backend.spec.class_names)
@@ -316,7 +332,8 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
             src.close()
         raise
     cond = threading.Condition()  # shared: the batcher wakes on any stream's frame
-    streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i) for i, src in enumerate(sources)]
+    streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
+               for i, src in enumerate(sources)]
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size,
                       batch_wait_s=args.batch_wait / 1e3)
