@@ -14,6 +14,8 @@ Options:
                       batch-16 EP); on CUDA they always run.
   --bench-devices     comma-separated subset of ``cpu,cuda`` (default: CPU always, CUDA too
                       when available).
+  --bench-seconds     seconds per concurrent-stream case of ``test_runtime_fps.py``
+                      (default 20; 1 makes a smoke run of a few seconds per case).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-reduced", action="store_true", help="reduced settings for RISE/EP/SISE (labelled)")
     g.addoption("--bench-full", action="store_true", help="run multi-minute CPU cases too")
     g.addoption("--bench-devices", default=None, help="comma-separated subset of cpu,cuda (default: all present)")
+    g.addoption("--bench-seconds", type=float, default=20.0,
+                help="test_runtime_fps.py concurrent-stream cases: seconds per case (1 for a smoke run)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
