@@ -407,7 +407,7 @@ class TorchBackend(Backend):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self.device = torch.device(device)
-        self._pinned: dict[tuple[int, ...], Any] = {}  # (n, H, W, 3) -> reused pinned uint8 buffer
+        self._pinned: Any = None  # CUDA: the reused pinned uint8 buffer frames are uploaded from
         self._upload_done: Any = None
         model = load_model(self.path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
         self.spec = model.spec
@@ -427,14 +427,17 @@ class TorchBackend(Backend):
         h, w = self.input_size
         if self._upload_done is not None:
             self._upload_done.synchronize()  # once per batch, and long done by now
+        # the batch goes through one pinned host buffer, reused and grown only for a larger
+        # batch: the uploads are real asynchronous copies, with no host wait per frame
+        total = sum(f.nbytes for f in frames)
+        if self._pinned is None or self._pinned.numel() < total:
+            self._pinned = torch.empty(total, dtype=torch.uint8, pin_memory=True)
         out: list[Any] = [None] * len(frames)
-        for shape, idx in group_by_shape(frames):
-            # one upload per frame size (usually one per batch) from a pinned host buffer
-            # reused across batches: a real asynchronous copy, no host wait per frame
-            key = (len(idx), *shape)
-            host = self._pinned.get(key)
-            if host is None:
-                host = self._pinned[key] = torch.empty(key, dtype=torch.uint8, pin_memory=True)
+        offset = 0
+        for shape, idx in group_by_shape(frames):  # one upload per frame size (usually one per batch)
+            n = len(idx) * int(np.prod(shape))
+            host = self._pinned[offset:offset + n].view(len(idx), *shape)
+            offset += n
             np.stack([frames[k] for k in idx], out=host.numpy())
             t = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             if tuple(t.shape[-2:]) != (h, w):
@@ -447,6 +450,7 @@ class TorchBackend(Backend):
         return torch.cat(out).div_(255.0)
 
     def _close(self) -> None:
+        self._pinned = self._upload_done = None
         self.model = None  # the weights go with the last reference (on CUDA, back to torch's cache)
 
     def _run(self, x: Any) -> tuple[Any, Any]:
