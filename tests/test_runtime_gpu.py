@@ -83,6 +83,40 @@ def test_tensorrt_provider_options(tmp_path):
     assert tensorrt_provider_options("fp32", (3, 64, 64), (1, 1, 1))["trt_engine_cache_path"] == str(default_trt_cache())
 
 
+def test_onnx_backend_reads_the_provider_options_from_the_model(demo_onnx, tiny_explainer, tmp_path):
+    pytest.importorskip("onnx")
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
+    from wysiwyc.runtime.backends import OnnxBackend
+
+    cache = tmp_path / "cache" / "trt"
+    opts = OnnxBackend(demo_onnx, trt_cache=cache, batch_range=(1, 4, 8))._tensorrt_options(ort)
+    assert cache.is_dir() and opts["trt_engine_cache_path"] == str(cache)
+    assert opts["trt_fp16_enable"] == "true" and "trt_int8_enable" not in opts  # the bundled model is fp32
+    assert (opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"]) == (
+        "images:1x3x64x64", "images:4x3x64x64", "images:8x3x64x64")
+    static = tmp_path / "b4.onnx"
+    export_checkpoint(tiny_explainer, static, ExportOptions(dynamic_batch=False, batch=4))
+    opts = OnnxBackend(static, trt_cache=cache, fp16=False)._tensorrt_options(ort)
+    assert opts["trt_fp16_enable"] == "false" and not any(k.startswith("trt_profile") for k in opts)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match="cannot create the TensorRT engine cache .*--trt-cache DIR"):
+        OnnxBackend(demo_onnx, trt_cache=tmp_path / "afile" / "x")._tensorrt_options(ort)
+
+
+@pytest.mark.skipif("TensorrtExecutionProvider" not in ort.get_available_providers(),
+                    reason="needs onnxruntime-gpu with TensorRT and a CUDA GPU")
+def test_tensorrt_provider_gets_the_options_and_fills_the_cache(demo_onnx, tmp_path):
+    be = open_backend(demo_onnx, provider="tensorrt", trt_cache=tmp_path, batch_range=(1, 4, 8))
+    assert be.provider == "TensorrtExecutionProvider" and be.runner is not None
+    got = be.session.get_provider_options()["TensorrtExecutionProvider"]
+    assert got["trt_fp16_enable"] == "1" and got["trt_engine_cache_enable"] == "1"
+    x = np.random.default_rng(3).random((8, 3, 64, 64), dtype=np.float32)
+    lt, _ = be(x)
+    lc, _ = open_backend(demo_onnx, provider="cpu")(x)
+    assert np.abs(lt - lc).max() < 5e-2  # fp16
+    assert any(tmp_path.iterdir())  # the engine is cached for the next start
+
+
 def test_user_cache_dir_follows_xdg(monkeypatch, tmp_path):
     import sys
 
