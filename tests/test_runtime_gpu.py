@@ -243,3 +243,75 @@ def test_masks_for_batch_matches_per_frame(demo_onnx):
     for i, (classes, size) in enumerate(picks):
         assert got[i].shape == (len(classes), *size)
         np.testing.assert_array_equal(got[i], be.masks_for(masks, i, classes, size))
+
+
+def test_pipeline_waits_for_the_device_once_per_batch_in_infer(demo_onnx):
+    """A device backend is synchronised once per batch, inside the infer stage (so the device
+    time is measured as inference), and its masks are upsampled batch by batch."""
+    import threading
+
+    from wysiwyc.runtime.backends import OnnxBackend
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.sources import DemoSource, FrameStream
+
+    class DeviceSpy(OnnxBackend):
+        def __init__(self, path):
+            super().__init__(path)
+            self.calls: list[str] = []
+
+        def _run(self, x):
+            self.calls.append(f"run {threading.current_thread().name}")
+            return super()._run(x)
+
+        def synchronize(self):
+            self.calls.append(f"sync {threading.current_thread().name}")
+
+        def masks_for_batch(self, masks, picks):
+            self.calls.append(f"masks {len(picks)}")
+            return super().masks_for_batch(masks, picks)
+
+    be = DeviceSpy(demo_onnx).open()
+    cond = threading.Condition()
+    streams = [FrameStream(DemoSource(size=64, seed=k), cond=cond, stream_id=k) for k in range(2)]
+    res = Pipeline(streams, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=24, batch=4)).run()
+    assert res.frames == 24
+    runs = [c for c in be.calls if c.startswith("run")]
+    syncs = [c for c in be.calls if c.startswith("sync")]
+    masks = [int(c.split()[1]) for c in be.calls if c.startswith("masks")]
+    assert len(runs) == len(syncs) == len(masks) == res.batches  # once per batch, never per frame
+    assert set(syncs) == {"sync wysiwyc-infer"} and sum(masks) == 24
+    # each batch: its model run, then its device wait, before anything downstream sees it
+    order = [c.split()[0] for c in be.calls if not c.startswith("masks")]
+    assert order == ["run", "sync"] * res.batches
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs torch with a CUDA GPU")
+def test_torch_cuda_batch_upload_and_mask_upsampling_match_the_cpu(request):
+    from wysiwyc.runtime.imageops import frames_to_batch
+
+    pt = request.config.rootpath / "src/wysiwyc/assets/shapes_explainer.pt"
+    gpu, cpu = open_backend(pt, device="cuda", fp16=False), open_backend(pt, device="cpu")
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in ((64, 64, 3), (48, 40, 3), (64, 64, 3))]
+    for _ in range(2):  # the second batch reuses the pinned buffer
+        x = gpu.preprocess(frames).cpu().numpy()
+        ref = frames_to_batch(frames, (64, 64))
+        assert np.abs(x[[0, 2]] - ref[[0, 2]]).max() < 1e-6  # same size: no resize, exact, in order
+        assert np.abs(x[1] - ref[1]).mean() < 2e-2  # resized on the GPU (bilinear) vs on the CPU
+    _, masks = gpu.infer(gpu.preprocess(frames))
+    gpu.synchronize()
+    picks = [([0, 3], (96, 96)), ([], (64, 64)), ([5], (128, 100))]
+    got = gpu.masks_for_batch(masks, picks)
+    ref = cpu.masks_for_batch(masks.cpu().numpy(), picks)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and (g.size == 0 or np.abs(g - r).max() < 2e-3)
