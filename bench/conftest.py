@@ -16,6 +16,8 @@ Options:
                       when available).
   --paper-scale       also run ``bench/test_paper_scale.py`` (ResNet-50 / VGG16 at 224 px,
                       tens of minutes to hours on a CPU); skipped by default.
+  --bench-seconds     seconds per concurrent-stream case of ``test_runtime_fps.py``
+                      (default 20; 1 makes a smoke run of a few seconds per case).
 
 Reading a run: each case's name is printed before it runs (as ``-v`` does; ``-q`` turns
 that off), and the run ends with a short summary (:mod:`_summary`): per group, each
@@ -52,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-devices", default=None, help="comma-separated subset of cpu,cuda (default: all present)")
     g.addoption("--paper-scale", action="store_true",
                 help="run the paper-scale suite too (ResNet-50/VGG16 at 224 px; hours on a CPU)")
+    g.addoption("--bench-seconds", type=float, default=20.0,
+                help="test_runtime_fps.py concurrent-stream cases: seconds per case (1 for a smoke run)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

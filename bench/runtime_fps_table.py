@@ -36,12 +36,18 @@ def table(payload: dict) -> str:
     rows = [b for b in payload.get("benchmarks", []) if "fps" in b.get("extra_info", {})]
     if not rows:
         raise UserError("no test_runtime_fps results in this JSON (run it with --benchmark-json)")
-    lines = ["| case | backend | frames | FPS | end-to-end p50 / p95 ms | infer p50 ms (per batch) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| case | backend | frames | FPS | model-only FPS | FPS / model-only | end-to-end p50 / p95 ms "
+             "| infer p50 ms (per batch) | dropped |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def opt(e: dict, key: str, fmt: str) -> str:
+        return format(e[key], fmt) if key in e else "–"
+
     for b in rows:
         e = b["extra_info"]
         lines.append(f"| {b['name']} | {e['backend']} | {e['frames']} | {e['fps']:.1f} | "
-                     f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} |")
+                     f"{opt(e, 'model_only_fps', '.1f')} | {opt(e, 'ratio', '.2f')} | "
+                     f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} | {opt(e, 'dropped', 'd')} |")
     machine, cpu, threads = _benchjson.machine(payload)
     lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {machine} ({cpu}, "
               f"{threads} CPU threads), python {payload.get('machine_info', {}).get('python_version', '?')}."]

@@ -1,6 +1,8 @@
 """End-to-end FPS of ``runtime-explain`` (a benchmark, not a timed test).
 
-Run: ``pytest bench/test_runtime_fps.py --benchmark-only``. Each case runs the real
+Run: ``pytest bench/test_runtime_fps.py --benchmark-only`` (smoke run of the
+concurrent cases, a few seconds each: ``pytest bench/test_runtime_fps.py --benchmark-only
+-k concurrent --bench-seconds 1``). Each case runs the real
 runtime pipeline (source thread → preprocess → infer → postprocess → overlay render at
 384 px) on the synthetic ``--demo`` stream for ``FRAMES`` frames, without a window or
 files, and reports FPS (frames / wall time) and the p50 / p95 end-to-end latency in
@@ -14,6 +16,13 @@ Cases (group ``runtime | cpu``):
   at the default batch (up to 8 waiting frames) and at batch 1, and through torch;
 * the same model on 4 concurrent ``--demo`` streams (one reader thread each, batches
   across the streams), with the model-only rate at that batch for comparison;
+* the same model on 1, 4 and 8 concurrent **paced** streams, each case for
+  ``--bench-seconds`` (default 20): video files played at their real frame rate
+  (``--realtime``: 30 FPS each, newest frame, drops counted) and loopback MJPEG-over-HTTP
+  streams at 30 FPS (the IP-camera protocol; ``tests/_mjpeg.py``). Reported: aggregate
+  FPS, the offered rate, per-stream p50/p95 end-to-end latency and drops, the run's mean
+  batch, and the model-only rate at that batch measured in the same case, with the
+  ratio (how much of the model's capacity the pipeline delivered);
 * the bundled demo mask predictor (same classifier) through ONNX Runtime fp32;
 * ``lraspp_mobilenet_v3`` Explainer + ``mobilenet_v3_large`` classifier at 224×224
   through ONNX Runtime (fp32, batch 1 and 8): untrained weights, which do not change
@@ -27,6 +36,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,20 +52,18 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, **backend_opt
     from wysiwyc.runtime.sources import DemoSource, FrameStream
 
     be = open_backend(model, **backend_opts)
-    warm = be.preprocess([DemoSource(size=size).read()] * batch)
-    be.infer(warm)  # first-run allocations are not steady state
+    model_only = _model_only_fps(be, batch, frames, size)  # warms up too: first-run allocations
     stream = FrameStream(DemoSource(size=size, seed=1))
     res = Pipeline(stream, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=frames, batch=batch)).run()
     pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, "e2e_p50_ms": pct["end_to_end"]["p50"],
-            "e2e_p95_ms": pct["end_to_end"]["p95"], "infer_p50_ms": pct["infer"]["p50"], "batch": batch,
-            "size": size, "frames": res.frames}
+    return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
+            "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
+            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames}
 
 
 def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES) -> dict:
     """``streams`` concurrent demo streams through one pipeline, and the model alone at ``batch``."""
     import threading
-    import time
 
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
@@ -63,13 +71,7 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     from wysiwyc.runtime.sources import DemoSource, FrameStream
 
     be = open_backend(model)
-    x = be.preprocess([DemoSource(size=size).read()] * batch)
-    be.infer(x)
-    t0, n = time.perf_counter(), 0
-    while n < frames:  # the model alone, same batch: the ceiling of the pipeline
-        be.infer(x)
-        n += batch
-    model_only = n / (time.perf_counter() - t0)
+    model_only = _model_only_fps(be, batch, frames, size)  # the ceiling of the pipeline
     cond = threading.Condition()
     ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
     res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=frames, batch=batch)).run()
@@ -78,6 +80,103 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames,
             "streams": streams, "per_stream_frames": [res.streams[k].frames for k in sorted(res.streams)]}
+
+
+STREAM_FPS = 30.0  # the rate every paced stream offers
+STREAM_SIZE = 64  # frame side of the clips and MJPEG streams (the demo model's input)
+
+
+def _clip(path: Path, frames: int, seed: int) -> Path:
+    """A demo-scene clip (MJPEG .avi: every OpenCV build writes and reads it) at STREAM_FPS."""
+    import cv2
+
+    from wysiwyc.runtime.sources import DemoSource
+
+    src = DemoSource(size=STREAM_SIZE, seed=seed)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), STREAM_FPS, (STREAM_SIZE, STREAM_SIZE))
+    for _ in range(frames):
+        w.write(src.read()[..., ::-1].copy())
+    w.release()
+    return path
+
+
+def _model_only_fps(be, batch: int, frames: int, size: int = STREAM_SIZE) -> float:  # noqa: ANN001
+    """The model alone (preprocessed batch in, outputs out) at ``batch``, over ``frames`` frames
+    of ``size`` px, after one untimed call."""
+    import time
+
+    from wysiwyc.runtime.sources import DemoSource
+
+    x = be.preprocess([DemoSource(size=size).read()] * batch)
+    be.infer(x)
+    t0, n = time.perf_counter(), 0
+    while n < frames:
+        be.infer(x)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdir: Path, batch: int = 8) -> dict:
+    """``streams`` paced streams of ``kind`` (``video``: files at their frame rate, ``mjpeg``:
+    loopback MJPEG servers) through one pipeline for ``seconds``, then the model alone at
+    the run's mean batch."""
+    import contextlib
+    import statistics
+    import threading
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _mjpeg import MJPEGServer
+
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.sources import FrameStream, open_source
+
+    be = open_backend(model)
+    be.infer(be.preprocess([np.zeros((STREAM_SIZE, STREAM_SIZE, 3), np.uint8)] * batch))
+    cond = threading.Condition()
+    with contextlib.ExitStack() as stack:
+        if kind == "video":
+            n_frames = int(seconds * STREAM_FPS) + int(STREAM_FPS)  # outlasts the case
+            srcs = [open_source("video", _clip(workdir / f"clip{k}.avi", n_frames, seed=k)) for k in range(streams)]
+            ss = [FrameStream(s, live=True, pace=s.fps or STREAM_FPS, cond=cond, stream_id=k) for k, s in enumerate(srcs)]
+        else:
+            servers = [stack.enter_context(MJPEGServer(fps=STREAM_FPS, size=STREAM_SIZE)) for _ in range(streams)]
+            ss = [FrameStream(open_source("stream", srv.url), cond=cond, stream_id=k) for k, srv in enumerate(servers)]
+        pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [], RunOptions(batch=batch))
+        timer = threading.Timer(seconds, pipe.stop)
+        timer.start()
+        try:
+            res = pipe.run()
+        finally:
+            timer.cancel()
+    per = []
+    for s in ss:
+        r = res.streams.get(s.stream_id)
+        e2e = r.timings.summary().get("end_to_end", {}) if r is not None else {}
+        per.append({"stream": s.stream_id, "frames": r.frames if r else 0, "e2e_p50_ms": e2e.get("p50", float("nan")),
+                    "e2e_p95_ms": e2e.get("p95", float("nan")), "dropped": s.stats.dropped})
+    mean_batch = max(1, round(res.frames / max(1, res.batches)))
+    model_only = _model_only_fps(be, mean_batch, max(res.frames, 8 * mean_batch))
+    pct = res.percentiles()
+    return {"backend": be.name, "kind": kind, "streams": streams, "seconds": res.seconds, "frames": res.frames,
+            "fps": res.fps, "offered_fps": STREAM_FPS * streams, "mean_batch": mean_batch,
+            "model_only_fps": model_only, "ratio": res.fps / model_only,
+            "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
+            "infer_p50_ms": pct["infer"]["p50"], "dropped": sum(p["dropped"] for p in per),
+            "stream_e2e_p50_ms_median": statistics.median(p["e2e_p50_ms"] for p in per),
+            "stream_e2e_p95_ms_max": max(p["e2e_p95_ms"] for p in per), "per_stream": per}
+
+
+@pytest.mark.parametrize("kind", ["video", "mjpeg"])
+@pytest.mark.parametrize("streams", [1, 4, 8])
+def test_concurrent_paced_streams_onnxruntime(benchmark, request, tmp_path, kind, streams):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    seconds = float(request.config.getoption("--bench-seconds"))
+    label = "video files at 30 FPS (--realtime)" if kind == "video" else "loopback MJPEG 30 FPS"
+    _bench(benchmark, f"demo explainer 64px onnxruntime, {streams} × {label}, batch≤8",
+           lambda: _run_concurrent(DEMO_ONNX, kind, streams, seconds, tmp_path))
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help=f"output {ENGINE.suffix} (default: ONNX path with {ENGINE.suffix})")
     p.add_argument("--fp16", action="store_true", help="half precision (TensorRT 11: export the ONNX in fp16 instead)")
     p.add_argument("--int8", action="store_true", help="int8 from the ONNX's QDQ nodes (export with --precision int8)")
-    p.add_argument("--batch", type=int, nargs=3, default=(1, 1, 16), metavar=("MIN", "OPT", "MAX"),
-                   help="optimisation profile of the batch dimension (default 1 1 16)")
+    p.add_argument("--batch", type=int, nargs=3, default=None, metavar=("MIN", "OPT", "MAX"),
+                   help="optimisation profile of the batch dimension (default 1 1 16; a static-batch ONNX "
+                        "from to_onnx.py --batch N: N N N)")
     p.add_argument("--workspace", type=float, default=2.0, help="builder workspace limit in GiB")
     return p
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     src = Path(args.onnx)
     read_onnx_metadata(src)  # bad input fails before TensorRT is even needed
     out = check_writable(args.output or src.with_suffix(ENGINE.suffix))
-    side = build_engine(src, out, fp16=args.fp16, int8=args.int8, batch=tuple(args.batch),
+    side = build_engine(src, out, fp16=args.fp16, int8=args.int8, batch=tuple(args.batch) if args.batch else None,
                         workspace_gib=args.workspace)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {side['precision']}, TensorRT "
           f"{side['tensorrt_version']}, {side['gpu_name']} sm {side['compute_capability']}) and {out}.json")

@@ -347,3 +347,40 @@ def test_web_view_serves_real_frames_and_live_statistics(tiny_onnx):
         pipe.stop()
         runner.join(30)
     assert not runner.is_alive() and pipe.result.frames >= 2
+
+
+# -- item: files played at their frame rate -------------------------------------------------------
+class RecordedPace(FrameStream):
+    """Records when each frame was due instead of waiting for it (no clock in the test)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dues: list[float] = []
+
+    def _wait_until(self, due: float) -> bool:
+        self.dues.append(due)
+        return True
+
+
+def test_paced_stream_hands_frames_over_at_its_frame_rate():
+    s = RecordedPace(CountSource(5), pace=10.0)
+    ok, got = drain(s, batch=8)
+    assert ok and got == [0, 1, 2, 3, 4]
+    assert np.allclose(np.diff(s.dues), 0.1) and len(s.dues) == 5  # frame k due k/10 s after the first
+    unpaced = RecordedPace(CountSource(3))
+    assert drain(unpaced, batch=8) == (True, [0, 1, 2]) and unpaced.dues == []
+    with pytest.raises(ValueError, match="pace must be > 0"):
+        FrameStream(CountSource(1), pace=0)
+
+
+def test_realtime_flag_makes_file_sources_paced_live_streams():
+    from wysiwyc.runtime.cli import REALTIME_DEFAULT_FPS, get_args_parser, playback
+    from wysiwyc.runtime.sources import DemoSource
+
+    assert get_args_parser().parse_args(["--demo", "--realtime"]).realtime
+    demo = DemoSource(size=16)
+    assert playback(demo, True) == {"live": True, "pace": 30.0} and playback(demo, False) == {}
+    no_rate = CountSource(1)
+    assert playback(no_rate, True) == {"live": True, "pace": REALTIME_DEFAULT_FPS}
+    no_rate.live = True  # a camera or network stream is paced by its device
+    assert playback(no_rate, True) == {}

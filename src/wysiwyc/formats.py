@@ -194,3 +194,37 @@ def plan_engine_build(onnx_precision: str, flag: str | None, trt_major: int) -> 
                         f"export with `{onnx_cmd} {FORMATS['onnx'].precision_flags[build.precision]}` "
                         f"and build without {FORMATS['engine'].precision_flags[build.precision]}")
     return build
+
+
+DEFAULT_BATCH_PROFILE = (1, 1, 16)
+
+
+def plan_batch_profile(static_batch: int | None, requested: tuple[int, int, int] | None = None,
+                       flag: str = "--batch") -> tuple[int, int, int]:
+    """The (min, opt, max) batch sizes of a TensorRT optimisation profile for ``images``.
+
+    A static-batch ONNX (``export/to_onnx.py --batch N``) can only be built for exactly N,
+    so its profile is N/N/N (the runtime pads or chunks to N); a dynamic one takes the
+    requested profile, else :data:`DEFAULT_BATCH_PROFILE`.
+
+    Args:
+        static_batch: the ONNX's fixed batch dimension, ``None`` when dynamic.
+        requested: the profile asked for (``None``: the default).
+        flag: the option named in error messages.
+
+    Raises:
+        UserError: a profile that is not 1 ≤ MIN ≤ OPT ≤ MAX, or one other than N N N for a
+            static-batch ONNX.
+    """
+    if static_batch is not None:
+        fixed = (int(static_batch),) * 3
+        if requested is not None and tuple(requested) != fixed:
+            n = fixed[0]
+            raise UserError(f"{flag} {' '.join(map(str, requested))}: this ONNX has a fixed batch of {n} "
+                            f"(exported with --batch {n}), so its engine is built for {n} {n} {n}; leave out "
+                            f"{flag}, or export with a dynamic batch")
+        return fixed
+    lo, opt, hi = (int(v) for v in (requested or DEFAULT_BATCH_PROFILE))
+    if not 1 <= lo <= opt <= hi:
+        raise UserError(f"{flag} needs 1 ≤ MIN ≤ OPT ≤ MAX, got {lo} {opt} {hi}")
+    return lo, opt, hi

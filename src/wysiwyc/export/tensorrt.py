@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import UserError, require
 from ..fileio import atomic_path, file_sha256
-from ..formats import FORMATS, plan_engine_build
+from ..formats import FORMATS, plan_batch_profile, plan_engine_build
 from ..runtime.tensorrt import SIDECAR_FORMAT, current_machine, sidecar_path
 
 
@@ -49,15 +49,31 @@ def trt_major(version: str) -> int:
 
 
 # -- build --------------------------------------------------------------------------------
-def read_onnx_metadata(path: Path) -> dict[str, str]:
-    """The wysiwyc ``metadata_props`` of an ONNX file (raises UserError for a non-ONNX file)."""
+def _load_onnx(path: Path) -> Any:
+    """The ONNX proto without external weights (raises UserError for a missing/non-ONNX file)."""
     onnx = require("onnx", "export", "reading the ONNX model")
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise UserError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+
+
+def onnx_static_batch(path: Path) -> int | None:
+    """The fixed batch size of the ONNX's ``images`` input (``to_onnx --batch N``), or
+    ``None`` when the batch dimension is symbolic (dynamic)."""
+    for inp in _load_onnx(path).graph.input:
+        if inp.name == "images":
+            dim = inp.type.tensor_type.shape.dim[0]
+            # a dynamic axis has dim_param ("batch") and dim_value 0
+            return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    return None
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The wysiwyc ``metadata_props`` of an ONNX file (raises UserError for a non-ONNX file)."""
+    proto = _load_onnx(path)
     meta = {p.key: p.value for p in proto.metadata_props}
     if "wysiwyc.spec" not in meta:
         raise UserError(f"{path} has no wysiwyc spec in its metadata: export it with "
@@ -78,7 +94,7 @@ def plan_precision(onnx_precision: str, fp16: bool, int8: bool, major: int) -> t
 
 
 def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], *, fp16: bool = False,
-                 int8: bool = False, batch: tuple[int, int, int] = (1, 1, 16),
+                 int8: bool = False, batch: tuple[int, int, int] | None = None,
                  workspace_gib: float = 2.0) -> dict[str, Any]:
     """Build ``out`` (+ ``out.json`` sidecar) from a wysiwyc ONNX export. Returns the sidecar.
 
@@ -86,11 +102,13 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
         onnx_path: a fused-graph ONNX from ``export/to_onnx.py`` (input ``images``).
         out: the ``.engine`` path; written atomically, sidecar last.
         fp16, int8: requested precision (see :func:`plan_precision`).
-        batch: (min, opt, max) of the optimisation profile for the batch dimension.
+        batch: (min, opt, max) of the optimisation profile for the batch dimension;
+            ``None``: :data:`~wysiwyc.formats.DEFAULT_BATCH_PROFILE`, or N N N for a
+            static-batch ONNX (see :func:`~wysiwyc.formats.plan_batch_profile`).
         workspace_gib: builder workspace limit in GiB.
     """
     src = Path(onnx_path)
-    meta = _check_request(src, batch, workspace_gib)
+    meta, batch = _check_request(src, batch, workspace_gib)
     spec = json.loads(meta["wysiwyc.spec"])
     machine = current_machine()  # raises UserError without tensorrt / GPU
     import tensorrt as trt
@@ -124,9 +142,10 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     return sidecar
 
 
-def _check_request(src: Path, batch: tuple[int, int, int], workspace_gib: float) -> dict[str, str]:
-    """The ONNX's wysiwyc metadata, after checking what can be checked without TensorRT:
-    the file, its graph, the batch profile and the workspace."""
+def _check_request(src: Path, batch: tuple[int, int, int] | None,
+                   workspace_gib: float) -> tuple[dict[str, str], tuple[int, int, int]]:
+    """The ONNX's wysiwyc metadata and the batch profile to build, after checking what can
+    be checked without TensorRT: the file, its graph, the profile and the workspace."""
     meta = read_onnx_metadata(src)
     graph = meta.get("wysiwyc.graph", "fused")
     if graph not in FORMATS["engine"].graphs:
@@ -134,12 +153,10 @@ def _check_request(src: Path, batch: tuple[int, int, int], workspace_gib: float)
         # logits-only graph would build and then fail at the first frame
         raise UserError(f"{src} is a {graph!r} graph; engines are built from the fused graph: "
                         "`python export/to_onnx.py CKPT` (without --graph explainer)")
-    lo, opt, hi = batch
-    if not 1 <= lo <= opt <= hi:
-        raise UserError(f"--batch needs 1 ≤ MIN ≤ OPT ≤ MAX, got {lo} {opt} {hi}")
+    profile = plan_batch_profile(onnx_static_batch(src), batch)
     if not workspace_gib > 0:
         raise UserError(f"--workspace must be > 0 GiB, got {workspace_gib}")
-    return meta
+    return meta, profile
 
 
 def _parse_onnx(trt: Any, builder: Any, logger: Any, src: Path, strongly_typed_flag: bool) -> tuple[Any, Any]:

@@ -33,6 +33,7 @@ from ..formats import GRAPHS, format_for, known_files
 from ..registry import Registry
 from ..spec import ModelSpec
 from .imageops import frames_to_batch, resize, sigmoid
+from .onnxrt import DEVICE_TYPES, BoundRunner, default_trt_cache, session_providers, tensorrt_provider_options
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL_STEM = "shapes_explainer"
@@ -132,6 +133,17 @@ class Backend:
             out[k] = resize(np.asarray(masks[i, c], dtype=np.float32), (h, w))
         return np.clip(out, 0.0, 1.0, out=out)
 
+    def masks_for_batch(self, masks: Any, picks: list[tuple[list[int], tuple[int, int]]]) -> list[np.ndarray]:
+        """:meth:`masks_for` for every image of a batch at once: ``picks[i]`` = (classes,
+        (H, W)) of image ``i``. A device backend upsamples them all and then waits for the
+        device once, instead of once per frame."""
+        return [self.masks_for(masks, i, classes, size) for i, (classes, size) in enumerate(picks)]
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished the work queued so far (the infer stage calls
+        it once per batch, so the device time is measured as inference, not as whatever
+        stage touches the results first). Host backends return at once."""
+
     def raw_masks(self, masks: Any) -> np.ndarray:
         """All masks (B,C,h,w) as float32 numpy at model resolution (for ``--save-masks``)."""
         return np.asarray(masks, dtype=np.float32)
@@ -142,6 +154,15 @@ class Backend:
 
     def _run(self, x: Any) -> tuple[Any, Any]:
         raise NotImplementedError
+
+
+def group_by_shape(frames: list[np.ndarray]) -> list[tuple[tuple[int, ...], list[int]]]:
+    """Frames grouped by shape, in order of first appearance: [(shape, [indices])], so a
+    batch is uploaded as one block per frame size instead of one copy per frame."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, f in enumerate(frames):
+        groups.setdefault(tuple(f.shape), []).append(k)
+    return list(groups.items())
 
 
 # format (a key of wysiwyc.formats.FORMATS) -> its backend class
@@ -215,19 +236,56 @@ class OnnxBackend(Backend):
     """ONNX Runtime. Providers are tried TensorRT -> CUDA -> CPU among those installed
     (``provider`` forces one); :attr:`name` reports the provider the session really uses.
 
+    On the CUDA and TensorRT providers the session runs through IOBinding
+    (:class:`~.onnxrt.BoundRunner`: device buffers allocated once per batch size, one copy
+    in and one copy out per batch), and the TensorRT provider gets the options of
+    :func:`~.onnxrt.tensorrt_provider_options` (fp16 where the model allows, an engine
+    cache folder, one profile over the run's batch range).
+
     Args:
         path: an ``.onnx`` file written by ``export/to_onnx.py``.
         provider: ``auto`` | ``tensorrt`` | ``cuda`` | ``cpu``.
         threads: intra-op threads (``None``: ONNX Runtime's default, one per core).
+        iobinding: run through IOBinding (``None``: on the CUDA and TensorRT providers).
+        trt_cache: the TensorRT provider's engine cache folder (``None``: the user cache dir).
+        batch_range: (min, opt, max) batch sizes the run uses, for the TensorRT profile.
+        fp16: ``False`` keeps an fp32 model in fp32 on the TensorRT provider.
     """
 
-    def __init__(self, path: Path, provider: str = "auto", threads: int | None = None, **_: Any) -> None:
+    def __init__(self, path: Path, provider: str = "auto", threads: int | None = None,
+                 iobinding: bool | None = None, trt_cache: str | os.PathLike[str] | None = None,
+                 batch_range: tuple[int, int, int] = (1, 8, 8), fp16: bool | None = None, **_: Any) -> None:
         super().__init__(path)
         self.provider_choice, self.threads = provider, threads
+        self.iobinding_choice, self.trt_cache, self.fp16_choice = iobinding, trt_cache, fp16
+        self.batch_range = batch_range
+        self.runner: BoundRunner | None = None
+        self.trt_options: dict[str, str] | None = None
+
+    def _tensorrt_options(self, ort: Any) -> dict[str, str]:
+        """The TensorRT provider's options; the model's precision and batch dimension are read
+        from a CPU session that is not optimised (cheap: nothing is built)."""
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        probe = self._session(ort, so, ["CPUExecutionProvider"])
+        meta = probe.get_modelmeta().custom_metadata_map
+        shape = probe.get_inputs()[0].shape
+        static = int(shape[0]) if isinstance(shape[0], int) else None
+        cache = Path(self.trt_cache) if self.trt_cache is not None else default_trt_cache()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ModelError(f"cannot create the TensorRT engine cache {cache}: {exc.strerror}; "
+                             "choose another with --trt-cache DIR") from exc
+        return tensorrt_provider_options(meta.get("wysiwyc.precision", "fp32"), tuple(shape[1:4]), self.batch_range,
+                                         static_batch=static, cache_dir=cache, fp16=self.fp16_choice)
 
     def _open(self) -> None:
         ort = require("onnxruntime", "cpu", ".onnx models (use [gpu] for CUDA/TensorRT)")
-        providers = _providers(ort.get_available_providers(), self.provider_choice)
+        names = _providers(ort.get_available_providers(), self.provider_choice)
+        if "TensorrtExecutionProvider" in names:
+            self.trt_options = self._tensorrt_options(ort)
+        providers = session_providers(names, self.trt_options)
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
@@ -235,17 +293,27 @@ class OnnxBackend(Backend):
         # Idle intra-op threads spin by default, holding a core the pipeline's other stages
         # (capture, render, encode) need: on 2 cores that halved the end-to-end rate.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path} is not a loadable ONNX model ({first[:200]})") from exc
+        self.session = self._session(ort, opts, providers)
         self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime {self.provider}"
         self._check_graph(self.path)
+        bind = self.iobinding_choice
+        if bind is None:
+            bind = DEVICE_TYPES.get(self.provider, "cpu") != "cpu"
+        self.runner = BoundRunner(self.session, ort, ("logits", "masks")) if bind else None
+        if self.runner is not None:
+            self.name += " (IOBinding)"
+
+    def _session(self, ort: Any, opts: Any, providers: list[Any]) -> Any:
+        try:
+            return ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path} is not a loadable ONNX model ({first[:200]})") from exc
 
     def _close(self) -> None:
+        self.runner = None
         self.session = None  # ONNX Runtime frees the session with its last reference
 
     def _check_graph(self, path: Path) -> None:
@@ -267,7 +335,10 @@ class OnnxBackend(Backend):
             self.fixed_batch = int(shape[0])
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, masks = self.session.run(["logits", "masks"], {"images": np.ascontiguousarray(x, np.float32)})
+        if self.runner is not None:
+            logits, masks = self.runner(x)
+        else:
+            logits, masks = self.session.run(["logits", "masks"], {"images": np.ascontiguousarray(x, np.float32)})
         if logits.shape[1] != self.spec.num_classes:
             raise ModelError(f"model returns {logits.shape[1]} classes but its spec names "
                              f"{self.spec.num_classes}; re-export the model")
@@ -336,6 +407,8 @@ class TorchBackend(Backend):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self.device = torch.device(device)
+        self._pinned: Any = None  # CUDA: the reused pinned uint8 buffer frames are uploaded from
+        self._upload_done: Any = None
         model = load_model(self.path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
         self.spec = model.spec
         fp16 = self.fp16_choice
@@ -352,15 +425,32 @@ class TorchBackend(Backend):
         if self.device.type != "cuda":
             return torch.from_numpy(frames_to_batch(frames, self.input_size))
         h, w = self.input_size
-        out = []
-        for f in frames:  # frames may differ in size: resize each on the GPU
-            t = torch.from_numpy(f).to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
-            if t.shape[-2:] != (h, w):
+        if self._upload_done is not None:
+            self._upload_done.synchronize()  # once per batch, and long done by now
+        # the batch goes through one pinned host buffer, reused and grown only for a larger
+        # batch: the uploads are real asynchronous copies, with no host wait per frame
+        total = sum(f.nbytes for f in frames)
+        if self._pinned is None or self._pinned.numel() < total:
+            self._pinned = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+        out: list[Any] = [None] * len(frames)
+        offset = 0
+        for shape, idx in group_by_shape(frames):  # one upload per frame size (usually one per batch)
+            n = len(idx) * int(np.prod(shape))
+            host = self._pinned[offset:offset + n].view(len(idx), *shape)
+            offset += n
+            np.stack([frames[k] for k in idx], out=host.numpy())
+            t = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            if tuple(t.shape[-2:]) != (h, w):
                 t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-            out.append(t)
+            for j, k in enumerate(idx):
+                out[k] = t[j:j + 1]
+        # the next batch refills the pinned buffers: its copies must have left them first
+        self._upload_done = torch.cuda.Event()
+        self._upload_done.record(torch.cuda.current_stream(self.device))
         return torch.cat(out).div_(255.0)
 
     def _close(self) -> None:
+        self._pinned = self._upload_done = None
         self.model = None  # the weights go with the last reference (on CUDA, back to torch's cache)
 
     def _run(self, x: Any) -> tuple[Any, Any]:
@@ -383,6 +473,29 @@ class TorchBackend(Backend):
             if tuple(sel.shape[-2:]) != tuple(size):
                 sel = torch.nn.functional.interpolate(sel, size=size, mode="bilinear", align_corners=False)
             return sel[0].clamp(0, 1).cpu().numpy()
+
+    def masks_for_batch(self, masks: Any, picks: list[tuple[list[int], tuple[int, int]]]) -> list[np.ndarray]:
+        if self.device.type != "cuda":
+            return super().masks_for_batch(masks, picks)
+        torch = self.torch
+        hosts = []
+        with torch.inference_mode():
+            for i, (classes, size) in enumerate(picks):
+                if not classes:
+                    hosts.append(torch.empty((0, *size)))
+                    continue
+                sel = masks[i, classes][None].float()
+                if tuple(sel.shape[-2:]) != tuple(size):
+                    sel = torch.nn.functional.interpolate(sel, size=size, mode="bilinear", align_corners=False)
+                host = torch.empty(sel.shape[1:], dtype=torch.float32, pin_memory=True)
+                host.copy_(sel[0].clamp_(0, 1), non_blocking=True)
+                hosts.append(host)
+            torch.cuda.current_stream(self.device).synchronize()  # the batch's one wait
+        return [h.numpy() for h in hosts]
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.current_stream(self.device).synchronize()
 
     def raw_masks(self, masks: Any) -> np.ndarray:
         return masks.float().cpu().numpy()

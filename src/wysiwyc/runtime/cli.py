@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from ..errors import UserError, cli_main
 from ..fileio import atomic_path, check_writable
 from .backends import Backend, describe_model, open_backend
+from .onnxrt import default_trt_cache, runtime_batch_range
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
@@ -75,7 +76,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="ONNX Runtime execution provider (default: best installed)")
     m.add_argument("--device", default="auto", help=".pt models: auto | cpu | cuda | cuda:N")
     m.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help=".pt models: half precision (default: on for CUDA)")
+                   help=".pt models: half precision (default: on for CUDA); ONNX on the TensorRT provider: "
+                        "--no-fp16 keeps an fp32 model in fp32 (default: fp16 where the model allows)")
+    m.add_argument("--trt-cache", default=None, metavar="DIR",
+                   help="ONNX Runtime's TensorRT provider: engine cache folder, so engines are built once "
+                        f"(default: {default_trt_cache()})")
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
 
     s = p.add_argument_group("stream")
@@ -89,6 +94,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "the newest frame of each)")
     s.add_argument("--batch-wait", type=float, default=10.0, metavar="MS",
                    help="once a live stream has a frame, wait at most this long for the other live streams")
+    s.add_argument("--realtime", action="store_true",
+                   help="video files, image folders and --demo play at their frame rate (a video's own, else "
+                        "30 FPS) and, like a camera, only the newest frame is taken: frames the model cannot "
+                        "keep up with are dropped and counted")
     s.add_argument("--reconnect", type=int, default=5,
                    help="live streams: reopen attempts in a row after a drop, with back-off (0: give up)")
     s.add_argument("--seed", type=int, default=0, help="--demo: scene seed (stream n uses seed + n)")
@@ -296,6 +305,18 @@ def corrupt_list(names: list[str], count: int, show: int = 10) -> str:
     return text + (f" … and {more} more" if more > 0 else "")
 
 
+REALTIME_DEFAULT_FPS = 30.0
+
+
+def playback(src: Source, realtime: bool) -> dict[str, Any]:
+    """:class:`FrameStream` options for ``--realtime``: a file source becomes a paced live
+    stream at its frame rate (:data:`REALTIME_DEFAULT_FPS` when it has none); live sources
+    are paced by their device already."""
+    if not realtime or src.live:
+        return {}
+    return {"live": True, "pace": src.fps or REALTIME_DEFAULT_FPS}
+
+
 def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, list[FrameStream]]:
     """Open the sources and outputs the flags ask for and run ``backend`` over them."""
     names = list(backend.spec.class_names)
@@ -311,7 +332,8 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
             src.close()
         raise
     cond = threading.Condition()  # shared: the batcher wakes on any stream's frame
-    streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i) for i, src in enumerate(sources)]
+    streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
+               for i, src in enumerate(sources)]
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size,
                       batch_wait_s=args.batch_wait / 1e3)
@@ -355,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     # reports those itself (one line, and counters in the summary).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    batch_range = runtime_batch_range(args.batch, len(source_specs(args)))
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                      threads=args.threads) as backend:
+                      threads=args.threads, trt_cache=args.trt_cache, batch_range=batch_range) as backend:
         res, streams = run_model(args, backend)
     summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:

@@ -20,9 +20,10 @@ import numpy as np
 
 from ..errors import UserError, require
 from ..fileio import check_writable
+from .encoders import PREFERENCE, Encoder, choose_encoder, encoder_codec, open_encoder
 from .imageops import resize
 
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+_WARNED: set[str] = set()  # encoder warnings already printed (once per run, not per stream)
 
 
 @dataclass
@@ -118,43 +119,49 @@ class WindowOutput(Output):
 
 
 class VideoOutput(Output):
-    """The rendered frames as a video file (``.mp4``/``.mov``/``.mkv``: MPEG-4 Part 2,
-    ``.avi``: MJPEG). The size is the first frame's; later frames of another size (image
-    folders) are resized to it."""
+    """The rendered frames as a video file: ``.mp4``/``.m4v``/``.mov``/``.mkv`` in H.264
+    where the installed encoders allow, else MPEG-4 Part 2 with a one-line warning;
+    ``.avi`` in MJPEG (see :mod:`.encoders`). The size is the first frame's; later frames
+    of another size (image folders) are resized to it.
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None) -> None:
-        self.cv2 = require("cv2", "video", "--output")
+    Attributes:
+        encoder: the encoder's name in :data:`.encoders.ENCODERS`; ``codec`` says what it writes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None,
+                 encoder: str | None = None) -> None:
         self.stream = stream
         self.path = check_writable(path)
         suffix = self.path.suffix.lower()
-        if suffix not in FOURCC:
+        if suffix not in PREFERENCE:
             raise UserError(f"--output {self.path}: unsupported video type {suffix!r}; use one of "
-                            f"{', '.join(FOURCC)}")
+                            f"{', '.join(PREFERENCE)}")
+        if encoder is None:
+            encoder, warning = choose_encoder(suffix)
+            if warning and warning not in _WARNED:
+                _WARNED.add(warning)
+                print(f"warning: --output {warning}", file=sys.stderr)
+        self.encoder, self.codec = encoder, encoder_codec(encoder)
         self.fps = float(fps)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
-        self.writer: Any = None
+        self.writer: Encoder | None = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
 
     def write(self, rec: FrameRecord) -> bool:
-        cv2 = self.cv2
         img = rec.image
         if self.writer is None:
             self.size = img.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (img.shape[1], img.shape[0]))
-            if not self.writer.isOpened():
-                raise UserError(f"cannot write video {self.path} (no encoder for "
-                                f"{FOURCC[self.path.suffix.lower()]} in this OpenCV build)")
+            self.writer = open_encoder(self.encoder, self.tmp, self.fps, self.size)
         if img.shape[:2] != self.size:
             img = resize(img, self.size)
-        self.writer.write(np.ascontiguousarray(img[..., ::-1]))
+        self.writer.write(img)
         self.frames += 1
         return True
 
     def close(self, ok: bool = True) -> None:
         if self.writer is not None:
-            self.writer.release()  # writes the container index: the file is playable now
+            self.writer.close()  # finishes the container: the file is playable now
             self.writer = None
         if ok and self.frames:
             os.replace(self.tmp, self.path)

@@ -19,8 +19,10 @@ Stages, as reported (milliseconds per frame):
 * ``capture`` — grabbing/decoding the frame in the source thread;
 * ``preprocess`` — resize + scale to the model input, for the frame's whole batch;
 * ``infer`` — the model (classifier + attribution head, one pass) and the probabilities,
-  for the whole batch;
-* ``postprocess`` — class choice, upsampling the shown masks;
+  for the whole batch; on a GPU it ends with one wait for the device per batch, so the
+  device time lands here and not in a later stage;
+* ``postprocess`` — class choice, upsampling the shown masks (done for the whole batch at
+  once, each frame carrying its share);
 * ``render`` — drawing the overlay and showing it in the window;
 * ``end_to_end`` — from the frame's decode to the end of its render, queue waits between
   stages included. For live sources this includes the time the frame waited for the
@@ -260,6 +262,7 @@ class Pipeline:
                 return
             b.t_inf = time.perf_counter()
             b.logits, b.masks = be.infer(b.x)
+            be.synchronize()  # once per batch: device time counts as inference
             b.probs = be.probabilities(b.logits)
             b.x = None
             b.t_post = time.perf_counter()
@@ -367,16 +370,20 @@ class Pipeline:
         res.batches += 1
         keep_going = True
         pre_ms, inf_ms = (b.t_ready - b.t_pre) * 1e3, (b.t_post - b.t_inf) * 1e3
+        ta = time.perf_counter()
+        picks = [(select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned),
+                  view_size(f.image.shape, opts.min_view)) for i, f in enumerate(b.frames)]
+        # the whole batch's masks at once: on a GPU one wait for the device, not one per frame
+        upsampled = be.masks_for_batch(b.masks, picks)
+        post_s = (time.perf_counter() - ta) / len(b.frames)
         for i, f in enumerate(b.frames):
-            ta = time.perf_counter()
-            shown = select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned)
-            shown_masks = be.masks_for(b.masks, i, shown, view_size(f.image.shape, opts.min_view))
+            shown, shown_masks = picks[i][0], upsampled[i]
             tb = time.perf_counter()
             fps = res.frames / (tb - t_start) if res.frames else 0.0
             status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
             img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status)
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
-                       "postprocess": (tb - ta + b.shared_s) * 1e3}
+                       "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
                               masks=None if b.raw is None else b.raw[i], source_size=f.image.shape[:2],
                               stream=f.stream)

@@ -12,6 +12,11 @@ runs it in a background thread under one of two policies:
   ahead into a bounded queue and nothing is dropped; the pipeline batches the frames
   that are already waiting.
 
+A stream can also be **paced** (``pace`` frames per second, ``--realtime``): frame *k* is
+handed over no earlier than *k / pace* seconds after the first, so a video file plays at
+its real frame rate, like a camera; with the live policy a slow model then drops frames
+exactly as it would on the camera.
+
 A frame that cannot be decoded (a corrupt image file, an unreadable video frame) is
 skipped and counted, never fatal.
 
@@ -468,11 +473,15 @@ class FrameStream:
         cond: the condition the reader notifies on every frame and at the end; several
             streams share one so a consumer can wait for whichever delivers first.
         stream_id: the stream's number, copied into every :class:`Frame` it yields.
+        pace: hand frames over at this rate (frames per second; ``None``: as they are read).
     """
 
     def __init__(self, source: Source, live: bool | None = None, reconnect: int = 5, prefetch: int = 32,
                  backoff: tuple[float, float] = (0.5, 8.0), cond: threading.Condition | None = None,
-                 stream_id: int = 0) -> None:
+                 stream_id: int = 0, pace: float | None = None) -> None:
+        if pace is not None and not pace > 0:
+            raise ValueError(f"pace must be > 0 frames per second, got {pace}")
+        self.pace = pace
         self.source = source
         self.live = source.live if live is None else live
         self.reconnect = max(0, int(reconnect))
@@ -569,8 +578,19 @@ class FrameStream:
                 self._done = True
                 self._cond.notify_all()
 
+    def _due(self, t0: float, k: int) -> float:
+        """When the ``k``-th frame handed over is due (``perf_counter`` seconds) when paced."""
+        return t0 + k / self.pace if self.pace else t0
+
+    def _wait_until(self, due: float) -> bool:
+        """Wait for ``due`` (``perf_counter`` seconds); ``False`` when the stream is closed first."""
+        left = due - time.perf_counter()
+        return not (left > 0 and self._stop.wait(left))
+
     def _produce(self) -> None:
         index = 0
+        handed = 0  # frames handed over, for pacing
+        t_first: float | None = None
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
@@ -586,7 +606,14 @@ class FrameStream:
                 if self.live and self._reconnect():
                     continue
                 return
-            frame = Frame(index, img, t1, (t1 - t0) * 1e3, self.source.name, self.stream_id)
+            decode_ms = (t1 - t0) * 1e3
+            if self.pace:
+                t_first = t1 if t_first is None else t_first
+                if not self._wait_until(self._due(t_first, handed)):
+                    return
+                handed += 1
+                t1 = max(t1, time.perf_counter())  # it arrives when due, like a camera's frame
+            frame = Frame(index, img, t1, decode_ms, self.source.name, self.stream_id)
             index += 1
             with self._cond:
                 self.stats.grabbed += 1
