@@ -69,8 +69,10 @@ def summary_lines(entries: Iterable[Entry]) -> list[str]:
         lines.append(f"{group}:")
         if all("fps" in e.extra for e in items):
             for e in sorted(items, key=lambda e: -float(e.extra["fps"])):
-                p50 = e.extra.get("e2e_p50_ms")
+                p50, model = e.extra.get("e2e_p50_ms"), e.extra.get("model_only_fps")
                 lines.append(f"  {e.name:<64} {float(e.extra['fps']):8.1f} FPS"
+                             + (f" = {float(e.extra['fps']) / float(model):.2f} × model alone ({float(model):.0f})"
+                                if model else "")
                              + (f"   end-to-end p50 {float(p50):.1f} ms" if p50 is not None else ""))
             continue
         ref = _reference(items)

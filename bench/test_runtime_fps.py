@@ -45,7 +45,18 @@ sys.path.insert(0, str(ROOT / "src"))
 FRAMES = 300
 
 
-def _run(model: Path, size: int, batch: int, frames: int = FRAMES, **backend_opts) -> dict:
+def _shown(draw: bool) -> list:
+    """The outputs of a case: one that shows the overlay (so it is drawn, as for a window or a
+    video; the frames are then dropped) or none (JSON-lines-style analytics: nothing drawn)."""
+    from wysiwyc.runtime.outputs import Output
+
+    class Shown(Output):
+        draws = True
+
+    return [Shown()] if draw else []
+
+
+def _run(model: Path, size: int, batch: int, frames: int = FRAMES, draw: bool = True, **backend_opts) -> dict:
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
@@ -54,14 +65,15 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, **backend_opt
     be = open_backend(model, **backend_opts)
     model_only = _model_only_fps(be, batch, frames, size)  # warms up too: first-run allocations
     stream = FrameStream(DemoSource(size=size, seed=1))
-    res = Pipeline(stream, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=frames, batch=batch)).run()
+    res = Pipeline(stream, be, Overlay(list(be.spec.class_names)), _shown(draw),
+                   RunOptions(max_frames=frames, batch=batch)).run()
     pct = res.percentiles()
     return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames}
 
 
-def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES) -> dict:
+def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES, draw: bool = True) -> dict:
     """``streams`` concurrent demo streams through one pipeline, and the model alone at ``batch``."""
     import threading
 
@@ -74,7 +86,8 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     model_only = _model_only_fps(be, batch, frames, size)  # the ceiling of the pipeline
     cond = threading.Condition()
     ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
-    res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=frames, batch=batch)).run()
+    res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(draw),
+                   RunOptions(max_frames=frames, batch=batch)).run()
     pct = res.percentiles()
     return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
@@ -143,7 +156,7 @@ def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdi
         else:
             servers = [stack.enter_context(MJPEGServer(fps=STREAM_FPS, size=STREAM_SIZE)) for _ in range(streams)]
             ss = [FrameStream(open_source("stream", srv.url), cond=cond, stream_id=k) for k, srv in enumerate(servers)]
-        pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [], RunOptions(batch=batch))
+        pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(True), RunOptions(batch=batch))
         timer = threading.Timer(seconds, pipe.stop)
         timer.start()
         try:
@@ -225,6 +238,14 @@ def test_demo_model_four_streams_onnxruntime(benchmark):
     pytest.importorskip("onnxruntime")
     _bench(benchmark, "demo explainer 64px onnxruntime fp32, 4 demo streams, batch≤8",
            lambda: _run_streams(DEMO_ONNX, 64, 8, 4))
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_demo_model_analytics_only_onnxruntime(benchmark, streams):
+    """JSON lines / mask files only: no window, video or web view, so nothing is drawn."""
+    pytest.importorskip("onnxruntime")
+    _bench(benchmark, f"demo explainer 64px onnxruntime fp32, {streams} demo stream(s), batch≤8, nothing drawn",
+           lambda: _run_streams(DEMO_ONNX, 64, 8, streams, draw=False))
 
 
 @pytest.fixture(scope="module")

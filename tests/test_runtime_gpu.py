@@ -274,7 +274,13 @@ def test_pipeline_waits_for_the_device_once_per_batch_in_infer(demo_onnx):
     be = DeviceSpy(demo_onnx).open()
     cond = threading.Condition()
     streams = [FrameStream(DemoSource(size=64, seed=k), cond=cond, stream_id=k) for k in range(2)]
-    res = Pipeline(streams, be, Overlay(list(be.spec.class_names)), [], RunOptions(max_frames=24, batch=4)).run()
+    from wysiwyc.runtime.outputs import Output
+
+    class Drawn(Output):  # shows the overlay, so the masks are upsampled and drawn
+        draws = True
+
+    res = Pipeline(streams, be, Overlay(list(be.spec.class_names)), [Drawn()],
+                   RunOptions(max_frames=24, batch=4)).run()
     assert res.frames == 24
     runs = [c for c in be.calls if c.startswith("run")]
     syncs = [c for c in be.calls if c.startswith("sync")]

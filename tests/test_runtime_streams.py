@@ -384,3 +384,35 @@ def test_realtime_flag_makes_file_sources_paced_live_streams():
     assert playback(no_rate, True) == {"live": True, "pace": REALTIME_DEFAULT_FPS}
     no_rate.live = True  # a camera or network stream is paced by its device
     assert playback(no_rate, True) == {}
+
+
+def test_nothing_is_drawn_when_no_output_shows_the_overlay() -> None:
+    """JSON lines or mask files only: no mask upsampling and no overlay, the frame as captured."""
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.outputs import Output
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.sources import DemoSource, FrameStream
+
+    class Sink(Output):
+        def __init__(self, draws: bool) -> None:
+            self.draws, self.images = draws, []
+
+        def write(self, rec):  # noqa: ANN001, ANN201
+            self.images.append(rec.image)
+            return True
+
+    counts = {}
+    for draws in (False, True):
+        be = open_backend(None)
+        calls = []
+        real = be.masks_for_batch
+        be.masks_for_batch = lambda masks, picks, real=real: calls.append(len(picks)) or real(masks, picks)
+        sink = Sink(draws)
+        res = Pipeline(FrameStream(DemoSource(size=64, seed=3)), be, Overlay(list(be.spec.class_names)), [sink],
+                       RunOptions(max_frames=16, batch=4)).run()
+        assert res.frames == 16
+        counts[draws] = sum(calls)
+        shapes = {im.shape for im in sink.images}
+        assert shapes == ({(64, 64, 3)} if not draws else shapes - {(64, 64, 3)})  # drawn at the view size
+    assert counts == {False: 0, True: 16}

@@ -64,8 +64,11 @@ class Output:
             window); the others are written by the pipeline's outputs thread, in frame
             order, once the frame's timings are complete.
         stream: only this stream's frames (``None``: every stream's).
+        draws: it shows or stores the rendered overlay; when no output does (JSON lines and
+            mask files only), the pipeline skips the mask upsampling and the drawing.
     """
 
+    draws = False
     wants_masks = False
     records = False
     main_thread = False
@@ -89,6 +92,8 @@ def display_available() -> bool:
 class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing."""
+
+    draws = True
 
     main_thread = True
 
@@ -127,6 +132,8 @@ class VideoOutput(Output):
     Attributes:
         encoder: the encoder's name in :data:`.encoders.ENCODERS`; ``codec`` says what it writes.
     """
+
+    draws = True
 
     def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None,
                  encoder: str | None = None) -> None:

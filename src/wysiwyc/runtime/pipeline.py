@@ -161,6 +161,8 @@ class Pipeline:
         self.stream = self.streams[0]
         self.backend, self.overlay, self.outputs, self.opts = backend, overlay, outputs, opts
         self.want_masks = any(o.wants_masks for o in outputs)
+        # no window, video or web view: nothing shows the overlay, so it is not drawn
+        self.draw = any(getattr(o, "draws", True) for o in outputs)
         # outputs may be any object with write/close (duck-typed): default the routing attributes
         self.inline = [o for o in outputs if getattr(o, "main_thread", False)]
         self.deferred = [o for o in outputs if not getattr(o, "main_thread", False)]
@@ -374,14 +376,14 @@ class Pipeline:
         picks = [(select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned),
                   view_size(f.image.shape, opts.min_view)) for i, f in enumerate(b.frames)]
         # the whole batch's masks at once: on a GPU one wait for the device, not one per frame
-        upsampled = be.masks_for_batch(b.masks, picks)
+        upsampled = be.masks_for_batch(b.masks, picks) if self.draw else [None] * len(picks)
         post_s = (time.perf_counter() - ta) / len(b.frames)
         for i, f in enumerate(b.frames):
             shown, shown_masks = picks[i][0], upsampled[i]
             tb = time.perf_counter()
             fps = res.frames / (tb - t_start) if res.frames else 0.0
             status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
-            img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status)
+            img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status) if self.draw else f.image
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
                        "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,

@@ -82,6 +82,8 @@ class ViewServer(Output):
         quality: JPEG quality (0-100).
     """
 
+    draws = True
+
     def __init__(self, address: str, names: list[str], stats: Callable[[], dict[str, Any]] | None = None,
                  quality: int = 80) -> None:
         self.names = list(names)
