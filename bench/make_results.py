@@ -140,7 +140,10 @@ def output_dir(out: str | None, quick: bool) -> Path:
 
 def commands(step: Step, quick: bool, out: Path, tmp: Path) -> list[list[str]]:
     """The argv lists of ``step`` with its placeholders filled in."""
-    subs = {"{out}": str(out), "{tmp}": str(tmp), "{python}": sys.executable}
+    # paths inside the checkout are given relative to it (commands run there), so the result
+    # files quote a command any clone can repeat
+    rel = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
+    subs = {"{out}": str(rel), "{tmp}": str(tmp), "{python}": sys.executable}
 
     def fill(arg: str) -> str:
         for k, v in subs.items():
