@@ -62,7 +62,7 @@ def _pytest(*args: str) -> tuple[str, ...]:
 QUALITY = (PY, "bench/quality.py", "--model", "src/wysiwyc/assets/shapes_explainer.pt", "--data", "shapes",
            "--split", "test", "--json", "{out}/shapes_explainer_quality.json",
            "--md", "{out}/shapes_explainer_quality.md", "--no-progress")
-REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "scorecam=200,sise=1000,rise=200,extremal=100",
+REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "scorecam=200,sise=1000,rise=30,extremal=15",
           "--threads", "1", "--out-dir", "{out}")
 LATENCY = _pytest("bench/test_latency.py", "--benchmark-only", "--bench-devices", "cpu",
                   "--benchmark-json", "{tmp}/latency.json")
