@@ -273,7 +273,9 @@ def test_torchrun_bad_flag_fails_on_every_rank_with_one_line(tmp_path: Path) -> 
     r = _run(["train/train_classifier.py", "--accumulate", "0", "-o", str(tmp_path / "x.pt")], 2, timeout=120)
     assert r.returncode != 0
     assert r.stderr.count("error: --accumulate must be >= 1, got 0") == 2
-    assert r.stderr.count("exitcode  : 2") == 2  # torchrun's report: both ranks exited 2
+    # torchrun's report: the first rank to fail exited 2 (the other may be stopped by torchrun
+    # before it exits on its own, after printing the same line)
+    assert "exitcode  : 2" in r.stderr
     assert r.stderr.count("Traceback") <= 1  # the launcher's own ChildFailedError, none from the ranks
 
 
