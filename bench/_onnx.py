@@ -11,9 +11,6 @@ same session in both groups:
 * session: the runtime's :class:`~wysiwyc.runtime.backends.OnnxBackend` on the CPU provider
   (``ORT_ENABLE_ALL``, ONNX Runtime's default thread count), so the bench times what
   ``runtime-explain`` runs.
-
-Both used to differ (16 seeded random calibration images and a bare session in the latency
-bench; 128 training images and an ``ORT_ENABLE_ALL`` session in the precision bench).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Rules (the README's convention):
   spans, links and the header row skipped) appears in that file, as written or as a file
   number rounded to the README's decimals;
 * a table whose numbers have no committed source yet says ``pending re-measurement`` in
-  that paragraph, and must then name no bench/results file (the lead measures it; the
+  that paragraph, and must then name no bench/results file (until it is measured; the
   command is in ``bench/make_results.py``);
 * a table without numbers (e.g. the install extras) needs no source.
 """
