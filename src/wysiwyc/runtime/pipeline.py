@@ -381,9 +381,11 @@ class Pipeline:
         for i, f in enumerate(b.frames):
             shown, shown_masks = picks[i][0], upsampled[i]
             tb = time.perf_counter()
-            fps = res.frames / (tb - t_start) if res.frames else 0.0
-            status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
-            img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status) if self.draw else f.image
+            img = f.image
+            if self.draw:
+                fps = res.frames / (tb - t_start) if res.frames else 0.0
+                status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
+                img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status)
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
                        "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
