@@ -17,7 +17,7 @@ weights), batch 1, one random image per call:
 each for the top-1 class and for all classes. Fast entries: median of ``--repeats`` calls
 after one warm-up; slow ones (Score-CAM, SISE, RISE, EP): one call. Writes
 ``latency_paper_scale_cpu.csv`` (classifier, method, head_arch, backend, classes,
-ms_per_image, image_size, rounds, settings) and ``latency_paper_scale_cpu.md`` (per
+ms_per_image, image_size, rounds, settings, command) and ``latency_paper_scale_cpu.md`` (per
 classifier, each entry's ratio to each Explainer through torch) into ``--out-dir``.
 
 ``--tiny`` swaps in ``small_cnn`` at 32 px, one repeat and the reduced settings of the slow
@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
@@ -64,6 +65,7 @@ class Row:
     image_size: int
     rounds: int
     settings: str
+    command: str = ""  # the run that measured it (a suite built in parts with --merge has several)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -285,14 +287,22 @@ def _no_grad(model, x):  # noqa: ANN001, ANN202
 
 def markdown(rows: list[Row], command: str, machine: str = "", device: str = "cpu") -> str:
     """Per classifier: one table, every entry with its ratio to each Explainer (torch, same
-    classes)."""
+    classes). The header lists the commands that measured the rows (``command`` for rows
+    that name none) and what the suite leaves out."""
     where = "GPU" if device.startswith("cuda") else "CPU"
-    lines = [f"# Latency at paper scale ({where}, batch 1, ms per image)", "",
-             f"Machine: {machine}. " if machine else "",
-             f"Command: `{command}`. Untrained weights (latency does not depend on them), "
-             f"{NUM_CLASSES} classes; × HEAD = this entry's time / that Explainer's (torch, same classes).", ""]
+    commands = list(dict.fromkeys(r.command or command for r in rows)) or [command]
+    lines = [f"# Latency at paper scale ({where}, batch 1, ms per image)", ""]
+    if machine:
+        lines.append(f"Machine: {machine}.")
+    if len(commands) == 1:
+        lines.append(f"Command: `{commands[0]}`.")
+    else:
+        lines += ["Built in parts (`--merge` keeps the rows a run does not re-measure):", "", "```", *commands, "```"]
+    lines += ["", f"Untrained weights (latency does not depend on them), {NUM_CLASSES} classes; "
+              "× HEAD = this entry's time / that Explainer's (torch, same classes).", *_coverage(rows), ""]
+    order = {m: i for i, m in enumerate(METHODS)}
     for arch in dict.fromkeys(r.classifier for r in rows):
-        mine = [r for r in rows if r.classifier == arch]
+        mine = sorted((r for r in rows if r.classifier == arch), key=lambda r: order.get(r.method, len(order)))
         refs = {(r.head_arch, r.classes): r.ms_per_image for r in mine
                 if r.method == "explainer" and r.backend == "torch"}
         heads = list(dict.fromkeys(h for h, _ in refs))
@@ -308,6 +318,23 @@ def markdown(rows: list[Row], command: str, machine: str = "", device: str = "cp
     return "\n".join(lines)
 
 
+def _coverage(rows: list[Row]) -> list[str]:
+    """Lines naming the slow methods measured for the top-1 class only and the methods a
+    classifier lacks."""
+    out = []
+    slow = [m for m in SLOW if any(r.method == m for r in rows)]
+    top1 = [m for m in slow if not any(r.method == m and r.classes == "all" for r in rows)]
+    if slow:
+        only = ("" if not top1 else ", for the top-1 class only" if top1 == slow
+                else f"; {', '.join(top1)} for the top-1 class only")
+        out.append(f"Slow methods ({', '.join(slow)}) ran one round{only}.")
+    for arch in dict.fromkeys(r.classifier for r in rows):
+        missing = [m for m in METHODS if not any(r.classifier == arch and r.method == m for r in rows)]
+        if missing:
+            out.append(f"Not measured on {arch}: {', '.join(missing)}.")
+    return out
+
+
 def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", device: str = "cpu") -> tuple[Path, Path]:
     """Write the CSV and the Markdown atomically; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +343,7 @@ def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", devic
     w = csv.DictWriter(buf, fieldnames=list(Row.__dataclass_fields__))
     w.writeheader()
     for r in rows:
-        w.writerow({**asdict(r), "ms_per_image": f"{r.ms_per_image:.3f}"})
+        w.writerow({**asdict(r), "ms_per_image": f"{r.ms_per_image:.3f}", "command": r.command or command})
     with atomic_path(csv_path) as tmp:
         Path(tmp).write_text(buf.getvalue())
     with atomic_path(md_path) as tmp:
@@ -329,11 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.tiny:
         args.classifiers, args.size, args.repeats = "small_cnn", 32, 1
-    command = ("python bench/paper_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = shlex.join(["python", "bench/paper_scale.py", *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out_dir)
     mine = {a.strip() for a in args.classifiers.split(",")}
     measured = {m.strip() for m in args.methods.split(",")}
-    kept = [r for r in read_rows(out / f"{stem(args.device)}.csv")
+    kept = [replace(r, command=r.command or "(an earlier run)") for r in read_rows(out / f"{stem(args.device)}.csv")
             if r.classifier not in mine or r.method not in measured] if args.merge else []
     machine = args.machine or machine_name(args.device, args.threads)
     rows = measure(args, say=lambda s: print(s, flush=True),

@@ -58,3 +58,19 @@ def test_paper_scale_ratios_by_hand():
             ps.Row("resnet50", "sise", "-", "torch", "all", 4000.0, 224, 1, "paper defaults")]
     sise = next(ln for ln in ps.markdown(rows, "cmd").splitlines() if ln.startswith("| sise"))
     assert "| 4000.0 | 200.00 | 800.00 |" in sise
+
+
+def test_paper_scale_merge_lists_each_command_and_what_is_missing(tmp_path):
+    """A suite built in parts: each row keeps the command that measured it, and the table
+    header lists both commands and the methods not measured."""
+    ps = load_script("bench/paper_scale.py")
+    base = ["--tiny", "--heads", "lraspp_mobilenet_v3", "--no-onnx", "--out-dir", str(tmp_path)]
+    assert ps.main([*base, "--methods", "explainer,gradcam"]) == 0
+    assert ps.main([*base, "--methods", "gradcam", "--merge"]) == 0
+    rows = list(csv.DictReader((tmp_path / "latency_paper_scale_cpu.csv").open()))
+    by_method = {r["method"]: r["command"] for r in rows}
+    assert "--methods explainer,gradcam" in by_method["explainer"]
+    assert by_method["gradcam"].endswith("--methods gradcam --merge")
+    md = (tmp_path / "latency_paper_scale_cpu.md").read_text()
+    assert "Built in parts" in md and by_method["explainer"] in md and by_method["gradcam"] in md
+    assert "Not measured on small_cnn: mask_predictor, reciprocam, gradcam++, scorecam, sise, rise, extremal." in md
