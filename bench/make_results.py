@@ -64,6 +64,13 @@ QUALITY = (PY, "bench/quality.py", "--model", "src/wysiwyc/assets/shapes_explain
            "--md", "{out}/shapes_explainer_quality.md", "--no-progress")
 REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "scorecam=200,sise=1000,rise=30,extremal=15",
           "--threads", "1", "--out-dir", "{out}")
+# RISE and EP on more images than the report gives them, each in its own file: together they
+# would add hours to one report run
+REPORT_RISE = (PY, "bench/report.py", "--name", "shapes_test_rise", "--methods", "rise", "--slow-limit", "rise=200",
+               "--threads", "2", "--out-dir", "{out}")
+REPORT_EP = (PY, "bench/report.py", "--name", "shapes_test_extremal", "--methods", "extremal",
+             "--slow-limit", "extremal=100", "--threads", "2", "--out-dir", "{out}")
+SLOW_QUICK = ("--limit", "2", "--slow-limit", "1", "--sanity-limit", "1", "--gallery", "1")
 LATENCY = _pytest("bench/test_latency.py", "--benchmark-only", "--bench-devices", "cpu",
                   "--benchmark-json", "{tmp}/latency.json")
 LATENCY_TABLE = (PY, "bench/latency_table.py", "{tmp}/latency.json", "-o", "{out}/latency_cpu_2core.md",
@@ -82,6 +89,9 @@ STEPS: tuple[Step, ...] = (
     Step("report", ("shapes_test.md", "shapes_test.csv", "shapes_test.png", "shapes_test_gallery.png"),
          (REPORT,), ((*REPORT, "--limit", "8", "--slow-limit", "1", "--sanity-limit", "1", "--gallery", "2",
                       "--latency-repeats", "1", "--methods", "explainer,reciprocam,gradcam,gradcam++,scorecam,sise"),)),
+    Step("report_slow", tuple(f"shapes_test_{m}{ext}" for m in ("rise", "extremal")
+                              for ext in (".md", ".csv", ".png", "_gallery.png")),
+         (REPORT_RISE, REPORT_EP), ((*REPORT_RISE, *SLOW_QUICK), (*REPORT_EP, *SLOW_QUICK))),
     Step("latency", ("latency_cpu_2core.md",),
          (LATENCY, LATENCY_TABLE),
          ((*LATENCY, "-k", "explainer or reciprocam or gradcam", "--benchmark-max-time", "0.2"), LATENCY_TABLE)),

@@ -183,3 +183,23 @@ def test_ablation_commands_and_table(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "abl.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["authors", "cunet"]  # lr_1e-3 not trained: left out
     assert abl.main(["--work-dir", str(tmp_path), "--only", "nope", "--no-train"]) == 2
+
+
+def test_report_true_class_masks_computes_each_true_pair_once():
+    """bench/report.py: slow methods get each image's true classes in calls grouped by class
+    count — every (image, class) pair once, none padded — and zeros for the other classes."""
+    report = _load("report")
+    labels = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 1, 1]], dtype=torch.float32)
+    images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    calls = []
+
+    def attr(x, cls):  # mask value = 10 * image id + class: shows which pair filled which slot
+        calls.append(cls.clone())
+        return (10 * x[:, :1, None] + cls[:, :, None, None, None]).squeeze(2).expand(-1, -1, 2, 2)
+
+    masks = report._true_class_masks(attr, images, labels, 4)
+    assert sum(c.numel() for c in calls) == int(labels.sum()) == 8  # padding to k=3 would compute 12
+    assert [tuple(c.shape) for c in calls] == [(1, 1), (2, 2), (1, 3)]
+    want = torch.where(labels > 0, 10 * torch.arange(5.0).view(5, 1) + torch.arange(4.0), torch.zeros(()))
+    assert torch.equal(masks[:, :, 0, 0], want)
+    assert torch.equal(masks[:, :, 1, 1], want)
