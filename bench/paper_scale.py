@@ -336,14 +336,16 @@ def _coverage(rows: list[Row]) -> list[str]:
 
 
 def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", device: str = "cpu") -> tuple[Path, Path]:
-    """Write the CSV and the Markdown atomically; returns their paths."""
+    """Write the CSV and the Markdown atomically (rows that name no command get ``command``);
+    returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem(device)}.csv", out_dir / f"{stem(device)}.md"
+    rows = [replace(r, command=r.command or command) for r in rows]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(Row.__dataclass_fields__))
     w.writeheader()
     for r in rows:
-        w.writerow({**asdict(r), "ms_per_image": f"{r.ms_per_image:.3f}", "command": r.command or command})
+        w.writerow({**asdict(r), "ms_per_image": f"{r.ms_per_image:.3f}"})
     with atomic_path(csv_path) as tmp:
         Path(tmp).write_text(buf.getvalue())
     with atomic_path(md_path) as tmp:

@@ -198,7 +198,7 @@ def test_report_true_class_masks_computes_each_true_pair_once():
         return (10 * x[:, :1, None] + cls[:, :, None, None, None]).squeeze(2).expand(-1, -1, 2, 2)
 
     masks = report._true_class_masks(attr, images, labels, 4)
-    assert sum(c.numel() for c in calls) == int(labels.sum()) == 8  # padding to k=3 would compute 12
+    assert sum(c.numel() for c in calls) == int(labels.sum()) == 8  # padding all 5 images to k=3: 15
     assert [tuple(c.shape) for c in calls] == [(1, 1), (2, 2), (1, 3)]
     want = torch.where(labels > 0, 10 * torch.arange(5.0).view(5, 1) + torch.arange(4.0), torch.zeros(()))
     assert torch.equal(masks[:, :, 0, 0], want)
