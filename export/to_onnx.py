@@ -21,11 +21,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
-from wysiwyc.formats import FORMATS, GRAPHS, PRECISIONS
+from wysiwyc.formats import FORMATS, GRAPH_ALIASES, GRAPHS, PRECISIONS
 
 ONNX = FORMATS["onnx"]
 
@@ -45,11 +46,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--head", default=None,
                    help="training-free attribution head in place of the checkpoint's: reciprocam")
-    # no argparse choices: an unknown precision is reported by export_checkpoint, like every other misuse
+    # no argparse choices: an unknown precision is reported by check_options, like every other misuse
     p.add_argument("--precision", default="fp32", help=" | ".join(ONNX.precisions))
     p.add_argument("--calib", default=None, help="int8 calibration data: shapes | voc:ROOT | coco:ROOT | folder:DIR")
     p.add_argument("--calib-samples", type=int, default=128, help="int8 calibration images")
-    p.add_argument("--graph", choices=ONNX.graphs, default="fused",
+    p.add_argument("--graph", choices=ONNX.graphs + tuple(GRAPH_ALIASES), default="fused", metavar="GRAPH",
                    help="; ".join(f"{g}: {GRAPHS[g].help}" for g in ONNX.graphs))
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
@@ -98,56 +99,71 @@ def output_paths(ckpt: Path, output: str | None, head: str | None, force: bool) 
     return out, report
 
 
+def tolerances(args: argparse.Namespace) -> dict[str, float]:
+    """The precision's parity bounds (:data:`~wysiwyc.formats.PRECISIONS`), with the ``--tol-*``
+    flags given."""
+    tol = dict(PRECISIONS[args.precision].tolerances)
+    for key, flag in (("masks_max_abs_diff", args.tol_mask_abs), ("mask_iou", args.tol_mask_iou),
+                      ("label_agreement", args.tol_label_agreement)):
+        if flag is not None:
+            tol[key] = flag
+    return tol
+
+
+def dataset_images(data: str, split: str, n: int, size: tuple[int, int]) -> Any:
+    """``n`` images (N,3,H,W) in [0,1] of a dataset split."""
+    import torch
+
+    from wysiwyc.data import build_dataset, dataset_kwargs
+
+    ds = build_dataset(data, split, size, **dataset_kwargs(data, n))
+    return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import torch
 
-    from wysiwyc.data import build_dataset, dataset_kwargs
-    from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_checkpoint,
-                                            parity_report, write_json)
+    from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_model,
+                                            export_onnx, parity_report, write_json)
+    from wysiwyc.fileio import file_sha256
 
     ckpt = Path(args.checkpoint)
     out, report_path = output_paths(ckpt, args.output, args.head, args.force)
     dynamic = args.batch == "dynamic"
     if not dynamic and not args.batch.isdigit():
         raise UserError(f"--batch must be a number or 'dynamic', got {args.batch!r}")
+    if args.graph in GRAPH_ALIASES:
+        print(f"warning: --graph {args.graph} is deprecated, use --graph {GRAPH_ALIASES[args.graph]}",
+              file=sys.stderr)
     opts = ExportOptions(precision=args.precision, opset=args.opset, dynamic_batch=dynamic,
                          batch=2 if dynamic else int(args.batch),
                          image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph,
                          head=args.head)
     check_options(opts)  # a misuse is one line, before any progress line
-    from wysiwyc.checkpoint import load_checkpoint
-
-    spec = load_checkpoint(ckpt)["spec_obj"]
+    model = export_model(ckpt, args.head)  # the checkpoint is read here, once
+    spec = model.spec
     size = opts.image_size or spec.image_size
     calib = None
     if args.precision == "int8":
         data = args.calib or spec.dataset
         say(f"loading {args.calib_samples} int8 calibration images of {data} ...")
         # calibrate on the train split, check parity on the test split
-        cds = build_dataset(data, "train", size, **dataset_kwargs(data, args.calib_samples))
-        calib = torch.stack([cds[i][0] for i in range(min(args.calib_samples, len(cds)))]).numpy()
-    say(f"exporting {ckpt} ({args.precision}, graph {args.graph}{', head ' + args.head if args.head else ''}) "
+        calib = dataset_images(data, "train", args.calib_samples, size).numpy()
+    say(f"exporting {ckpt} ({args.precision}, graph {opts.graph}{', head ' + args.head if args.head else ''}) "
         f"to {out} ...")
     t0 = time.perf_counter()
-    meta = export_checkpoint(ckpt, out, opts, calib_images=calib)
+    meta = export_onnx(model, out, opts, file_sha256(ckpt), calib_images=calib)
     say(f"exported in {time.perf_counter() - t0:.1f} s; parity check against torch ...")
     n = args.parity_samples if dynamic else opts.batch
     try:
-        ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, n))
-        images = torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+        images = dataset_images(spec.dataset, "test", n, size)
     except UserError:  # real data not on this machine: fall back to random images, say so
         print(f"warning: {spec.dataset} data not available, parity on random images", file=sys.stderr)
         images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
-    report = parity_report(ckpt, out, images, head=args.head)
-    tol = dict(PRECISIONS[args.precision].tolerances)
-    if args.tol_mask_abs is not None:
-        tol["masks_max_abs_diff"] = args.tol_mask_abs
-    if args.tol_mask_iou is not None:
-        tol["mask_iou"] = args.tol_mask_iou
-    if args.tol_label_agreement is not None:
-        tol["label_agreement"] = args.tol_label_agreement
+    report = parity_report(model, out, images)
+    tol = tolerances(args)
     failed = check_tolerances(report, tol)
     report.update({"precision": args.precision, "tolerances": tol, "passed": not failed,
                    "onnx": str(out), "size_bytes": out.stat().st_size, **meta})

@@ -41,11 +41,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from wysiwyc.export.tensorrt import build_engine, read_onnx_metadata
+    from wysiwyc.export.tensorrt import build_engine
     from wysiwyc.fileio import check_writable
+    from wysiwyc.modelfile import read_spec
 
     src = Path(args.onnx)
-    read_onnx_metadata(src)  # bad input fails before TensorRT is even needed
+    read_spec(src)  # bad input fails before TensorRT is even needed
     out = check_writable(args.output or src.with_suffix(ENGINE.suffix))
     side = build_engine(src, out, fp16=args.fp16, int8=args.int8, batch=tuple(args.batch) if args.batch else None,
                         workspace_gib=args.workspace)

@@ -23,7 +23,7 @@ def make_classifier(path: Path, size: int = 32) -> Path:
 
     torch.manual_seed(0)
     clf = build_classifier("small_cnn", len(CLASSES))
-    save_checkpoint(path, "classifier", ModelSpec(class_names=list(CLASSES), image_size=(size, size)),
+    save_checkpoint(path, ModelSpec(class_names=list(CLASSES), image_size=(size, size)),
                     clf.state_dict())
     return path
 
@@ -41,7 +41,7 @@ def make_explainer(path: Path, size: int = 32) -> Path:
     spec = ModelSpec(class_names=list(CLASSES), image_size=(size, size), kind="explainer", head_arch="unet",
                      mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
     clf = build_classifier("small_cnn", len(CLASSES)).eval()
-    save_checkpoint(path, "explainer", spec, clf.state_dict(), head=head_from_spec(spec).state_dict())
+    save_checkpoint(path, spec, clf.state_dict(), head=head_from_spec(spec).state_dict())
     return path
 
 

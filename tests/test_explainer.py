@@ -77,7 +77,7 @@ def test_checkpoint_round_trip_through_load_model(tmp_path: Path) -> None:
     spec = _spec()
     clf = build_classifier("small_cnn", 6).eval()
     head = head_from_spec(spec).eval()
-    path = save_checkpoint(tmp_path / "e.pt", "explainer", spec, clf.state_dict(), head.state_dict())
+    path = save_checkpoint(tmp_path / "e.pt", spec, clf.state_dict(), head.state_dict())
     model = load_model(path)
     images = torch.rand(2, 3, 32, 32)
     logits, masks = model(images)
@@ -129,7 +129,7 @@ def test_train_script_end_to_end_with_config_override(tiny_classifier: Path, tmp
                          "-o", str(out)])
     assert rc == 0 and out.is_file()
     ck = torch.load(out, weights_only=True)
-    assert ck["kind"] == "explainer" and ck["spec"]["head_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
+    assert ck["spec"]["kind"] == "explainer" and ck["spec"]["head_arch"] == "unet" and ck["spec"]["mask_kind"] == "sigmoid"
     assert ck["train"]["mask_init"] == 0.9
     assert ck["train"]["epochs"] == 1 and ck["train"]["loss_weights"]["entropy_regularizer"] == 2.5  # CLI beat config; config beat default
     model = load_model(out)
@@ -148,7 +148,7 @@ def test_rtis_loss_trains_the_same_net_as_kind_rtis(tiny_classifier: Path, tmp_p
                          "--batch-size", "8", "--train-length", "16", "--val-length", "8", "--no-progress", "-o", str(out)])
     assert rc == 0
     ck = torch.load(out, weights_only=True)
-    assert ck["kind"] == "rtis" and ck["train"]["loss_weights"]["area"] == 8.0 and "val_destroy" in ck["metrics"]
+    assert ck["spec"]["kind"] == "rtis" and ck["train"]["loss_weights"]["area"] == 8.0 and "val_destroy" in ck["metrics"]
     masks = build_method("rtis", load_model(out))(torch.rand(2, 3, 32, 32), [0, 3])
     assert masks.shape == (2, 2, 32, 32)
 

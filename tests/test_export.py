@@ -44,12 +44,15 @@ def test_fp32_export_parity_metadata_and_dynamic_batch(tiny_explainer, tmp_path,
     assert not list(tmp_path.glob("*.data"))  # one self-contained file
 
 
-def test_explainer_only_graph_equals_the_torch_explainer(tiny_explainer, tmp_path):
+@pytest.mark.parametrize("graph", ["masks", "explainer"])  # the old spelling still works, with a notice
+def test_masks_only_graph_equals_the_torch_explainer(tiny_explainer, tmp_path, capsys, graph):
     out = tmp_path / "e.onnx"
-    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--graph", "explainer", "--parity-samples", "4"]) == 0
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--graph", graph, "--parity-samples", "4"]) == 0
+    notice = "warning: --graph explainer is deprecated, use --graph masks"
+    assert (notice in capsys.readouterr().err) == (graph == "explainer")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["masks"]
-    assert sess.get_modelmeta().custom_metadata_map["wysiwyc.graph"] == "explainer"
+    assert sess.get_modelmeta().custom_metadata_map["wysiwyc.graph"] == "masks"
     model = load_model(tiny_explainer)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     (masks,) = sess.run(None, {"images": x.numpy()})
@@ -101,7 +104,7 @@ def test_failed_tolerance_removes_the_file(tiny_explainer, tmp_path, capsys):
     (["--opset", "5"], "unsupported opset"),
     (["--precision", "fp8"], "unsupported precision"),
     (["--head", "gradcam"], "unknown training-free head 'gradcam'"),
-    (["--head", "reciprocam", "--graph", "explainer"], "--head reciprocam makes a fused graph"),
+    (["--head", "reciprocam", "--graph", "masks"], "--head reciprocam makes a fused graph"),
 ])
 def test_user_errors(tiny_explainer, tmp_path, capsys, args, msg):
     out = tmp_path / "bad.onnx"
@@ -178,3 +181,32 @@ def test_export_says_what_it_is_doing(tiny_explainer, tmp_path, monkeypatch, cap
     assert _to_onnx().main([str(tiny_explainer), "--parity-samples", "2"]) == 0
     err = capsys.readouterr().err
     assert "exporting" in err and "parity check" in err and (tmp_path / "tiny_explainer.onnx").is_file()
+
+
+def test_read_spec_reads_every_format_and_owns_the_foreign_file_error(tiny_explainer, tmp_path):
+    import onnx
+
+    from wysiwyc.modelfile import ModelFileError, read_spec
+    from wysiwyc.sidecar import SIDECAR_FORMAT
+
+    out = tmp_path / "m.onnx"
+    assert _to_onnx().main([str(tiny_explainer), "-o", str(out), "--parity-samples", "2"]) == 0
+    spec = read_spec(tiny_explainer)
+    assert spec.kind == "explainer" and read_spec(out) == spec
+    assert "wysiwyc.kind" not in {e.key for e in onnx.load(str(out)).metadata_props}  # kind: in the spec only
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    Path(f"{engine}.json").write_text(json.dumps({"format": SIDECAR_FORMAT, "tensorrt_version": "10.13",
+                                                  "compute_capability": "9.0", "spec": spec.to_dict()}))
+    assert read_spec(engine) == spec
+    foreign = tmp_path / "foreign.onnx"
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(foreign))
+    for path, msg in [(foreign, "has no wysiwyc spec"), (tmp_path / "x.onnx", "model not found"),
+                      (tiny_explainer.with_suffix(".txt"), "model not found")]:
+        with pytest.raises(ModelFileError, match=msg):
+            read_spec(path)
+    (tmp_path / "m.bin").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="unknown model type '.bin'"):
+        read_spec(tmp_path / "m.bin")

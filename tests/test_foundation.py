@@ -66,107 +66,71 @@ def test_spurious_cue_only_with_dots():
 
 
 # -- checkpoints -------------------------------------------------------------------------
-def _tiny_ckpt(path: Path, kind: str = "classifier") -> tuple[ModelSpec, torch.nn.Module]:
+def _tiny_ckpt(path: Path) -> tuple[ModelSpec, torch.nn.Module]:
     torch.manual_seed(0)
     model = build_classifier("small_cnn", 6).eval()
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
-    save_checkpoint(path, kind, spec, model.state_dict(), train={"x": 1}, metrics={"acc": 0.5})
+    save_checkpoint(path, spec, model.state_dict(), train={"x": 1}, metrics={"acc": 0.5})
     return spec, model
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_checkpoint_round_trip_stores_kind_once(tmp_path):
     p = tmp_path / "c.pt"
     spec, model = _tiny_ckpt(p)
     raw = torch.load(p, weights_only=True)
-    assert raw["format"] == "wysiwyc-checkpoint" and raw["kind"] == "classifier"
+    assert raw["format"] == "wysiwyc-checkpoint" and raw["format_version"] == 3
+    assert "kind" not in raw and raw["spec"]["kind"] == "classifier"  # kind lives in the spec only
+    assert any(k.startswith("top.") for k in raw["classifier"])  # the classifier's pooling + linear part
     ck = load_checkpoint(p, kinds=("classifier",))
-    assert ck["spec_obj"] == ModelSpec.from_dict(spec.to_dict())
+    assert ck.spec == spec and ck.kind == "classifier" and ck.train == {"x": 1} and ck.metrics == {"acc": 0.5}
     fused = load_model(p)
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(fused.classify(x), model(fused.norm(x)), atol=1e-6)
 
 
-def test_checkpoint_refuses_foreign_files(tmp_path):
+def test_checkpoint_refuses_foreign_and_other_version_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a torch file" * 10)
     plain = tmp_path / "plain.pt"
     torch.save({"state_dict": {}}, plain)
     good = tmp_path / "good.pt"
     _tiny_ckpt(good)
-    newer = tmp_path / "newer.pt"
-    d = torch.load(good, weights_only=True)
-    d["format_version"] = 99
-    torch.save(d, newer)
-    for p, msg in [(junk, "not a loadable"), (plain, "not a wysiwyc checkpoint"), (newer, "format version"),
-                   (tmp_path / "missing.pt", "not found")]:
+    versions = {}
+    for v in (99, 2):
+        versions[v] = tmp_path / f"v{v}.pt"
+        d = torch.load(good, weights_only=True)
+        d["format_version"] = v
+        torch.save(d, versions[v])
+    for p, msg in [(junk, "not a loadable"), (plain, "not a wysiwyc checkpoint"),
+                   (versions[99], "format version 99.*upgrade wysiwyc"),
+                   (versions[2], "format version 2.*retrain it"), (tmp_path / "missing.pt", "not found")]:
         with pytest.raises(CheckpointError, match=msg):
             load_checkpoint(p)
     with pytest.raises(CheckpointError, match="expected one of: explainer"):
         load_checkpoint(good, kinds=("explainer",))
 
 
-def _v1_file(path: Path, kind: str, spec: dict, classifier: dict, head: dict | None) -> Path:
-    """A checkpoint exactly as format 1 wrote it: the head under "explainer", the format-1 spec."""
-    torch.save({"format": "wysiwyc-checkpoint", "format_version": 1, "kind": kind, "spec": {**spec, "kind": kind},
-                "classifier": classifier, "explainer": head, "train": {"x": 1}, "metrics": {"acc": 0.5}}, path)
-    return path
-
-
-def test_version_1_explainer_checkpoint_loads(tmp_path):
-    from wysiwyc.models.explainer import head_from_spec
-
-    torch.manual_seed(0)
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet",
-                     mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 2}})
-    clf, head = build_classifier("small_cnn", 6).state_dict(), head_from_spec(spec).state_dict()
-    v1_spec = {k: v for k, v in spec.to_dict().items() if k != "head_arch"} | {"explainer_arch": "unet"}
-    old = _v1_file(tmp_path / "v1.pt", "explainer", v1_spec, clf, head)
-    new = save_checkpoint(tmp_path / "v2.pt", "explainer", spec, clf, head)
-    ck = load_checkpoint(old, kinds=("explainer",))
-    assert ck["format_version"] == 1 and "explainer" not in ck and ck["head"].keys() == head.keys()
-    assert ck["spec"]["head_arch"] == "unet" and "explainer_arch" not in ck["spec"] and ck["spec_obj"] == spec
-    assert torch.load(new, weights_only=True)["format_version"] == 2
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        (lo, mo), (ln, mn) = load_model(old)(x), load_model(new)(x)
-    assert torch.equal(lo, ln) and torch.equal(mo, mn)
-
-
-def test_version_1_mask_predictor_checkpoint_keeps_its_controller(tmp_path):
-    from wysiwyc.models.mask_predictor import head_from_spec
-
-    torch.manual_seed(0)
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="mask_predictor",
-                     head_arch="mask_predictor", mask_kind="basic", extra={"mask_predictor": {"width": 8}})
-    clf, head = build_classifier("small_cnn", 6).state_dict(), head_from_spec(spec).state_dict()
-    # format 1 kept the controller twice; the head was built from the extra's copy
-    v1_spec = {k: v for k, v in spec.to_dict().items() if k != "head_arch"} | {
-        "explainer_arch": "mask_predictor", "mask_kind": None,
-        "extra": {"mask_predictor": {"width": 8, "controller": "basic"}}}
-    ck = load_checkpoint(_v1_file(tmp_path / "v1.pt", "mask_predictor", v1_spec, clf, head))
-    assert ck["spec_obj"] == spec and ck["spec"]["extra"] == {"mask_predictor": {"width": 8}}
-    model = load_model(ck)
-    assert model.head.controller.kind == "basic"
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        ref = load_model(save_checkpoint(tmp_path / "v2.pt", "mask_predictor", spec, clf, head))(x)
-        assert torch.equal(model(x)[1], ref[1])
-
-
-def test_spec_reads_the_format_1_field_name():
-    spec = ModelSpec.from_dict({"class_names": ["a"], "kind": "explainer", "explainer_arch": "unet"})
-    assert spec.head_arch == "unet" and "explainer_arch" not in spec.to_dict()
+def test_with_head_keeps_the_classifier_fields():
+    cspec = ModelSpec(class_names=["a", "b"], image_size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2),
+                      classifier_arch="resnet18", dataset="voc", extra={"spurious": True})
+    spec = cspec.with_head("explainer", "unet", "sigmoid", {"explainer": {"width": 4}}, image_size=(48, 48))
+    assert (spec.kind, spec.head_arch, spec.mask_kind, spec.image_size) == ("explainer", "unet", "sigmoid", (48, 48))
+    assert (spec.class_names, spec.mean, spec.std, spec.classifier_arch, spec.dataset) == (
+        ["a", "b"], (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), "resnet18", "voc")
+    assert spec.extra == {"spurious": True, "explainer": {"width": 4}} and cspec.kind == "classifier"
     assert ModelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="unknown kind"):
+        cspec.with_head("gradcam")
 
 
 @pytest.mark.parametrize("name", ["shapes_classifier", "shapes_explainer", "shapes_mask_predictor", "shapes_rtis"])
 def test_bundled_checkpoints_load(name):
     path = Path(__file__).resolve().parents[1] / "src" / "wysiwyc" / "assets" / f"{name}.pt"
     ck = load_checkpoint(path)
-    assert ck["spec_obj"].kind == name.removeprefix("shapes_")
+    assert ck.kind == name.removeprefix("shapes_")
     model = load_model(ck)
     with torch.no_grad():
-        logits, masks = model(torch.rand(2, 3, *ck["spec_obj"].image_size))
+        logits, masks = model(torch.rand(2, 3, *ck.spec.image_size))
     assert logits.shape == (2, 6) and masks.shape == (2, 6, 64, 64)
 
 
@@ -211,8 +175,8 @@ def test_train_classifier_end_to_end_and_resume(tmp_path, capsys):
             "--batch-size", "32", "--image-size", "32", "--no-progress", "--device", "cpu", "-o", str(out)]
     assert mod.main(args) == 0
     ck = load_checkpoint(out, kinds=("classifier",))
-    assert ck["spec_obj"].image_size == (32, 32) and ck["spec_obj"].class_names == list(CLASSES)
-    assert 0 <= ck["metrics"]["test_label_acc"] <= 1 and ck["metrics"]["best_epoch"] == 1
+    assert ck.spec.image_size == (32, 32) and ck.spec.class_names == list(CLASSES)
+    assert 0 <= ck.metrics["test_label_acc"] <= 1 and ck.metrics["best_epoch"] == 1
     assert not Path(str(out) + ".last.pt").exists()
     # the same seed gives the same weights
     out2 = tmp_path / "clf2.pt"
@@ -255,3 +219,33 @@ def test_dataset_registry_rejects_unknown():
         build_dataset("imagenet", "train")
     with pytest.raises(UserError, match="needs a root"):
         build_dataset("voc", "train")
+
+
+def _package_imports(room: str) -> set[str]:
+    """Every ``wysiwyc.*`` module the files of ``src/wysiwyc/<room>/`` import (relative
+    imports resolved), at module level or inside functions."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "src" / "wysiwyc"
+    found: set[str] = set()
+    for path in (pkg / room).rglob("*.py"):
+        parts = ["wysiwyc", *path.relative_to(pkg).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        else:
+            parts = parts[:-1]  # the module's package
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = parts[:len(parts) - node.level + 1] if node.level else []
+                name = ".".join(base + ([node.module] if node.module else []))
+                found.add(name)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("wysiwyc")}
+
+
+def test_export_and_runtime_never_import_each_other():
+    assert not [m for m in _package_imports("export") if m.startswith("wysiwyc.runtime")]
+    assert not [m for m in _package_imports("runtime") if m.startswith("wysiwyc.export")]
+    # and the check sees imports at all (a relative import resolved to its package)
+    assert "wysiwyc.sidecar" in _package_imports("export") and "wysiwyc.sidecar" in _package_imports("runtime")

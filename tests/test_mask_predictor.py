@@ -133,7 +133,7 @@ def seeded_mp(tmp_path_factory):
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="mask_predictor",
                      head_arch="mask_predictor", mask_kind="custom", extra={"mask_predictor": {"width": 8}})
     clf = build_classifier("small_cnn", len(CLASSES)).state_dict()
-    return save_checkpoint(tmp_path_factory.mktemp("mp_seeded") / "mp.pt", "mask_predictor", spec, clf,
+    return save_checkpoint(tmp_path_factory.mktemp("mp_seeded") / "mp.pt", spec, clf,
                            head_from_spec(spec).state_dict())
 
 
@@ -144,8 +144,8 @@ def test_train_checkpoint_load_export(tiny_classifier, tmp_path):
                          "--batch-size", "16", "--epochs", "1", "--width", "8", "--no-progress", "-o", str(out)])
     assert rc == 0
     ck = load_checkpoint(out, kinds=("mask_predictor",))
-    assert set(ck["metrics"]["stages"]) == {"filter", "generator"}
-    assert ck["spec"]["mask_kind"] == "custom" and "val_iou" in ck["metrics"]
+    assert set(ck.metrics["stages"]) == {"filter", "generator"}
+    assert ck.spec.mask_kind == "custom" and "val_iou" in ck.metrics
     model = load_model(out)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -153,11 +153,11 @@ def test_train_checkpoint_load_export(tiny_classifier, tmp_path):
     assert masks.shape == (2, 6, 32, 32) and 0 <= masks.min() and masks.max() <= 1
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint, parity_report
+    from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint, export_model, parity_report
 
     onnx_path = tmp_path / "mp.onnx"
     export_checkpoint(out, onnx_path, ExportOptions())
-    rep = parity_report(out, onnx_path, torch.rand(3, 3, 32, 32))
+    rep = parity_report(export_model(out), onnx_path, torch.rand(3, 3, 32, 32))
     assert rep["masks_max_abs_diff"] < 1e-4 and rep["label_agreement"] == 1.0
 
 
@@ -195,7 +195,7 @@ def test_refined_method_keeps_the_ranking(seeded_mp):
 def test_wrong_checkpoint_kind_exits_2(tiny_classifier, tmp_path, capsys):
     mp = tmp_path / "x.pt"
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet")
-    save_checkpoint(mp, "explainer", spec, build_classifier("small_cnn", 6).state_dict(), head={})
+    save_checkpoint(mp, spec, build_classifier("small_cnn", 6).state_dict(), head={})
     assert _script().main(["--classifier", str(mp), "-o", str(tmp_path / "o.pt")]) == 2
     assert "is a explainer checkpoint, expected one of: classifier" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()

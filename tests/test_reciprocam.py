@@ -52,7 +52,7 @@ def _loop_reciprocam(fused: FusedModel, images: torch.Tensor, gaussian: bool, sc
                             if 0 <= y < h and 0 <= x < w:
                                 g = (2 - abs(di)) * (2 - abs(dj)) / 16 if gaussian else 1.0
                                 masked[0, :, y, x] = fb[:, i, j] * g
-                    logits = fused.classifier.head(masked)[0]
+                    logits = fused.classifier.top(masked)[0]
                     rows.append({"softmax": torch.softmax(logits, 0), "sigmoid": torch.sigmoid(logits),
                                  "logit": logits}[score])
             cam = torch.stack(rows, 1).view(-1, h, w)  # (C,h,w)
@@ -98,7 +98,7 @@ def test_fused_reciprocam_model_matches_the_method_and_keeps_logits(fused, image
     rc = reciprocam_model(fused)
     assert rc.spec.kind == "reciprocam" and rc.spec.extra["reciprocam"]["layer"] == "block4"
     rc.train()  # a fused model's train() must leave the shared frozen classifier in eval
-    assert not fused.classifier.head.training
+    assert not fused.classifier.top.training
     with torch.no_grad():
         logits, masks = rc(images)
     assert torch.equal(logits, fused.classify(images))

@@ -21,7 +21,8 @@ from wysiwyc.runtime import cli
 from wysiwyc.runtime.backends import Backend, open_backend
 from wysiwyc.runtime.overlay import Overlay, class_colour, select_classes
 from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-from wysiwyc.runtime.sources import DemoSource, FrameStream, open_source
+from wysiwyc.runtime.reader import FrameStream
+from wysiwyc.runtime.sources import DemoSource, open_source
 from wysiwyc.spec import ModelSpec
 
 cv2 = pytest.importorskip("cv2")
@@ -315,7 +316,7 @@ def test_model_faults(models, tmp_path, capsys):
     (tmp_path / "m.engine").write_bytes(b"\0" * 16)
     clf = tmp_path / "clf.pt"
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
-    save_checkpoint(clf, "classifier", spec, build_classifier("small_cnn", 6).state_dict())
+    save_checkpoint(clf, spec, build_classifier("small_cnn", 6).state_dict())
     for model, msg in ((bare, "no wysiwyc spec"), (tmp_path / "junk.onnx", "not a loadable ONNX model"),
                        (clf, "is a classifier checkpoint"), (tmp_path / "m.engine", "tensorrt"),
                        (tmp_path / "m.tflite", "model not found")):
@@ -332,7 +333,7 @@ def _env():
 def test_runtime_never_imports_torch_for_onnx(models, tmp_path):
     code = ("import sys\n"
             "from wysiwyc.runtime.cli import main\n"
-            "import wysiwyc.runtime.tensorrt\n"
+            "import wysiwyc.runtime.backends.tensorrt, wysiwyc.runtime.backends.onnxruntime\n"
             f"rc = main(['--demo', '--model', {str(models['onnx'])!r}, '--max-frames', '4', '--no-show'])\n"
             "assert rc == 0, rc\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"

@@ -11,10 +11,12 @@ import pytest
 
 from wysiwyc.errors import UserError
 from wysiwyc.formats import DEFAULT_BATCH_PROFILE, plan_batch_profile
-from wysiwyc.runtime.backends import group_by_shape, open_backend
-from wysiwyc.runtime.onnxrt import (default_trt_cache, runtime_batch_range, session_providers,
-                                    tensorrt_provider_options, user_cache_dir)
-from wysiwyc.runtime.tensorrt import TensorRTEngine, plan_chunks
+from wysiwyc.runtime.backends import open_backend
+from wysiwyc.runtime.backends.base import group_by_shape
+from wysiwyc.runtime.backends.onnxruntime import (default_trt_cache, session_providers, tensorrt_provider_options,
+                                                   user_cache_dir)
+from wysiwyc.runtime.batching import batch_plan
+from wysiwyc.runtime.backends.tensorrt import TensorRTEngine, plan_chunks
 
 ort = pytest.importorskip("onnxruntime")
 DEMO_ONNX = "src/wysiwyc/assets/shapes_explainer.onnx"
@@ -86,7 +88,7 @@ def test_tensorrt_provider_options(tmp_path):
 def test_onnx_backend_reads_the_provider_options_from_the_model(demo_onnx, tiny_explainer, tmp_path):
     pytest.importorskip("onnx")
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
-    from wysiwyc.runtime.backends import OnnxBackend
+    from wysiwyc.runtime.backends.onnxruntime import OnnxBackend
 
     cache = tmp_path / "cache" / "trt"
     opts = OnnxBackend(demo_onnx, trt_cache=cache, batch_range=(1, 4, 8))._tensorrt_options(ort)
@@ -126,10 +128,10 @@ def test_user_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert user_cache_dir() == tmp_path / "wysiwyc" and default_trt_cache() == tmp_path / "wysiwyc" / "tensorrt"
 
 
-def test_runtime_batch_range_and_providers():
-    assert runtime_batch_range(8, 1) == (1, 8, 8)
-    assert runtime_batch_range(1, 4) == (1, 1, 4)  # 4 live streams: up to 4 frames a batch
-    assert runtime_batch_range(8, 12) == (1, 8, 12)
+def test_batch_plan_profile_and_providers():
+    assert batch_plan(8, 1).profile == (1, 8, 8)
+    assert batch_plan(1, 4).profile == (1, 1, 4)  # 4 live streams: up to 4 frames a batch
+    assert batch_plan(8, 12).profile == (1, 8, 12)
     opts = {"trt_fp16_enable": "true"}
     assert session_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], opts) == [
         ("TensorrtExecutionProvider", opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -250,10 +252,11 @@ def test_pipeline_waits_for_the_device_once_per_batch_in_infer(demo_onnx):
     time is measured as inference), and its masks are upsampled batch by batch."""
     import threading
 
-    from wysiwyc.runtime.backends import OnnxBackend
+    from wysiwyc.runtime.backends.onnxruntime import OnnxBackend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import DemoSource, FrameStream
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
 
     class DeviceSpy(OnnxBackend):
         def __init__(self, path):

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from wysiwyc.runtime.sources import FrameStream, Source
+from wysiwyc.runtime.reader import FrameStream
+from wysiwyc.runtime.sources import Source
 
 
 class CountSource(Source):
@@ -275,6 +276,32 @@ def test_batcher_gives_each_live_stream_one_newest_frame_and_never_waits_for_a_s
     assert streams[0].stats.grabbed - streams[0].stats.dropped - len(seen[0]) in (0, 1)
 
 
+def test_one_batch_plan_for_the_backend_profile_the_batcher_and_the_summary(tmp_path):
+    """Live and file sources mixed: the CLI's plan (the backend profile) and the batcher's
+    plan agree, and a batch never exceeds it."""
+    from wysiwyc.runtime.batching import Batcher, batch_plan
+    from wysiwyc.runtime.cli import get_args_parser, run_batch_plan
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    parse = get_args_parser().parse_args
+    # two live sources (a URL, a camera) and one file
+    args = parse(["--url", "rtsp://127.0.0.1/s", "--camera", "0", "--video", str(clip), "--batch", "1"])
+    assert run_batch_plan(args) == batch_plan(1, 2) and run_batch_plan(args).profile == (1, 1, 2)
+    assert run_batch_plan(parse(["--source", "rtsp://h/s", "--source", str(clip), "--batch", "4"])).profile == (1, 4, 4)
+    # --realtime plays files as live streams
+    assert run_batch_plan(parse(["--video", str(clip), "--demo", "--realtime", "--batch", "1"])).profile == (1, 1, 2)
+
+    cond = threading.Condition()
+    streams = [FrameStream(LiveCount(), cond=cond, stream_id=0), FrameStream(LiveCount(), cond=cond, stream_id=1),
+               FrameStream(CountSource(20), prefetch=8, cond=cond, stream_id=2)]
+    b = Batcher(streams, max_batch=1, wait_s=0.05).start()
+    assert b.plan == batch_plan(1, 2)
+    sizes = [len(b.next_batch()) for _ in range(20)]
+    b.close()
+    assert max(sizes) <= b.plan.max_batch == 2
+
+
 def test_next_batch_timeout_returns_without_ending_the_stream():
     gate = threading.Event()
     stream = FrameStream(LiveCount(gate))
@@ -295,7 +322,7 @@ def test_source_specs_and_streams_files(tmp_path):
     specs = expand_source_specs([str(tmp_path / "cams.streams"), "demo"])
     assert specs == ["0", "rtsp://10.0.0.5/s#frag", str(tmp_path / "imgs"), str(tmp_path / "clip.avi"), "demo",
                      "/dev/video2", "demo"]
-    assert [source_kind(s) for s in specs] == ["camera", "stream", "images", "video", "demo", "camera", "demo"]
+    assert [source_kind(s) for s in specs] == ["camera", "url", "images", "video", "demo", "camera", "demo"]
     assert source_kind("photos/*.jpg") == "images" and source_kind("missing.mp4") == "video"
     with pytest.raises(SourceError, match="no such file"):
         source_kind(str(tmp_path / "nothing"))
@@ -392,7 +419,8 @@ def test_nothing_is_drawn_when_no_output_shows_the_overlay() -> None:
     from wysiwyc.runtime.outputs import Output
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import DemoSource, FrameStream
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
 
     class Sink(Output):
         def __init__(self, draws: bool) -> None:

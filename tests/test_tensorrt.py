@@ -14,7 +14,7 @@ import pytest
 from _helpers import load_script
 from wysiwyc.errors import UserError
 from wysiwyc.export.tensorrt import plan_precision
-from wysiwyc.runtime.tensorrt import SIDECAR_FORMAT, check_engine_sidecar
+from wysiwyc.sidecar import SIDECAR_FORMAT, check_engine_sidecar
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -37,7 +37,7 @@ def engine(tmp_path):
 
 
 def test_matching_sidecar_passes(engine):
-    assert check_engine_sidecar(engine, **MACHINE)["spec"]["class_names"] == ["a", "b"]
+    assert check_engine_sidecar(engine, **MACHINE)["spec"].class_names == ["a", "b"]
     # another GPU model of the same architecture runs the engine
     assert check_engine_sidecar(engine, **{**MACHINE, "gpu_name": "NVIDIA H100 PCIe"})["precision"] == "fp16"
 
@@ -88,7 +88,7 @@ def test_cli_without_tensorrt_exits_2(tiny_onnx, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("make, msg", [
-    (lambda p: None, "ONNX model not found"),
+    (lambda p: None, "model not found"),
     (lambda p: p.write_bytes(b"\x08garbage" * 10), "is not an ONNX model"),
 ])
 def test_cli_bad_input_exits_2_before_tensorrt(tmp_path, capsys, make, msg):
@@ -106,7 +106,7 @@ def test_cli_refuses_explainer_only_graph_before_tensorrt(tiny_explainer, tmp_pa
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
     src = tmp_path / "masks_only.onnx"
-    export_checkpoint(tiny_explainer, src, ExportOptions(graph="explainer"))
+    export_checkpoint(tiny_explainer, src, ExportOptions(graph="masks"))
     assert _to_tensorrt().main([str(src), "-o", str(tmp_path / "x.engine")]) == 2
     assert "engines are built from the fused graph" in capsys.readouterr().err
     assert not (tmp_path / "x.engine").exists()
@@ -126,7 +126,8 @@ def test_cli_rejects_bad_profile_workspace_and_output(tiny_onnx, tmp_path, capsy
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
 def test_runtime_helpers_without_tensorrt_name_the_extra(engine):
-    from wysiwyc.runtime.tensorrt import TensorRTEngine, current_machine
+    from wysiwyc.runtime.backends.tensorrt import TensorRTEngine
+    from wysiwyc.sidecar import current_machine
 
     for call in (current_machine, lambda: TensorRTEngine(engine)):
         with pytest.raises(UserError, match=r"pip install 'wysiwyc\[trt\]'"):

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = list(train_ds.class_names)
     model = build_classifier(args.arch, len(classes), weights=args.weights, pretrained=args.pretrained)
     spec = ModelSpec(class_names=classes, image_size=size, classifier_arch=args.arch, kind="classifier",
-                     dataset=args.data.split(":")[0],
+                     dataset=name,
                      extra={"spurious": bool(args.spurious)} if name == "shapes" else {})
     task = ClassifierTask(model, spec.mean, spec.std, frozen_backbone=args.frozen_backbone)
     scale, fit_kw = fit_scale(args, ctx)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: v for k, v in vars(args).items()}
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["scale"] = scale.to_dict()
-    save_checkpoint(out, "classifier", spec, model.state_dict(), train=config, metrics=metrics)
+    save_checkpoint(out, spec, model.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
     return 0

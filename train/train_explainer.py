@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
     from wysiwyc.models.explainer import (head_from_spec, init_encoder_from_classifier, init_mask_bias,
                                           load_backbone_weights)
-    from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
     setup = prepare_head_training(HeadDataConfig(**fields_from_args(HeadDataConfig, args)))
@@ -101,12 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     kind = "rtis" if args.loss == "rtis" else "explainer"
     arch_extra = {"unet": {"width": args.width, "levels": args.levels},
                   "classifier_unet": {"width": args.width, "classifier_arch": cspec.classifier_arch}}.get(args.arch, {})
-    extra = {**cspec.extra, "explainer": arch_extra}
+    extra: dict = {"explainer": arch_extra}
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
-    spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
-                     classifier_arch=cspec.classifier_arch, kind=kind, head_arch=args.arch,
-                     mask_kind="sigmoid", dataset=args.data.split(":")[0], extra=extra)
+    spec = cspec.with_head(kind, args.arch, "sigmoid", extra, image_size=size, dataset=name)
     head = head_from_spec(spec)
     if args.backbone_weights:
         print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["loss_weights"] = weights.to_dict()
     config["scale"] = scale.to_dict()
-    save_checkpoint(out, kind, spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
+    save_checkpoint(out, spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
     return 0

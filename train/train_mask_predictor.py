@@ -53,19 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.mask_predictor import MaskPredictorTask
     from wysiwyc.models.mask_predictor import head_from_spec
-    from wysiwyc.spec import ModelSpec
     from wysiwyc.training import FitConfig, Trainer
 
     setup = prepare_head_training(HeadDataConfig(**fields_from_args(HeadDataConfig, args)))
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 
-    extra = {**cspec.extra, "mask_predictor": {"width": args.width, "eta": args.eta, "h": args.h}}
+    extra: dict = {"mask_predictor": {"width": args.width, "eta": args.eta, "h": args.h}}
     if name == "shapes":
         extra["spurious"] = bool(args.spurious)
-    spec = ModelSpec(class_names=cspec.class_names, image_size=size, mean=cspec.mean, std=cspec.std,
-                     classifier_arch=cspec.classifier_arch, kind="mask_predictor", head_arch="mask_predictor",
-                     mask_kind=args.controller, dataset=args.data.split(":")[0], extra=extra)
+    spec = cspec.with_head("mask_predictor", "mask_predictor", args.controller, extra, image_size=size, dataset=name)
     head = head_from_spec(spec)
     ctx = setup.ctx
     scale, fit_kw = fit_scale(args, ctx)
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["scale"] = scale.to_dict()
-    save_checkpoint(out, "mask_predictor", spec, classifier.state_dict(), head.cpu().state_dict(), train=config,
+    save_checkpoint(out, spec, classifier.state_dict(), head.cpu().state_dict(), train=config,
                     metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))
     print(f"wrote {out}")

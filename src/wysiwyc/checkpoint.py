@@ -3,22 +3,21 @@
 Layout (plain dicts and tensors only, so no code runs on load)::
 
     {
-      "format": "wysiwyc-checkpoint", "format_version": 2,
-      "kind": "classifier" | "explainer" | "mask_predictor" | "rtis",
-      "spec": ModelSpec.to_dict(),
+      "format": "wysiwyc-checkpoint", "format_version": 3,
+      "spec": ModelSpec.to_dict(),         # kind included: the one place it is stored
       "classifier": state_dict,            # always: the explained classifier
       "head": state_dict | None,           # the attribution head, if any
       "train": {...config...}, "metrics": {...final metrics...},
     }
 
-Format 1 stored the head under ``"explainer"`` and used the format-1 spec (see
-:func:`wysiwyc.spec.upgrade_spec_dict`); :func:`load_checkpoint` reads both and always
-returns the format-2 layout.
+:func:`load_checkpoint` returns a :class:`Checkpoint`, whose ``spec`` is a
+:class:`~wysiwyc.spec.ModelSpec`.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,41 @@ from .fileio import atomic_path
 from .spec import KINDS, ModelSpec
 
 FORMAT = "wysiwyc-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# the classifier's pooling + linear part was called "head" (now "top") before format 3
+OLDEST_READABLE = 3
 
 
 class CheckpointError(UserError):
     """The file is not a usable wysiwyc checkpoint."""
 
 
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: the file it came from.
+        spec: the model spec (its ``kind`` says what the file holds).
+        classifier: the explained classifier's state dict.
+        head: the attribution head's state dict, ``None`` for a plain classifier.
+        train, metrics: the training configuration and final metrics (plain values).
+    """
+
+    path: Path
+    spec: ModelSpec
+    classifier: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
-    kind: str,
     spec: ModelSpec,
     classifier: dict[str, torch.Tensor],
     head: dict[str, torch.Tensor] | None = None,
@@ -49,19 +73,18 @@ def save_checkpoint(
 
     Args:
         path: the ``.pt`` file.
-        kind: one of :data:`~wysiwyc.spec.KINDS`.
-        spec: the model spec (its ``kind`` is set to ``kind``).
+        spec: the model spec; its ``kind`` (one of :data:`~wysiwyc.spec.KINDS`) says what
+            the file holds.
         classifier: the explained classifier's state dict.
         head: the attribution head's state dict (``None`` for a plain classifier).
         train, metrics: the training configuration and final metrics (plain values).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {spec.kind!r}")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "spec": {**spec.to_dict(), "kind": kind},
+        "spec": spec.to_dict(),
         "classifier": {k: v.detach().cpu() for k, v in classifier.items()},
         "head": None if head is None else {k: v.detach().cpu() for k, v in head.items()},
         "train": _plain(train or {}),
@@ -85,23 +108,16 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], kinds: tuple[str, ...] | None = None
-) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], kinds: tuple[str, ...] | None = None) -> Checkpoint:
     """Load and validate a checkpoint (``weights_only=True``, on the CPU).
 
     Args:
         path: the ``.pt`` file.
         kinds: accepted kinds; ``None`` accepts every kind.
 
-    Returns:
-        The checkpoint dict in the format-2 layout (a format-1 file is upgraded in memory;
-        ``format_version`` says what the file holds), plus ``"spec_obj"``: the
-        :class:`~wysiwyc.spec.ModelSpec`.
-
     Raises:
-        CheckpointError: missing file, not a torch file, a foreign file, a newer
-            format, or a kind not in ``kinds``.
+        CheckpointError: missing file, not a torch file, a foreign file, another format
+            version, a malformed spec, or a kind not in ``kinds``.
     """
     p = Path(path)
     if not p.is_file():
@@ -118,29 +134,18 @@ def load_checkpoint(
             f"{p} is not a wysiwyc checkpoint (no format={FORMAT!r} field); "
             "train one with train/train_classifier.py"
         )
-    if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p} has format version {ckpt['format_version']}, this wysiwyc reads up to "
-            f"{FORMAT_VERSION}: upgrade wysiwyc"
-        )
-    if int(ckpt.get("format_version", 0)) < 2:
-        ckpt = _upgrade_v1(ckpt)
-    kind = ckpt.get("kind")
-    if kind not in KINDS:
-        raise CheckpointError(f"{p} has unknown kind {kind!r}")
-    if kinds is not None and kind not in kinds:
-        raise CheckpointError(f"{p} is a {kind} checkpoint, expected one of: {', '.join(kinds)}")
+    version = int(ckpt.get("format_version", 0))
+    if not OLDEST_READABLE <= version <= FORMAT_VERSION:
+        newer = "upgrade wysiwyc" if version > FORMAT_VERSION else "retrain it with this wysiwyc"
+        raise CheckpointError(f"{p} has format version {version}, this wysiwyc reads "
+                              f"{OLDEST_READABLE}..{FORMAT_VERSION}: {newer}")
     try:
-        ckpt["spec_obj"] = ModelSpec.from_dict(ckpt["spec"])
+        spec = ModelSpec.from_dict(ckpt["spec"])
     except Exception as exc:
         raise CheckpointError(f"{p} has a malformed spec ({exc})") from exc
-    ckpt["spec"] = ckpt["spec_obj"].to_dict()  # format-1 spec fields under their current names
-    return ckpt
-
-
-def _upgrade_v1(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 -> 2 in memory: the head's weights move from ``"explainer"`` to ``"head"``
-    (the spec is upgraded by :meth:`ModelSpec.from_dict`)."""
-    out = {k: v for k, v in ckpt.items() if k != "explainer"}
-    out["head"] = ckpt.get("explainer")
-    return out
+    if spec.kind not in KINDS:
+        raise CheckpointError(f"{p} has unknown kind {spec.kind!r}")
+    if kinds is not None and spec.kind not in kinds:
+        raise CheckpointError(f"{p} is a {spec.kind} checkpoint, expected one of: {', '.join(kinds)}")
+    return Checkpoint(p, spec, ckpt["classifier"], ckpt.get("head"), ckpt.get("train") or {},
+                      ckpt.get("metrics") or {})

@@ -14,7 +14,7 @@ lives at the package root so that the runtime needs nothing from :mod:`wysiwyc.e
 Format     Argument   Suffix     CPU   GPU   Precisions          Graphs
 =========  =========  =========  ====  ====  ==================  ================
 PyTorch    torch      .pt        yes   yes   fp32, fp16 (CUDA)   fused
-ONNX       onnx       .onnx      yes   yes   fp32, fp16, int8    fused, explainer
+ONNX       onnx       .onnx      yes   yes   fp32, fp16, int8    fused, masks
 TensorRT   engine     .engine    no    yes   fp32, fp16, int8    fused
 =========  =========  =========  ====  ====  ==================  ================
 """
@@ -50,10 +50,13 @@ GRAPHS: dict[str, Graph] = {g.name: g for g in (
     # a plain classifier's fused graph has the logits only
     Graph("fused", ("logits", "masks"), KINDS + FREE_KINDS,
           "classifier + attribution in one graph (logits, masks)"),
-    # the Explainer sees only the image, so its network exports alone; a mask predictor
-    # reads the classifier's features and has no such graph
-    Graph("explainer", ("masks",), ("explainer", "rtis"), "the Explainer network alone (masks)"),
+    # the Explainer (and RTIS) sees only the image, so its network exports alone; a mask
+    # predictor reads the classifier's features and has no such graph
+    Graph("masks", ("masks",), ("explainer", "rtis"),
+          "the attribution network alone, images -> masks (Explainer and RTIS checkpoints)"),
 )}
+# old --graph spellings, accepted with a deprecation notice
+GRAPH_ALIASES: dict[str, str] = {"explainer": "masks"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ FORMATS: dict[str, Format] = {f.argument: f for f in (
     Format("PyTorch", "torch", ".pt", "a .pt checkpoint", cpu=True, gpu=True, precisions=("fp32", "fp16"),
            graphs=("fused",), command="train/train_*.py"),
     Format("ONNX", "onnx", ".onnx", "an .onnx export", cpu=True, gpu=True, precisions=("fp32", "fp16", "int8"),
-           graphs=("fused", "explainer"), command="export/to_onnx.py",
+           graphs=("fused", "masks"), command="export/to_onnx.py",
            flags=("--precision", "--calib", "--calib-samples", "--graph", "--opset", "--batch", "--image-size",
                   "--parity-samples", "--tol-mask-abs", "--tol-mask-iou", "--tol-label-agreement"),
            precision_flags={"fp32": "", "fp16": "--precision fp16", "int8": "--precision int8 --calib DATA"}),

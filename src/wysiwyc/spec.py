@@ -1,16 +1,20 @@
 """ModelSpec: everything a consumer needs to use a trained model, with no other file.
 
-The spec travels inside checkpoints (as a plain dict), inside ONNX ``metadata_props``
-(as JSON) and inside TensorRT engine sidecars. Stdlib-only so the lean runtime can read it.
+:class:`ModelSpec` is the only form a spec takes in code. Files hold it as JSON-able data:
+a checkpoint under ``"spec"``, an ONNX export in ``metadata_props["wysiwyc.spec"]``, a
+TensorRT engine in its sidecar; :func:`wysiwyc.modelfile.read_spec` reads it back from
+any of them. The model's ``kind`` is stored in the spec and nowhere else. Stdlib-only so
+the lean runtime can read it.
 
-Words: the *head* is the attribution network of any kind (the Explainer, RTIS, the mask
-predictor); *explainer* names the paper-1 network only (kind ``explainer``).
+Words (the glossary in ``docs/design.md``): the *head* is the attribution network of any
+kind (the Explainer, RTIS, the mask predictor, ReciproCAM); the classifier's own pooling +
+linear part is its *top*; *explainer* names the paper-1 network only (kind ``explainer``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,8 +72,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        """Rebuild a spec from :meth:`to_dict` output, current or format 1 (see :func:`upgrade_spec_dict`)."""
-        d = upgrade_spec_dict(d)
+        """Rebuild a spec from :meth:`to_dict` output (unknown keys are ignored)."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["class_names"] = [str(c) for c in kwargs["class_names"]]
@@ -85,23 +88,13 @@ class ModelSpec:
     def from_json(cls, s: str) -> "ModelSpec":
         return cls.from_dict(json.loads(s))
 
+    def with_head(self, kind: str, head_arch: str | None = None, mask_kind: str | None = None,
+                  extra: dict[str, Any] | None = None, **changes: Any) -> "ModelSpec":
+        """The spec of this classifier with an attribution head: the classifier's fields
+        (class names, preprocessing, arch) are kept, ``extra`` is merged into the
+        classifier's, and ``changes`` override any other field (e.g. ``image_size``)."""
+        if kind not in KINDS + FREE_KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        return replace(self, kind=kind, head_arch=head_arch, mask_kind=mask_kind,
+                       extra={**self.extra, **(extra or {})}, **changes)
 
-def upgrade_spec_dict(d: dict[str, Any]) -> dict[str, Any]:
-    """A spec dict as written by format 1 (checkpoints, ONNX metadata, engine sidecars) in
-    the current layout; a current dict comes back unchanged (as a copy).
-
-    Format 1 called the head's architecture ``explainer_arch`` and kept the mask predictor's
-    controller twice, in ``mask_kind`` and ``extra["mask_predictor"]["controller"]``; the
-    latter is the one the head was built with, so it wins.
-    """
-    d = dict(d)
-    if "explainer_arch" in d:
-        old = d.pop("explainer_arch")
-        d.setdefault("head_arch", old)
-    extra = d.get("extra")
-    cfg = extra.get("mask_predictor") if isinstance(extra, dict) else None
-    if isinstance(cfg, dict) and "controller" in cfg:
-        cfg = dict(cfg)
-        d["mask_kind"] = str(cfg.pop("controller"))
-        d["extra"] = {**extra, "mask_predictor": cfg}
-    return d

@@ -37,9 +37,8 @@ class _GradCamBase(Attribution):
         # the classifier is frozen (no parameter grads): a leaf input that requires grad
         # is what makes the activations part of an autograd graph
         x = self.model.norm(images).detach().requires_grad_(True)
-        feats = self.classifier.forward_features(x)
+        feats, logits = self.classifier.features_and_logits(x)
         acts = feats[self.layer]
-        logits = self.classifier.head(feats[next(reversed(feats))])
         k = classes.shape[1]
         grads = []
         for j in range(k):

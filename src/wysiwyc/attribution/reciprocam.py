@@ -62,7 +62,7 @@ class ReciproCAMHead(nn.Module):
     """The ReciproCAM attribution head of a fused model.
 
     ``masks(x_norm (B,3,H,W), feats) -> (B,C,H,W)`` in [0,1], all C classes. It reads
-    ``feats[layer]`` and runs the classifier's blocks after ``layer`` and its head (the
+    ``feats[layer]`` and runs the classifier's blocks after ``layer`` and its top (the
     classifier's own modules, shared, not copied).
 
     Args:
@@ -84,7 +84,7 @@ class ReciproCAMHead(nn.Module):
         if kernel not in KERNELS:
             raise UserError(f"unknown ReciproCAM kernel {kernel!r}; choose from {', '.join(KERNELS)}")
         after = names[names.index(self.layer) + 1:]
-        self.rest = nn.Sequential(*[classifier.blocks[n] for n in after], classifier.head)
+        self.rest = nn.Sequential(*[classifier.blocks[n] for n in after], classifier.top)
         self.kernel, self.score = kernel, score
 
     def train(self, mode: bool = True) -> "ReciproCAMHead":

@@ -79,8 +79,7 @@ class SISE(Attribution):
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape
         x = self.model.norm(images).detach().requires_grad_(True)  # frozen classifier: grads via the input
-        feats = self.classifier.forward_features(x)
-        logits = self.classifier.head(feats[next(reversed(feats))])
+        feats, logits = self.classifier.features_and_logits(x)
         acts = [feats[n] for n in self.blocks]
         k = classes.shape[1]
         out = images.new_zeros(b, k, h, w)

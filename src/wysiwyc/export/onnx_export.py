@@ -3,13 +3,14 @@
 The fused graph (``--graph fused``) is :class:`wysiwyc.models.fused.FusedModel`: input
 ``images`` float (B,3,H,W) RGB in [0,1] with normalisation inside, outputs ``logits`` (B,C)
 and ``masks`` (B,C,H,W) in [0,1]. A plain classifier checkpoint exports ``logits`` only;
-``--graph explainer`` exports the Explainer network alone (``images`` -> ``masks``) for a
+``--graph masks`` exports the attribution network alone (``images`` -> ``masks``) for a
 pipeline that already runs the classifier (Explainer and RTIS checkpoints only).
 ``ExportOptions.head`` (``--head reciprocam``) replaces the checkpoint's head (or adds one
 to a plain classifier) by a training-free head of :data:`wysiwyc.models.fused.FREE_HEADS`:
 the same fused graph, so the runtime runs it like an Explainer export.
-The spec goes into ``metadata_props`` under ``wysiwyc.spec`` (JSON), with
-``wysiwyc.precision`` and ``wysiwyc.source_sha256``.
+The spec goes into ``metadata_props`` (:func:`wysiwyc.modelfile.onnx_metadata_props`).
+The checkpoint is read once: :func:`export_model` builds the model, and the export and the
+parity check both take that model.
 
 Choices: torch's dynamo exporter (the default since torch 2.9), traced at batch 2 so the
 batch dimension stays dynamic (a size-1 example gets specialised), ``external_data=False``
@@ -29,17 +30,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
 from ..errors import UserError, require
 from ..fileio import atomic_path, check_writable, file_sha256
-from ..formats import FORMATS, GRAPHS
-from ..models.fused import FusedModel, load_model
+from ..formats import FORMATS, GRAPH_ALIASES, GRAPHS
+from ..modelfile import onnx_metadata_props
+from ..models.fused import FREE_HEADS, FusedModel, load_model
 
 MIN_OPSET, MAX_OPSET = 17, 23
 
 
 class _MasksOnly(nn.Module):
-    """``--graph explainer``: the Explainer network alone, images in [0,1] -> masks."""
+    """``--graph masks``: the attribution network alone, images in [0,1] -> masks."""
 
     def __init__(self, fused: FusedModel) -> None:
         super().__init__()
@@ -74,34 +75,33 @@ def export_model(ckpt_path: str | os.PathLike[str], head: str | None = None) -> 
     ``head`` (a :data:`~wysiwyc.models.fused.FREE_HEADS` name) in place of its head.
 
     Raises:
-        UserError: unknown head name.
+        UserError: a checkpoint that does not load, or an unknown head name.
     """
-    model = load_model(load_checkpoint(ckpt_path))
-    if head is None:
-        return model
-    from ..models.fused import FREE_HEADS
-
-    return FREE_HEADS.lookup(head)(model)
+    model = load_model(ckpt_path)
+    return model if head is None else FREE_HEADS.lookup(head)(model)
 
 
-def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str],
-                      opts: ExportOptions, calib_images: Any = None) -> dict[str, Any]:
-    """Export ``ckpt_path`` to ``out`` (written atomically). Returns the metadata dict.
+def export_onnx(model: FusedModel, out: str | os.PathLike[str], opts: ExportOptions, source_sha256: str,
+                calib_images: Any = None) -> dict[str, str]:
+    """Export ``model`` to ``out`` (written atomically) as ``opts`` say (checked with
+    :func:`check_options` first). Returns the metadata written into the file.
 
-    ``calib_images`` (N,3,H,W) float32 numpy in [0,1] is required for int8.
+    Args:
+        model: the fused model (:func:`export_model`).
+        out: the ``.onnx`` path.
+        opts: precision, opset, batch, image size and graph.
+        source_sha256: the hash of the file the model came from (recorded in the metadata).
+        calib_images: (N,3,H,W) float32 numpy in [0,1]; required for int8.
     """
     onnx = require("onnx", "export", "ONNX export")
-    check_options(opts)
     check_writable(out)
-    model = export_model(ckpt_path, opts.head)
     spec = model.spec
     h, w = opts.image_size or spec.image_size
     module, outputs = _graph_module(model, opts.graph)
     example = torch.rand(max(2, opts.batch), 3, h, w)
     dyn = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if opts.dynamic_batch else None
-    meta = {"wysiwyc.spec": spec.to_json(), "wysiwyc.precision": opts.precision,
-            "wysiwyc.source_sha256": file_sha256(ckpt_path), "wysiwyc.kind": spec.kind,
-            "wysiwyc.graph": opts.graph if spec.kind != "classifier" else "classifier"}
+    graph = opts.graph if spec.kind != "classifier" else "classifier"
+    meta = onnx_metadata_props(spec, opts.precision, graph, source_sha256)
     with atomic_path(out) as tmp:
         prog = torch.onnx.export(module, (example,), input_names=["images"], output_names=outputs,
                                  opset_version=opts.opset, dynamo=True, external_data=False,
@@ -119,15 +119,23 @@ def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     return meta
 
 
+def export_checkpoint(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], opts: ExportOptions,
+                      calib_images: Any = None) -> dict[str, str]:
+    """Check ``opts``, build the model of ``ckpt_path`` (read once) and export it to ``out``
+    (:func:`export_onnx`). Returns the metadata written."""
+    check_options(opts)
+    return export_onnx(export_model(ckpt_path, opts.head), out, opts, file_sha256(ckpt_path), calib_images)
+
+
 def check_options(opts: ExportOptions) -> None:
     """Refuse a precision, opset or graph the ONNX row of the format table does not allow,
-    and an unknown training-free head.
+    and an unknown training-free head. An old ``--graph`` spelling
+    (:data:`~wysiwyc.formats.GRAPH_ALIASES`) is replaced in ``opts`` by its name.
 
     Raises:
         UserError: the first such option.
     """
-    from ..models.fused import FREE_HEADS
-
+    opts.graph = GRAPH_ALIASES.get(opts.graph, opts.graph)
     if opts.head is not None:
         FREE_HEADS.lookup(opts.head)
         graph = GRAPHS.get(opts.graph)  # an unknown graph is reported below
@@ -151,9 +159,9 @@ def _graph_module(model: FusedModel, graph: str) -> tuple[nn.Module, list[str]]:
     """
     kind = model.spec.kind
     if kind not in GRAPHS[graph].kinds:
-        raise UserError(f"--graph explainer exports the Explainer network alone; a {kind} checkpoint "
+        raise UserError(f"--graph {graph} exports the attribution network alone; a {kind} checkpoint "
                         "has none (a mask predictor reads the classifier's features): use --graph fused")
-    if graph == "explainer":
+    if graph == "masks":
         return _MasksOnly(model).eval(), list(GRAPHS[graph].outputs)
     if kind == "classifier":  # a classifier explains nothing: its fused graph is the logits only
         return _LogitsOnly(model).eval(), ["logits"]
@@ -211,16 +219,14 @@ def _toposort(graph: Any) -> None:
     graph.node.extend(copies)
 
 
-def parity_report(ckpt_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                  images: torch.Tensor, head: str | None = None) -> dict[str, float]:
-    """Compare ONNX Runtime (CPU) with torch (:func:`export_model` of ``ckpt_path`` and
-    ``head``) on ``images`` (N,3,H,W) in [0,1].
+def parity_report(model: FusedModel, onnx_path: str | os.PathLike[str], images: torch.Tensor) -> dict[str, float]:
+    """Compare ONNX Runtime (CPU) with torch (``model``, the one exported) on ``images``
+    (N,3,H,W) in [0,1].
 
     Returns max abs diff of logits and masks, continuous mask IoU (Σmin/Σmax) and the
     agreement of thresholded labels (sigmoid ≥ 0.5).
     """
     ort = require("onnxruntime", "cpu", "the parity check")
-    model = export_model(ckpt_path, head)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         t_logits, t_masks = model(images)

@@ -1,8 +1,9 @@
 """ONNX -> TensorRT engine and its machine sidecar.
 
 Stdlib-only at import time; ``tensorrt`` (the ``[trt]`` extra) is imported inside the
-functions that need it. Running an engine, and checking its sidecar against the machine,
-is runtime code: :mod:`wysiwyc.runtime.tensorrt`.
+functions that need it. The sidecar format and the machine probe are
+:mod:`wysiwyc.sidecar` (shared with the runtime, which runs engines in
+:mod:`wysiwyc.runtime.backends.tensorrt`).
 
 Building (:func:`build_engine`) follows the documented Python API and branches on the
 TensorRT major version:
@@ -32,7 +33,6 @@ The precision rules are the table :data:`wysiwyc.formats.ENGINE_BUILDS`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -41,7 +41,8 @@ from typing import Any
 from ..errors import UserError, require
 from ..fileio import atomic_path, file_sha256
 from ..formats import FORMATS, plan_batch_profile, plan_engine_build
-from ..runtime.tensorrt import SIDECAR_FORMAT, current_machine, sidecar_path
+from ..modelfile import GRAPH_KEY, PRECISION_KEY, SOURCE_KEY, onnx_metadata, spec_from_metadata
+from ..sidecar import current_machine, write_sidecar
 
 
 def trt_major(version: str) -> int:
@@ -69,16 +70,6 @@ def onnx_static_batch(path: Path) -> int | None:
             # a dynamic axis has dim_param ("batch") and dim_value 0
             return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
     return None
-
-
-def read_onnx_metadata(path: Path) -> dict[str, str]:
-    """The wysiwyc ``metadata_props`` of an ONNX file (raises UserError for a non-ONNX file)."""
-    proto = _load_onnx(path)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "wysiwyc.spec" not in meta:
-        raise UserError(f"{path} has no wysiwyc spec in its metadata: export it with "
-                        "`python export/to_onnx.py CHECKPOINT.pt`")
-    return meta
 
 
 def plan_precision(onnx_precision: str, fp16: bool, int8: bool, major: int) -> tuple[bool, str]:
@@ -109,16 +100,16 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     """
     src = Path(onnx_path)
     meta, batch = _check_request(src, batch, workspace_gib)
-    spec = json.loads(meta["wysiwyc.spec"])
+    spec = spec_from_metadata(meta, src)
     machine = current_machine()  # raises UserError without tensorrt / GPU
     import tensorrt as trt
 
     major = trt_major(trt.__version__)
-    strongly_typed, precision = plan_precision(meta.get("wysiwyc.precision", "fp32"), fp16, int8, major)
+    strongly_typed, precision = plan_precision(meta.get(PRECISION_KEY, "fp32"), fp16, int8, major)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, parser = _parse_onnx(trt, builder, logger, src, strongly_typed and major == 10)
-    h, w = (int(v) for v in spec["image_size"])
+    h, w = spec.image_size
     config = _builder_config(trt, builder, precision, strongly_typed, workspace_gib, (3, h, w), batch)
     t0 = time.time()
     # build_serialized_network -> IHostMemory | None (build_engine was removed in 10.0)
@@ -129,16 +120,10 @@ def build_engine(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str],
     with atomic_path(out) as tmp:
         Path(tmp).write_bytes(bytes(plan))
     lo, opt, hi = batch
-    sidecar = {"format": SIDECAR_FORMAT, "tensorrt_version": machine["trt_version"],
-               "gpu_name": machine["gpu_name"], "compute_capability": machine["compute_capability"],
-               "spec": spec, "kind": meta.get("wysiwyc.kind", spec.get("kind")),
-               "graph": meta.get("wysiwyc.graph", "fused"), "precision": precision, "strongly_typed": strongly_typed,
-               "batch": {"min": lo, "opt": opt, "max": hi}, "workspace_gib": workspace_gib,
-               "source_onnx": str(src), "source_onnx_sha256": file_sha256(src),
-               "source_checkpoint_sha256": meta.get("wysiwyc.source_sha256"),
-               "build_seconds": round(time.time() - t0, 1)}
-    with atomic_path(sidecar_path(out)) as tmp:
-        Path(tmp).write_text(json.dumps(sidecar, indent=2))
+    sidecar = write_sidecar(out, machine, spec, graph=meta.get(GRAPH_KEY, "fused"), precision=precision,
+                            strongly_typed=strongly_typed, batch={"min": lo, "opt": opt, "max": hi},
+                            workspace_gib=workspace_gib, source_onnx=str(src), source_onnx_sha256=file_sha256(src),
+                            source_checkpoint_sha256=meta.get(SOURCE_KEY), build_seconds=round(time.time() - t0, 1))
     return sidecar
 
 
@@ -146,13 +131,14 @@ def _check_request(src: Path, batch: tuple[int, int, int] | None,
                    workspace_gib: float) -> tuple[dict[str, str], tuple[int, int, int]]:
     """The ONNX's wysiwyc metadata and the batch profile to build, after checking what can
     be checked without TensorRT: the file, its graph, the profile and the workspace."""
-    meta = read_onnx_metadata(src)
-    graph = meta.get("wysiwyc.graph", "fused")
+    meta = onnx_metadata(src)
+    spec_from_metadata(meta, src)  # "not a wysiwyc model" before anything else
+    graph = meta.get(GRAPH_KEY, "fused")
     if graph not in FORMATS["engine"].graphs:
         # TensorRTEngine and the runtime read images -> (logits, masks); a masks-only or
         # logits-only graph would build and then fail at the first frame
         raise UserError(f"{src} is a {graph!r} graph; engines are built from the fused graph: "
-                        "`python export/to_onnx.py CKPT` (without --graph explainer)")
+                        "`python export/to_onnx.py CKPT` (without --graph masks)")
     profile = plan_batch_profile(onnx_static_batch(src), batch)
     if not workspace_gib > 0:
         raise UserError(f"--workspace must be > 0 GiB, got {workspace_gib}")

@@ -1,12 +1,13 @@
 """The explanandum zoo: multi-label classifiers that expose their feature blocks by name.
 
 Every classifier is a :class:`BlockClassifier`: an ordered ``ModuleDict`` of feature
-blocks (Grad-CAM, SISE and the mask predictor read them by name) followed by a C-way
-head. Inputs are *normalised* images (B,3,H,W) — normalisation lives outside so the
+blocks (Grad-CAM, SISE and the mask predictor read them by name) followed by its *top*,
+the pooling + linear layer(s) that map the last block to C logits (the word *head* is
+kept for attribution networks). Inputs are *normalised* images (B,3,H,W) — normalisation lives outside so the
 Explainer can mask the normalised image (0 = mean colour), as in the paper.
 
 Registry: ``small_cnn`` (built-in, for the ``shapes`` default), ``vgg16``, ``resnet18``,
-``resnet50``, ``mobilenet_v3_large``, ``efficientnet_b0`` (torchvision, new C-way head).
+``resnet50``, ``mobilenet_v3_large``, ``efficientnet_b0`` (torchvision, new C-way top).
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ register_classifier = CLASSIFIERS.register
 
 
 class BlockClassifier(nn.Module):
-    """Feature blocks + head. ``forward(x (B,3,H,W) normalised) -> logits (B,C)``.
+    """Feature blocks + top. ``forward(x (B,3,H,W) normalised) -> logits (B,C)``.
 
     Attributes:
         blocks: ordered named feature blocks, shallow to deep.
-        head: pooling + linear layer(s) mapping the last block to C logits.
+        top: pooling + linear layer(s) mapping the last block to C logits.
         target_block: the block Grad-CAM-style methods default to (the deepest).
     """
 
-    def __init__(self, blocks: "OrderedDict[str, nn.Module]", head: nn.Module, arch: str) -> None:
+    def __init__(self, blocks: "OrderedDict[str, nn.Module]", top: nn.Module, arch: str) -> None:
         super().__init__()
         self.blocks = nn.ModuleDict(blocks)
-        self.head = head
+        self.top = top
         self.arch = arch
         self.target_block = list(blocks)[-1]
 
@@ -53,10 +54,15 @@ class BlockClassifier(nn.Module):
             feats[name] = x
         return feats
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple["OrderedDict[str, torch.Tensor]", torch.Tensor]:
+        """Block outputs (as :meth:`forward_features`) and the logits (B,C), in one pass."""
+        feats = self.forward_features(x)
+        return feats, self.top(feats[next(reversed(feats))])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks.values():
             x = block(x)
-        return self.head(x)
+        return self.top(x)
 
     def block_channels(self, image_size: tuple[int, int] = (64, 64)) -> dict[str, int]:
         """Output channels of each block, found by a dry run at ``image_size``."""
@@ -88,8 +94,8 @@ def small_cnn(num_classes: int, width: int = 32, **_: object) -> BlockClassifier
         block3=nn.Sequential(*_conv_bn(2 * w, 4 * w, stride=2), *_conv_bn(4 * w, 4 * w)),
         block4=nn.Sequential(*_conv_bn(4 * w, 8 * w, stride=2)),
     )
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(8 * w, num_classes))
-    return BlockClassifier(blocks, head, "small_cnn")
+    top = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(8 * w, num_classes))
+    return BlockClassifier(blocks, top, "small_cnn")
 
 
 def _tv(name: str) -> Callable[..., nn.Module]:
@@ -117,8 +123,8 @@ def _resnet(name: str, num_classes: int) -> BlockClassifier:
         layer3=m.layer3,
         layer4=m.layer4,
     )
-    head = nn.Sequential(m.avgpool, nn.Flatten(), nn.Linear(m.fc.in_features, num_classes))
-    return BlockClassifier(blocks, head, name)
+    top = nn.Sequential(m.avgpool, nn.Flatten(), nn.Linear(m.fc.in_features, num_classes))
+    return BlockClassifier(blocks, top, name)
 
 
 @register_classifier("vgg16")
@@ -134,8 +140,8 @@ def vgg16(num_classes: int, **_: object) -> BlockClassifier:
             current = []
     cls = list(m.classifier.children())
     cls[-1] = nn.Linear(cls[-1].in_features, num_classes)
-    head = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
-    return BlockClassifier(blocks, head, "vgg16")
+    top = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
+    return BlockClassifier(blocks, top, "vgg16")
 
 
 def _split_features(features: nn.Sequential, ends: list[int], prefix: str = "stage") -> "OrderedDict[str, nn.Module]":
@@ -154,8 +160,8 @@ def mobilenet_v3_large(num_classes: int, **_: object) -> BlockClassifier:
     blocks = _split_features(m.features, [2, 4, 7, 13, 17])
     cls = list(m.classifier.children())
     cls[-1] = nn.Linear(cls[-1].in_features, num_classes)
-    head = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
-    return BlockClassifier(blocks, head, "mobilenet_v3_large")
+    top = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
+    return BlockClassifier(blocks, top, "mobilenet_v3_large")
 
 
 @register_classifier("efficientnet_b0")
@@ -165,8 +171,8 @@ def efficientnet_b0(num_classes: int, **_: object) -> BlockClassifier:
     blocks = _split_features(m.features, [2, 3, 4, 6, 9])
     cls = list(m.classifier.children())
     cls[-1] = nn.Linear(cls[-1].in_features, num_classes)
-    head = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
-    return BlockClassifier(blocks, head, "efficientnet_b0")
+    top = nn.Sequential(m.avgpool, nn.Flatten(), *cls)
+    return BlockClassifier(blocks, top, "efficientnet_b0")
 
 
 # torchvision state-dict prefixes -> our block names, for loading ImageNet weights files.
@@ -181,13 +187,13 @@ _TV_ENUMS = {
 
 def build_classifier(arch: str, num_classes: int, weights: str | Path | None = None,
                      pretrained: bool = False) -> BlockClassifier:
-    """Build a registered classifier with a fresh C-way head.
+    """Build a registered classifier with a fresh C-way top.
 
     Args:
         arch: registry name.
         num_classes: C.
         weights: a local torchvision state-dict file (e.g. ImageNet weights) loaded into
-            the backbone; the 1000-way head is skipped.
+            the backbone; the 1000-way top is skipped.
         pretrained: fetch torchvision's default weight enum (needs internet).
 
     Raises:
@@ -228,7 +234,7 @@ def load_torchvision_weights(model: BlockClassifier, state: dict[str, torch.Tens
 
     Our blocks wrap torchvision's own modules in the same order, so the i-th backbone
     tensor corresponds to the i-th tensor of the file; tensors whose shapes differ
-    (the 1000-way head) are skipped. Returns how many tensors were loaded.
+    (the 1000-way top) are skipped. Returns how many tensors were loaded.
 
     Raises:
         UserError: when almost nothing matches (a file for another architecture).

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ..registry import Registry
 from ..spec import ModelSpec
 from .classifiers import BlockClassifier, Normalize, build_classifier, freeze
@@ -81,8 +80,7 @@ class FusedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.norm(images)
-        feats = self.classifier.forward_features(x)
-        logits = self.classifier.head(feats[next(reversed(feats))])
+        feats, logits = self.classifier.features_and_logits(x)
         if self.head is None:
             b, _, h, w = images.shape
             return logits, images.new_ones(b, logits.shape[1], h, w)
@@ -93,20 +91,20 @@ class FusedModel(nn.Module):
         return self.classifier(self.norm(images))
 
 
-def load_model(source: str | os.PathLike[str] | dict[str, Any], kinds: tuple[str, ...] | None = None,
+def load_model(source: str | os.PathLike[str] | Checkpoint, kinds: tuple[str, ...] | None = None,
                device: str | torch.device = "cpu") -> FusedModel:
-    """Rebuild a :class:`FusedModel` from a checkpoint path (or a loaded checkpoint dict).
+    """Rebuild a :class:`FusedModel` from a checkpoint path (or a loaded :class:`Checkpoint`).
 
     The classifier is frozen (eval mode, no grads); the head is in eval mode.
 
     Raises:
         CheckpointError: foreign file, wrong kind, or weights that do not fit the spec.
     """
-    ckpt = source if isinstance(source, dict) else load_checkpoint(source, kinds)
-    spec: ModelSpec = ckpt.get("spec_obj") or ModelSpec.from_dict(ckpt["spec"])
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source, kinds)
+    spec = ckpt.spec
     classifier = build_classifier(spec.classifier_arch, spec.num_classes)
     try:
-        classifier.load_state_dict(ckpt["classifier"])
+        classifier.load_state_dict(ckpt.classifier)
     except RuntimeError as exc:
         raise CheckpointError(f"classifier weights do not fit {spec.classifier_arch} with "
                               f"{spec.num_classes} classes: {str(exc).splitlines()[0]}") from exc
@@ -114,10 +112,10 @@ def load_model(source: str | os.PathLike[str] | dict[str, Any], kinds: tuple[str
     head = None
     if spec.kind != "classifier":
         head = build_head(spec)
-        if ckpt.get("head") is None:
+        if ckpt.head is None:
             raise CheckpointError(f"{spec.kind} checkpoint has no attribution weights")
         try:
-            head.load_state_dict(ckpt["head"])
+            head.load_state_dict(ckpt.head)
         except RuntimeError as exc:
             raise CheckpointError(f"{spec.kind} weights do not fit {spec.head_arch}: "
                                   f"{str(exc).splitlines()[0]}") from exc

@@ -1,6 +1,6 @@
 """Cross-stream batching: one model batch from the frames several streams have ready.
 
-Every :class:`~.sources.FrameStream` of a run shares one condition, which its reader
+Every :class:`~.reader.FrameStream` of a run shares one condition, which its reader
 notifies on every frame and at its end, so :class:`Batcher` sleeps until any stream has
 something and never polls in a loop. A batch is built as follows:
 
@@ -13,7 +13,9 @@ something and never polls in a loop. A batch is built as follows:
   ``max_batch`` frames, taking one frame per stream in turn so no stream starves; they
   drop nothing and are never waited for (a batch holds the frames already decoded).
 
-A batch holds at most ``max(max_batch, live streams)`` frames.
+A batch holds at most ``max(max_batch, live streams)`` frames: :func:`batch_plan` is the
+one place that rule lives (the batcher, the backend's batch profile and the run summary
+all read it).
 """
 
 from __future__ import annotations
@@ -21,8 +23,38 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .sources import POLL_S, Frame, FrameStream
+from .reader import POLL_S, FrameStream
+from .sources import Frame
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run batches frames.
+
+    Attributes:
+        batch: frames per batch from buffered streams (``--batch``).
+        live: live streams, one frame each per batch.
+    """
+
+    batch: int
+    live: int
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch the run can make: max(batch, live streams)."""
+        return max(self.batch, self.live, 1)
+
+    @property
+    def profile(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch sizes for a backend that builds for a range (TensorRT)."""
+        return 1, max(1, self.batch), self.max_batch
+
+
+def batch_plan(batch: int, live_streams: int) -> BatchPlan:
+    """The batching of a run with ``--batch batch`` and ``live_streams`` live streams."""
+    return BatchPlan(max(1, int(batch)), max(0, int(live_streams)))
 
 
 class Batcher:
@@ -45,6 +77,7 @@ class Batcher:
             s.share_condition(self.cond)
         self.live = [s for s in self.streams if s.live]
         self.buffered = [s for s in self.streams if not s.live]
+        self.plan = batch_plan(self.max_batch, len(self.live))
         self._turn = 0  # the buffered stream that gives the first frame of the next batch
 
     def start(self) -> "Batcher":
@@ -63,10 +96,10 @@ class Batcher:
 
         Args:
             limit: take at most this many frames (e.g. what is left of ``--max-frames``).
-            stop: checked at every wake-up (at least every :data:`~.sources.POLL_S` s).
+            stop: checked at every wake-up (at least every :data:`~.reader.POLL_S` s).
         """
         self.start()
-        cap = max(self.max_batch, len(self.live))
+        cap = self.plan.max_batch
         if limit is not None:
             cap = min(cap, limit)
         if cap <= 0:

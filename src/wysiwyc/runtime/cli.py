@@ -5,7 +5,7 @@ Examples::
     runtime-explain --demo                                  # synthetic stream, bundled model
     runtime-explain --camera 0 --model explainer.onnx
     runtime-explain --video clip.mp4 --output explained.mp4 --no-show
-    runtime-explain --rtsp rtsp://10.0.0.5/stream --reconnect 10 --json -
+    runtime-explain --url rtsp://10.0.0.5/stream --reconnect 10 --json -
     runtime-explain --images 'photos/*.jpg' --save-masks masks/ --summary run.json
     runtime-explain --source 0 --source rtsp://10.0.0.5/s --source clip.mp4 --output 'out_{stream}.mp4'
     runtime-explain --source cameras.streams --no-show --json - --serve 0.0.0.0:8080
@@ -31,12 +31,14 @@ from typing import Any, TextIO
 from ..errors import UserError, cli_main
 from ..fileio import atomic_path, check_writable
 from .backends import Backend, describe_model, open_backend
-from .onnxrt import default_trt_cache, runtime_batch_range
+from .backends.onnxruntime import default_trt_cache
+from .batching import BatchPlan, batch_plan
 from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
 from .progress import progress_for
-from .sources import FrameStream, Source, expand_source_specs, open_source, source_kind
+from .reader import FrameStream
+from .sources import SOURCES, Source, expand_source_specs, open_source, source_kind
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -63,7 +65,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      help="camera index (0) or device path (/dev/video2)")
     src.add_argument("--video", action="append", default=[], metavar="PATH",
                      help="a video file (decoded ahead, nothing dropped)")
-    src.add_argument("--rtsp", action="append", default=[], metavar="URL",
+    src.add_argument("--url", "--rtsp", dest="url", action="append", default=[], metavar="URL",
                      help="a network stream: rtsp://, rtmp://, http(s)://, udp://")
     src.add_argument("--images", action="append", default=[], metavar="DIR|GLOB",
                      help="an image folder or a glob such as 'photos/*.jpg'")
@@ -168,13 +170,20 @@ def source_specs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """Every source the flags name, as (kind, target), in a fixed order: ``--source``
     (with ``.streams`` files expanded) first, then the per-kind flags."""
     specs: list[tuple[str, str | None]] = [(source_kind(v), v) for v in expand_source_specs(args.source)]
-    for flag, kind in (("camera", "camera"), ("video", "video"), ("rtsp", "stream"), ("images", "images")):
+    for flag, kind in (("camera", "camera"), ("video", "video"), ("url", "url"), ("images", "images")):
         specs += [(kind, v) for v in getattr(args, flag)]
     if args.demo:
         specs.append(("demo", None))
     if not specs:
-        raise UserError("no source: give --source (or --camera, --video, --rtsp, --images, --demo)")
+        raise UserError("no source: give --source (or --camera, --video, --url, --images, --demo)")
     return specs
+
+
+def run_batch_plan(args: argparse.Namespace) -> BatchPlan:
+    """The run's :class:`~.batching.BatchPlan`: cameras and URLs are live, and so is every
+    source with ``--realtime``."""
+    kinds = [kind for kind, _ in source_specs(args)]
+    return batch_plan(args.batch, sum(args.realtime or SOURCES[k].live for k in kinds))
 
 
 def open_sources(specs: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0) -> list[Source]:
@@ -259,7 +268,7 @@ def summarize(res: RunResult, streams: list[FrameStream], model: dict[str, Any],
     n_live = sum(p["live"] for p in per)
     return {
         "frames": res.frames, "seconds": round(res.seconds, 4), "fps": round(res.fps, 2),
-        "batches": res.batches, "max_batch": max(args.batch, n_live) if len(per) - n_live else n_live,
+        "batches": res.batches, "max_batch": batch_plan(args.batch, n_live).max_batch if len(per) - n_live else n_live,
         "source": total, "streams": per,
         "model": model,
         "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in res.percentiles().items()},
@@ -377,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     # reports those itself (one line, and counters in the summary).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    batch_range = runtime_batch_range(args.batch, len(source_specs(args)))
+    plan = run_batch_plan(args)
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                      threads=args.threads, trt_cache=args.trt_cache, batch_range=batch_range) as backend:
+                      threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile) as backend:
         res, streams = run_model(args, backend)
     summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:

@@ -5,7 +5,7 @@ bounded queue (``RunOptions.depth`` batches), so the model infers batch *n* whil
 *n+1* is being prepared and batch *n−1* rendered; numpy, OpenCV and ONNX Runtime release
 the GIL, so the stages really overlap:
 
-* capture — one reader thread per source (:class:`~.sources.FrameStream`);
+* capture — one reader thread per source (:class:`~.reader.FrameStream`);
 * preprocess — a thread builds a batch across the streams (:class:`~.batching.Batcher`)
   and resizes/scales it to the model input;
 * infer — a thread runs the model and turns logits into probabilities;
@@ -49,7 +49,8 @@ from .batching import Batcher
 from .imageops import view_size
 from .outputs import FrameRecord, Output
 from .overlay import Overlay, select_classes
-from .sources import POLL_S, Frame, FrameStream
+from .reader import POLL_S, FrameStream
+from .sources import Frame
 from .stats import StageTimings
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "end_to_end")

@@ -84,8 +84,7 @@ class MaskPredictorTask(Task):
         """(loss, logs) on images (B,3,H,W) in [0,1] with labels (B,C)."""
         x = self.norm(images)
         with torch.no_grad():
-            feats = self.classifier.forward_features(x)
-            logits = self.classifier.head(feats[next(reversed(feats))])
+            feats, logits = self.classifier.features_and_logits(x)
         y = self._targets(logits, labels)
         if self.stage == "filter":
             gate = self.head.filter.attention(feats[self.head.deep]).mean(dim=(-2, -1))  # (B,K)

@@ -79,9 +79,9 @@ def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
     ctx = init_distributed(args.device, args.dist_timeout)
     seed_everything(args.seed)
     ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
-    cspec: ModelSpec = ckpt["spec_obj"]
+    cspec = ckpt.spec
     classifier = build_classifier(cspec.classifier_arch, cspec.num_classes)
-    classifier.load_state_dict(ckpt["classifier"])
+    classifier.load_state_dict(ckpt.classifier)
     name, _ = parse_data_arg(args.data)
     size = image_size_arg(args.image_size, tuple(cspec.image_size))
 

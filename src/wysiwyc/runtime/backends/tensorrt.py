@@ -1,142 +1,23 @@
-"""Running TensorRT engines: the machine check, the engine's sidecar, and the engine runner.
+"""The TensorRT backend (``.engine``) and its engine runner.
 
 Stdlib-only at import time: the torch-free runtime imports this module. ``tensorrt`` (the
 ``[trt]`` extra) and ``cuda-python`` are imported inside the functions that need them.
-The build lives in :mod:`wysiwyc.export.tensorrt`, which writes the sidecar this module
-reads.
-
-Engines only run on the TensorRT version and GPU architecture they were built for, so
-every engine has a sidecar ``X.engine.json`` (TensorRT version, GPU name, compute
-capability, spec, precision, batch profile, source hashes) that is checked first.
+The engine's sidecar is checked against the machine first (:mod:`wysiwyc.sidecar`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, require
-from ..formats import FORMATS, GRAPHS
+import numpy as np
 
-SIDECAR_FORMAT = "wysiwyc-engine"
+from ...errors import UserError, require
+from ...formats import GRAPHS
+from ...sidecar import check_engine_sidecar, cuda_check, cudart, current_machine
+from .base import Backend, register_backend
 
-
-def sidecar_path(engine: str | os.PathLike[str]) -> Path:
-    return Path(f"{engine}.json")
-
-
-# -- the machine --------------------------------------------------------------------------
-def _cudart() -> Any:
-    """cuda-python's runtime module (its import path moved in cuda-python 12.6)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as exc:
-            raise UserError("cuda-python is not installed (needed to run TensorRT engines): "
-                            "pip install 'wysiwyc[trt]'") from exc
-    return cudart
-
-
-def _cuda_check(result: Any) -> Any:
-    """cuda-python calls return ``(err, *values)``; raise on an error, return the values."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else values
-
-
-def _gpu_from_nvidia_smi() -> tuple[str, str] | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    if "," not in first:
-        return None
-    name, cap = (s.strip() for s in first.rsplit(",", 1))
-    return name, cap
-
-
-def current_machine(device: int = 0) -> dict[str, str]:
-    """``{"trt_version", "gpu_name", "compute_capability"}`` of this machine.
-
-    The GPU name and compute capability come from cuda-python's ``cudaGetDeviceProperties``
-    (``cuda-python`` is in the ``[trt]`` extra because the engine runner needs it anyway, and
-    it asks the driver for the same device TensorRT will use), else from
-    ``nvidia-smi --query-gpu=name,compute_cap`` (driver >= 510). ``torch.cuda`` is never
-    used: this runs inside the torch-free runtime. The TensorRT version is
-    ``tensorrt.__version__`` — the one that will deserialize the engine.
-
-    Raises:
-        UserError: TensorRT is not installed, or there is no CUDA GPU.
-    """
-    trt = require("tensorrt", "trt", "TensorRT engines")
-    gpu: tuple[str, str] | None = None
-    try:
-        cudart = _cudart()
-        prop = _cuda_check(cudart.cudaGetDeviceProperties(device))
-        name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        gpu = (name.strip("\x00 "), f"{prop.major}.{prop.minor}")
-    except Exception:  # no cuda-python, no driver (cudaErrorInsufficientDriver), no device: ask nvidia-smi
-        gpu = _gpu_from_nvidia_smi()
-    if gpu is None:
-        raise UserError("TensorRT needs an NVIDIA GPU and none was found (no CUDA device, no nvidia-smi)")
-    return {"trt_version": str(trt.__version__), "gpu_name": gpu[0], "compute_capability": gpu[1]}
-
-
-# -- sidecar ------------------------------------------------------------------------------
-def _rebuild_hint(engine: Path, sidecar: dict[str, Any] | None) -> str:
-    onnx = (sidecar or {}).get("source_onnx") or "MODEL.onnx"
-    fmt = FORMATS["engine"]
-    flag = fmt.precision_flags.get((sidecar or {}).get("precision", ""), "")
-    return f"rebuild it on this machine: python {fmt.command} {onnx}{' ' + flag if flag else ''} -o {engine}"
-
-
-def check_engine_sidecar(engine_path: str | os.PathLike[str], *, trt_version: str, gpu_name: str,
-                         compute_capability: str) -> dict[str, Any]:
-    """Return the engine's sidecar if the engine can run here, else raise.
-
-    An engine is tied to the exact TensorRT version and to the GPU architecture (compute
-    capability) it was built for; a different GPU model of the same architecture runs it.
-
-    Raises:
-        UserError: missing engine or sidecar, malformed sidecar, or a version/architecture
-            mismatch — the message says how to rebuild.
-    """
-    engine = Path(engine_path)
-    if not engine.is_file():
-        raise UserError(f"engine not found: {engine}")
-    side = sidecar_path(engine)
-    if not side.is_file():
-        raise UserError(f"{engine} has no sidecar {side.name}, so it cannot be checked against this "
-                        f"machine; {_rebuild_hint(engine, None)}")
-    try:
-        meta = json.loads(side.read_text())
-        if meta.get("format") != SIDECAR_FORMAT or not isinstance(meta.get("spec"), dict):
-            raise ValueError("not a wysiwyc engine sidecar")
-        built_trt, built_cc = str(meta["tensorrt_version"]), str(meta["compute_capability"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{side} is malformed ({exc}); {_rebuild_hint(engine, None)}") from exc
-    if built_trt != str(trt_version):
-        raise UserError(f"{engine} was built with TensorRT {built_trt}, this machine has {trt_version}; "
-                        f"{_rebuild_hint(engine, meta)}")
-    if built_cc != str(compute_capability):
-        raise UserError(f"{engine} was built for compute capability {built_cc} ({meta.get('gpu_name', '?')}), "
-                        f"this GPU is {gpu_name} ({compute_capability}); {_rebuild_hint(engine, meta)}")
-    return meta
-
-
-# -- run ----------------------------------------------------------------------------------
 def plan_chunks(n: int, profile: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """How a batch of ``n`` images runs on an engine whose profile is (min, opt, max).
 
@@ -177,7 +58,7 @@ class TensorRTEngine:
         trt = require("tensorrt", "trt", "TensorRT engines")
         if not Path(path).is_file():
             raise UserError(f"engine not found: {path}")
-        self.trt, self.cudart = trt, _cudart()
+        self.trt, self.cudart = trt, cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
         # Runtime.deserialize_cuda_engine(bytes) -> ICudaEngine | None
         # (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html)
@@ -196,7 +77,7 @@ class TensorRTEngine:
         self.output_dtypes = {n: trt.nptype(self.engine.get_tensor_dtype(n)) for n in self.OUTPUTS}
         # (min, opt, max) shapes of profile 0: the batch range pieces are planned in
         self.profile = [tuple(s) for s in self.engine.get_tensor_profile_shape("images", 0)]
-        self.stream = _cuda_check(self.cudart.cudaStreamCreate())
+        self.stream = cuda_check(self.cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._pinned: dict[str, tuple[int, Any]] = {}  # name -> (host pointer, uint8 numpy view)
 
@@ -210,8 +91,8 @@ class TensorRTEngine:
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                _cuda_check(self.cudart.cudaFree(ptr))
-            ptr = _cuda_check(self.cudart.cudaMalloc(nbytes))
+                cuda_check(self.cudart.cudaFree(ptr))
+            ptr = cuda_check(self.cudart.cudaMalloc(nbytes))
             self._buffers[name] = (ptr, nbytes)
         return int(ptr)
 
@@ -221,7 +102,7 @@ class TensorRTEngine:
 
         import numpy as np
 
-        ptr = int(_cuda_check(self.cudart.cudaMallocHost(nbytes)))
+        ptr = int(cuda_check(self.cudart.cudaMallocHost(nbytes)))
         return ptr, np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
 
     def _pinned_free(self, ptr: int) -> None:
@@ -277,7 +158,7 @@ class TensorRTEngine:
         hi = self.batch_profile[2]
         # device buffers sized for the profile maximum: allocated once, whatever the pieces
         ptr = self._device("images", staged.nbytes // staged.shape[0] * hi)
-        _cuda_check(cudart.cudaMemcpyAsync(ptr, staged.ctypes.data, staged.nbytes, h2d, stream))
+        cuda_check(cudart.cudaMemcpyAsync(ptr, staged.ctypes.data, staged.nbytes, h2d, stream))
         self.context.set_tensor_address("images", ptr)
         outs = {}
         for name in self.OUTPUTS:
@@ -290,9 +171,9 @@ class TensorRTEngine:
         if not self.context.execute_async_v3(stream):
             raise RuntimeError("TensorRT execution failed (see the TensorRT log above)")
         for host, dev in outs.values():
-            _cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, d2h, stream))
+            cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, d2h, stream))
         # the one host wait of the piece: afterwards the outputs are in host memory
-        _cuda_check(cudart.cudaStreamSynchronize(stream))
+        cuda_check(cudart.cudaStreamSynchronize(stream))
         return {name: host for name, (host, _) in outs.items()}
 
     def close(self) -> None:
@@ -314,3 +195,28 @@ class TensorRTEngine:
             self.close()
         except Exception:  # interpreter shutdown: the CUDA context may already be gone
             pass
+
+
+@register_backend("engine")
+class TensorRTBackend(Backend):
+    """A serialized TensorRT engine built by ``export/to_tensorrt.py``.
+
+    The engine's sidecar ``X.engine.json`` must match this machine (TensorRT version,
+    GPU compute capability), else a :class:`~wysiwyc.errors.UserError` says how to rebuild.
+    """
+
+    def __init__(self, path: Path, **_: Any) -> None:
+        super().__init__(path)
+
+    def _open(self) -> None:
+        machine = current_machine()
+        sidecar = check_engine_sidecar(self.path, **machine)
+        self.spec = sidecar["spec"]
+        self.engine = TensorRTEngine(self.path)
+        self.name = f"tensorrt {machine.get('trt_version', '')} on {machine.get('gpu_name', 'GPU')}"
+
+    def _close(self) -> None:
+        self.engine.close()
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine(np.ascontiguousarray(x, np.float32))
