@@ -26,7 +26,7 @@ from typing import Any
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
-from wysiwyc.formats import FORMATS, GRAPH_ALIASES, GRAPHS, PRECISIONS
+from wysiwyc.formats import DEFAULT_TOP_K, FORMATS, GRAPH_ALIASES, GRAPHS, MANY_CLASSES, PRECISIONS
 
 ONNX = FORMATS["onnx"]
 
@@ -52,6 +52,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=128, help="int8 calibration images")
     p.add_argument("--graph", choices=ONNX.graphs + tuple(GRAPH_ALIASES), default="fused", metavar="GRAPH",
                    help="; ".join(f"{g}: {GRAPHS[g].help}" for g in ONNX.graphs))
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help=f"fused graph: masks of each image's K best classes only, outputs logits, classes (B,K), "
+                        f"masks (B,K,H,W) (default: every class up to {MANY_CLASSES} classes, else {DEFAULT_TOP_K}; "
+                        "0: every class)")
+    p.add_argument("--reciprocam-layer", default=None, metavar="MODULE",
+                   help="--head reciprocam: the block whose output is masked (default: the deepest feature block, "
+                        "or a ViT's last encoder block)")
+    p.add_argument("--parity-data", default=None, metavar="DATA",
+                   help="images for the parity check: shapes | voc:ROOT | coco:ROOT | folder:DIR (default: the "
+                        "checkpoint's dataset; random images when it has none)")
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -120,10 +130,39 @@ def dataset_images(data: str, split: str, n: int, size: tuple[int, int]) -> Any:
     return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
 
 
+def top_k(flag: int | None, num_classes: int, graph: str, kind: str) -> int | None:
+    """The ``--top-k`` of the fused graph: ``None`` (every class) or K."""
+    if graph != "fused" or kind == "classifier":
+        if flag:
+            raise UserError("--top-k applies to the fused graph of a model with an attribution head")
+        return None
+    if flag is None:
+        return None if num_classes <= MANY_CLASSES else DEFAULT_TOP_K
+    if flag == 0 or flag >= num_classes:
+        return None
+    if flag < 0:
+        raise UserError(f"--top-k must be ≥ 0, got {flag}")
+    return flag
+
+
+def parity_images(data: str, n: int, size: tuple[int, int]) -> Any:
+    """``n`` test images of ``data``; random ones (said on stderr) when there is none here."""
+    import torch
+
+    if data:
+        try:
+            return dataset_images(data, "test", n, size)
+        except UserError as exc:  # real data not on this machine: fall back to random images, say so
+            print(f"warning: {exc}; parity on random images", file=sys.stderr)
+    else:
+        print("to_onnx: no dataset recorded for this model: parity on random images (--parity-data for real ones)",
+              file=sys.stderr)
+    return torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    import torch
 
     from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_model,
                                             export_onnx, parity_report, write_json)
@@ -142,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                          image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph,
                          head=args.head)
     check_options(opts)  # a misuse is one line, before any progress line
-    model = export_model(ckpt, args.head)  # the checkpoint is read here, once
+    settings = {"layer": args.reciprocam_layer} if args.reciprocam_layer else {}
+    model = export_model(ckpt, args.head, **settings)  # the checkpoint is read here, once
     spec = model.spec
+    opts.top_k = top_k(args.top_k, spec.num_classes, opts.graph, spec.kind)
     size = opts.image_size or spec.image_size
     calib = None
     if args.precision == "int8":
@@ -157,12 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = export_onnx(model, out, opts, file_sha256(ckpt), calib_images=calib)
     say(f"exported in {time.perf_counter() - t0:.1f} s; parity check against torch ...")
     n = args.parity_samples if dynamic else opts.batch
-    try:
-        images = dataset_images(spec.dataset, "test", n, size)
-    except UserError:  # real data not on this machine: fall back to random images, say so
-        print(f"warning: {spec.dataset} data not available, parity on random images", file=sys.stderr)
-        images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
-    report = parity_report(model, out, images)
+    images = parity_images(args.parity_data or spec.dataset, n, size)
+    report = parity_report(model, out, images, opts.top_k)
     tol = tolerances(args)
     failed = check_tolerances(report, tol)
     report.update({"precision": args.precision, "tolerances": tol, "passed": not failed,

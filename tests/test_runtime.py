@@ -314,11 +314,8 @@ def test_model_faults(models, tmp_path, capsys):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), bare)
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     (tmp_path / "m.engine").write_bytes(b"\0" * 16)
-    clf = tmp_path / "clf.pt"
-    spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
-    save_checkpoint(clf, spec, build_classifier("small_cnn", 6).state_dict())
     for model, msg in ((bare, "no wysiwyc spec"), (tmp_path / "junk.onnx", "not a loadable ONNX model"),
-                       (clf, "is a classifier checkpoint"), (tmp_path / "m.engine", "tensorrt"),
+                       (tmp_path / "m.engine", "tensorrt"),
                        (tmp_path / "m.tflite", "model not found")):
         assert run_cli("--demo", "--model", model, "--max-frames", 1, "--no-show") == 2
         err = capsys.readouterr().err
@@ -387,7 +384,8 @@ def test_help_shows_every_default(capsys):
     text = out[out.index("options:"):]
     # one entry per option: its line and the indented lines under it, unwrapped
     entries = {m.group(1): " ".join(m.group(0).split()) for m in re.finditer(r"^  (--?[\w-]+).*(?:\n {6,}.*)*", text, re.M)}
-    for flag, default in (("--threshold", "0.5"), ("--top-k", "3"), ("--alpha", "0.5"), ("--batch", "8"),
+    for flag, default in (("--threshold", "0.5 for a multi-label model, 0.1 for a softmax one, whose "
+                                          "probabilities share 1 among all classes"), ("--top-k", "3"), ("--alpha", "0.5"), ("--batch", "8"),
                           ("--reconnect", "5"), ("--view-size", "384"), ("--seed", "0"), ("--colormap", "class")):
         assert f"(default: {default})" in entries[flag], entries[flag]
     assert "(default: None)" not in out and "(default: False)" not in out and "(default: [])" not in out

@@ -55,6 +55,12 @@ GRAPHS: dict[str, Graph] = {g.name: g for g in (
     Graph("masks", ("masks",), ("explainer", "rtis"),
           "the attribution network alone, images -> masks (Explainer and RTIS checkpoints)"),
 )}
+# the fused graph of a many-class model: masks for each image's top-k classes only
+TOPK_OUTPUTS = ("logits", "classes", "masks")
+# above this many classes an export keeps the top-k masks (DEFAULT_TOP_K) unless told otherwise
+MANY_CLASSES = 32
+DEFAULT_TOP_K = 5
+
 # old --graph spellings, accepted with a deprecation notice
 GRAPH_ALIASES: dict[str, str] = {"explainer": "masks"}
 

@@ -101,3 +101,10 @@ def blur_sigma_for(size: int) -> float:
     """Paper 2's blur (variance 10 at 224 px) scaled to an image side, at least 2 px so a
     64 px image's fine patterns are really destroyed."""
     return max(2.0, math.sqrt(10.0) * size / 224.0)
+
+
+def gather_classes(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Pick per-image class maps: maps (B,C,H,W), classes (B,K) long -> (B,K,H,W)."""
+    b, k = classes.shape
+    idx = classes.view(b, k, 1, 1).expand(b, k, *maps.shape[-2:])
+    return maps.gather(1, idx)

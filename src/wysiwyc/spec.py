@@ -27,6 +27,8 @@ KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
 # training-free heads, added to a classifier at export (``to_onnx.py --head``): no checkpoint
 # has them, exported fused graphs do
 FREE_KINDS = ("reciprocam",)
+# logits -> probabilities: multi-label (independent sigmoids) or single-label (softmax)
+ACTIVATIONS = ("sigmoid", "softmax")
 
 
 @dataclass
@@ -44,8 +46,14 @@ class ModelSpec:
             ``explainer`` / ``rtis``, ``mask_predictor`` for the mask predictor), if any.
         mask_kind: how masks are made (``sigmoid`` for the Explainer, the distribution
             controller's name for the mask predictor — its only record), if any.
-        dataset: the dataset the model was trained on, e.g. ``shapes``.
-        extra: free-form architecture arguments needed to rebuild the nets.
+        dataset: the dataset the model was trained on, e.g. ``shapes`` (empty for a
+            classifier brought in from outside).
+        activation: how logits become probabilities: ``sigmoid`` (multi-label, one
+            probability per class) or ``softmax`` (single-label, they sum to 1).
+        channel_order: the channel order the classifier expects, ``rgb`` or ``bgr``; the
+            fused graph's input is RGB either way (the swap happens inside).
+        extra: free-form architecture arguments needed to rebuild the nets (a user
+            classifier's feature blocks under ``blocks``).
     """
 
     class_names: list[str]
@@ -57,7 +65,15 @@ class ModelSpec:
     head_arch: str | None = None
     mask_kind: str | None = None
     dataset: str = "shapes"
+    activation: str = "sigmoid"
+    channel_order: str = "rgb"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be rgb or bgr, got {self.channel_order!r}")
 
     @property
     def num_classes(self) -> int:

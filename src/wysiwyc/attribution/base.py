@@ -100,10 +100,3 @@ class Attribution:
     def explain(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Masks (B,K,h,w) in [0,1] (any h,w; the base resizes) for ``classes`` (B,K)."""
         raise NotImplementedError
-
-
-def gather_classes(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Pick per-image class maps: maps (B,C,H,W), classes (B,K) -> (B,K,H,W)."""
-    b, k = classes.shape
-    idx = classes.view(b, k, 1, 1).expand(b, k, *maps.shape[-2:])
-    return maps.gather(1, idx)

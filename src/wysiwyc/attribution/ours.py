@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import pixel_ranks
-from .base import Attribution, gather_classes, register_method
+from ..ops import gather_classes, pixel_ranks
+from .base import Attribution, register_method
 
 
 class HeadAttribution(Attribution):

@@ -32,9 +32,9 @@ from torch import nn
 
 from ..errors import UserError, require
 from ..fileio import atomic_path, check_writable, file_sha256
-from ..formats import FORMATS, GRAPH_ALIASES, GRAPHS
+from ..formats import FORMATS, GRAPH_ALIASES, GRAPHS, TOPK_OUTPUTS
 from ..modelfile import onnx_metadata_props
-from ..models.fused import FREE_HEADS, FusedModel, load_model
+from ..models.fused import FREE_HEADS, FusedModel, TopKModel, load_model
 
 MIN_OPSET, MAX_OPSET = 17, 23
 
@@ -68,17 +68,19 @@ class ExportOptions:
     image_size: tuple[int, int] | None = None
     graph: str = "fused"
     head: str | None = None
+    top_k: int | None = None  # fused graph: masks of each image's top-k classes only (None: every class)
 
 
-def export_model(ckpt_path: str | os.PathLike[str], head: str | None = None) -> FusedModel:
+def export_model(ckpt_path: str | os.PathLike[str], head: str | None = None, **settings: Any) -> FusedModel:
     """The fused model an export of ``ckpt_path`` holds: the checkpoint's own, or with
-    ``head`` (a :data:`~wysiwyc.models.fused.FREE_HEADS` name) in place of its head.
+    ``head`` (a :data:`~wysiwyc.models.fused.FREE_HEADS` name, built with ``settings``) in
+    place of its head.
 
     Raises:
         UserError: a checkpoint that does not load, or an unknown head name.
     """
     model = load_model(ckpt_path)
-    return model if head is None else FREE_HEADS.lookup(head)(model)
+    return model if head is None else FREE_HEADS.lookup(head)(model, **settings)
 
 
 def export_onnx(model: FusedModel, out: str | os.PathLike[str], opts: ExportOptions, source_sha256: str,
@@ -97,7 +99,7 @@ def export_onnx(model: FusedModel, out: str | os.PathLike[str], opts: ExportOpti
     check_writable(out)
     spec = model.spec
     h, w = opts.image_size or spec.image_size
-    module, outputs = _graph_module(model, opts.graph)
+    module, outputs = _graph_module(model, opts.graph, opts.top_k)
     example = torch.rand(max(2, opts.batch), 3, h, w)
     dyn = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if opts.dynamic_batch else None
     graph = opts.graph if spec.kind != "classifier" else "classifier"
@@ -151,8 +153,9 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"unknown graph {opts.graph!r}; choose from {', '.join(fmt.graphs)}")
 
 
-def _graph_module(model: FusedModel, graph: str) -> tuple[nn.Module, list[str]]:
-    """The module to trace for ``graph`` and its output names.
+def _graph_module(model: FusedModel, graph: str, top_k: int | None = None) -> tuple[nn.Module, list[str]]:
+    """The module to trace for ``graph`` and its output names (with ``top_k``, the fused
+    graph returns ``logits, classes, masks``: :class:`~wysiwyc.models.fused.TopKModel`).
 
     Raises:
         UserError: the checkpoint's kind has no such graph.
@@ -165,6 +168,8 @@ def _graph_module(model: FusedModel, graph: str) -> tuple[nn.Module, list[str]]:
         return _MasksOnly(model).eval(), list(GRAPHS[graph].outputs)
     if kind == "classifier":  # a classifier explains nothing: its fused graph is the logits only
         return _LogitsOnly(model).eval(), ["logits"]
+    if top_k is not None:
+        return TopKModel(model, top_k).eval(), list(TOPK_OUTPUTS)
     return model, list(GRAPHS[graph].outputs)
 
 
@@ -219,24 +224,34 @@ def _toposort(graph: Any) -> None:
     graph.node.extend(copies)
 
 
-def parity_report(model: FusedModel, onnx_path: str | os.PathLike[str], images: torch.Tensor) -> dict[str, float]:
-    """Compare ONNX Runtime (CPU) with torch (``model``, the one exported) on ``images``
-    (N,3,H,W) in [0,1].
+def parity_report(model: FusedModel, onnx_path: str | os.PathLike[str], images: torch.Tensor,
+                  top_k: int | None = None) -> dict[str, float]:
+    """Compare ONNX Runtime (CPU) with torch (``model``, the one exported, with ``top_k`` as
+    exported) on ``images`` (N,3,H,W) in [0,1].
 
-    Returns max abs diff of logits and masks, continuous mask IoU (Σmin/Σmax) and the
-    agreement of thresholded labels (sigmoid ≥ 0.5).
+    Returns max abs diff of logits and masks, continuous mask IoU (Σmin/Σmax), the
+    agreement of the labels (sigmoid ≥ 0.5, or the top-1 class of a softmax classifier)
+    and, for a top-k graph, of the k classes.
     """
     ort = require("onnxruntime", "cpu", "the parity check")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        t_logits, t_masks = model(images)
+        if top_k is not None:
+            t_logits, t_classes, t_masks = TopKModel(model, top_k)(images)
+        else:
+            t_logits, t_masks = model(images)
     names = [o.name for o in sess.get_outputs()]
     outs = dict(zip(names, sess.run(None, {"images": images.numpy()})))
     rep: dict[str, float] = {"n_images": int(images.shape[0])}
     if "logits" in outs:
         o_logits = torch.from_numpy(outs["logits"]).float()
         rep["logits_max_abs_diff"] = float((o_logits - t_logits).abs().max())
-        rep["label_agreement"] = float(((o_logits > 0) == (t_logits > 0)).float().mean())
+        if model.spec.activation == "softmax":
+            rep["label_agreement"] = float((o_logits.argmax(1) == t_logits.argmax(1)).float().mean())
+        else:
+            rep["label_agreement"] = float(((o_logits > 0) == (t_logits > 0)).float().mean())
+    if "classes" in outs:
+        rep["class_agreement"] = float((torch.from_numpy(outs["classes"]) == t_classes).float().mean())
     if "masks" in outs:
         o_masks = torch.from_numpy(outs["masks"]).float()
         rep["masks_max_abs_diff"] = float((o_masks - t_masks).abs().max())

@@ -256,14 +256,19 @@ def load_torchvision_weights(model: BlockClassifier, state: dict[str, torch.Tens
 
 
 class Normalize(nn.Module):
-    """(x - mean) / std for images (B,3,H,W) in [0,1]; buffers so they export to ONNX."""
+    """(x - mean) / std for RGB images (B,3,H,W) in [0,1]; buffers so they export to ONNX.
+    ``bgr``: the classifier expects BGR, so the channels are swapped first (``mean`` and
+    ``std`` are then in BGR order too)."""
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool = False) -> None:
         super().__init__()
+        self.bgr = bool(bgr)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            x = x.flip(1)
         return (x - self.mean) / self.std
 
 

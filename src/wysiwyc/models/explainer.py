@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from ..ops import gather_classes
 from ..registry import Registry
 from ..spec import ModelSpec
 
@@ -68,9 +69,14 @@ class ExplainerHead(nn.Module):
             out = F.interpolate(out, size=x_norm.shape[-2:], mode="bilinear", align_corners=False)
         return out
 
-    def masks(self, x_norm: torch.Tensor, feats: Any = None) -> torch.Tensor:  # noqa: ARG002 - feats unused
-        """Per-class masks (B,C,H,W) in [0,1]."""
-        return torch.sigmoid(self(x_norm))
+    # the Explainer sees only the image: a fused model does not collect the classifier's blocks for it
+    needs_features = False
+
+    def masks(self, x_norm: torch.Tensor, feats: Any = None,  # noqa: ARG002 - feats unused
+              classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-class masks (B,C,H,W) in [0,1], or (B,K,H,W) for ``classes`` (B,K)."""
+        m = torch.sigmoid(self(x_norm))
+        return m if classes is None else gather_classes(m, classes)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

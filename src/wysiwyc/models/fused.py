@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..errors import UserError
 from ..registry import Registry
 from ..spec import ModelSpec
-from .classifiers import BlockClassifier, Normalize, build_classifier, freeze
+from .classifiers import Normalize, freeze
+from .explanandum import classifier_from_spec
 
 # checkpoint kind -> factory(spec) -> untrained head
 HEADS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("attribution head kind")
@@ -60,6 +63,21 @@ def build_head(spec: ModelSpec) -> nn.Module:
     return HEADS[spec.kind](spec)
 
 
+class TopKModel(nn.Module):
+    """``images -> (logits (B,C), classes (B,k), masks (B,k,H,W))``: a fused model that
+    returns masks for each image's top-k classes only (the graph of a many-class export)."""
+
+    def __init__(self, fused: "FusedModel", k: int) -> None:
+        super().__init__()
+        if not 1 <= k <= fused.spec.num_classes:
+            raise UserError(f"--top-k must be 1..{fused.spec.num_classes}, got {k}")
+        self.fused, self.k = fused, int(k)
+        self.spec = fused.spec
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.fused.forward_topk(images, self.k)
+
+
 class FusedModel(nn.Module):
     """Normalise -> classifier (features once) -> logits + masks.
 
@@ -71,20 +89,38 @@ class FusedModel(nn.Module):
             returns logits and ``masks`` is all-ones — a classifier explains nothing).
     """
 
-    def __init__(self, spec: ModelSpec, classifier: BlockClassifier, head: nn.Module | None = None) -> None:
+    def __init__(self, spec: ModelSpec, classifier: nn.Module, head: nn.Module | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.norm = Normalize(spec.mean, spec.std)
+        self.norm = Normalize(spec.mean, spec.std, bgr=spec.channel_order == "bgr")
         self.classifier = classifier
         self.head = head
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.norm(images)
-        feats, logits = self.classifier.features_and_logits(x)
         if self.head is None:
+            logits = self.classifier(x)
             b, _, h, w = images.shape
             return logits, images.new_ones(b, logits.shape[1], h, w)
+        if getattr(self.head, "spliced", False):  # the head rides the classifier's own pass
+            return self.head.fused_forward(x)
+        feats, logits = self._features_and_logits(x)
         return logits, self.head.masks(x, feats)
+
+    def forward_topk(self, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits (B,C), classes (B,k), masks (B,k,H,W))``: the masks of each image's k
+        highest-scoring classes only (a many-class classifier never makes C full-size maps)."""
+        x = self.norm(images)
+        if getattr(self.head, "spliced", False):
+            return self.head.fused_forward(x, k=k)
+        feats, logits = self._features_and_logits(x)
+        classes = logits.topk(k, dim=1).indices
+        return logits, classes, self.head.masks(x, feats, classes)
+
+    def _features_and_logits(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        if getattr(self.head, "needs_features", True):
+            return self.classifier.features_and_logits(x)
+        return {}, self.classifier(x)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B,C) of images (B,3,H,W) in [0,1]."""
@@ -102,13 +138,7 @@ def load_model(source: str | os.PathLike[str] | Checkpoint, kinds: tuple[str, ..
     """
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source, kinds)
     spec = ckpt.spec
-    classifier = build_classifier(spec.classifier_arch, spec.num_classes)
-    try:
-        classifier.load_state_dict(ckpt.classifier)
-    except RuntimeError as exc:
-        raise CheckpointError(f"classifier weights do not fit {spec.classifier_arch} with "
-                              f"{spec.num_classes} classes: {str(exc).splitlines()[0]}") from exc
-    freeze(classifier)
+    classifier = freeze(classifier_from_spec(spec, ckpt.classifier))
     head = None
     if spec.kind != "classifier":
         head = build_head(spec)

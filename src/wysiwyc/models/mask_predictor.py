@@ -207,8 +207,14 @@ class MaskPredictor(nn.Module):
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
         return m[:, 0] if squeeze else m
 
-    def masks(self, x_norm: torch.Tensor, feats: "OrderedDict[str, torch.Tensor]") -> torch.Tensor:
-        """The fused-model contract: masks (B,K,H,W) in [0,1] for every class."""
+    needs_features = True
+
+    def masks(self, x_norm: torch.Tensor, feats: "OrderedDict[str, torch.Tensor]",
+              classes: torch.Tensor | None = None) -> torch.Tensor:
+        """The fused-model contract: masks (B,C,H,W) in [0,1] for every class, or
+        (B,K,H,W) for ``classes`` (B,K) (:meth:`class_masks`)."""
+        if classes is not None:
+            return self.class_masks(x_norm, feats, classes)
         return self.controlled(feats, tuple(x_norm.shape[-2:]))
 
     def class_masks(self, x_norm: torch.Tensor, feats: "OrderedDict[str, torch.Tensor]",

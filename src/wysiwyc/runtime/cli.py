@@ -105,7 +105,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="--demo: scene seed (stream n uses seed + n)")
 
     o = p.add_argument_group("overlay")
-    o.add_argument("--threshold", type=float, default=0.5, help="show classes with probability ≥ this")
+    o.add_argument("--threshold", type=float, default=None,
+                   help="show classes with probability ≥ this (default: 0.5 for a multi-label model, "
+                        f"{SOFTMAX_THRESHOLD} for a softmax one, whose probabilities share 1 among all classes)")
     o.add_argument("--top-k", type=int, default=3, help="show at most K classes per frame")
     o.add_argument("--classes", default=None,
                    help="comma-separated class names to always show (pins the set; default: the top-k rule)")
@@ -152,6 +154,16 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1)):
         if val is not None and not ok(val):
             raise UserError(f"{flag} {val} is out of range")
+
+
+SOFTMAX_THRESHOLD = 0.1
+
+
+def threshold(flag: float | None, activation: str) -> float:
+    """``--threshold``, or its default for the model's activation."""
+    if flag is not None:
+        return flag
+    return SOFTMAX_THRESHOLD if activation == "softmax" else 0.5
 
 
 def pinned_classes(value: str | None, class_names: list[str]) -> list[int] | None:
@@ -344,7 +356,7 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
     streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
                for i, src in enumerate(sources)]
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
-                      threshold=args.threshold, top_k=args.top_k, pinned=pinned, min_view=args.view_size,
+                      threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned, min_view=args.view_size,
                       batch_wait_s=args.batch_wait / 1e3)
     if args.serve:
         from .serve import ViewServer
@@ -388,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     plan = run_batch_plan(args)
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                      threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile) as backend:
+                      threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile,
+                      top_k=args.top_k) as backend:
         res, streams = run_model(args, backend)
     summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:

@@ -66,6 +66,13 @@ def view_size(frame_shape: tuple[int, ...], min_short_side: int) -> tuple[int, i
     return int(round(h * scale)), int(round(w * scale))
 
 
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function, float32."""
     x = np.asarray(x, dtype=np.float32)

@@ -180,7 +180,9 @@ class VideoOutput(Output):
 class MaskOutput(Output):
     """One ``.npz`` per frame in a folder: ``masks`` uint8 (C,h,w) (mask × 255, model
     resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names and
-    ``source_size`` int32 (2,) = the frame's (H, W) as the source delivered it.
+    ``source_size`` int32 (2,) = the frame's (H, W) as the source delivered it. A top-k
+    model's file holds the K masks it computed, (K,h,w), and their class indices
+    ``mask_classes`` (K,).
 
     The masks stay at model resolution (64×64 for the demo model whatever the input size:
     that is all the model computed, and it keeps the files small); :func:`load_masks`
@@ -205,9 +207,14 @@ class MaskOutput(Output):
         stem = f"{rec.index:06d}" + (f"_{Path(rec.name).stem}" if rec.name else "")
         dest = self.folder / f"{stem}.npz"
         tmp = self.folder / f".{stem}.partial.npz"
-        masks = np.clip(rec.masks * 255 + 0.5, 0, 255).astype(np.uint8)
+        extra = {}
+        masks = rec.masks
+        if hasattr(masks, "classes"):  # a top-k graph: the masks of these classes only
+            extra["mask_classes"] = np.asarray(masks.classes, np.int64)
+            masks = masks.masks
+        masks = np.clip(masks * 255 + 0.5, 0, 255).astype(np.uint8)
         np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes,
-                            source_size=np.asarray(rec.source_size, np.int32))
+                            source_size=np.asarray(rec.source_size, np.int32), **extra)
         os.replace(tmp, dest)
         return True
 
@@ -223,10 +230,15 @@ def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarr
     return np.stack([resize(m, size) for m in masks])
 
 
+# a JSON line lists every class's probability up to this many classes, else the best ones
+JSON_MAX_CLASSES = 32
+
+
 class JsonLinesOutput(Output):
     """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout); each
     line names its stream, frame number, the frame's source size (H, W) and, for image
-    folders, the file."""
+    folders, the file. A model with more than :data:`JSON_MAX_CLASSES` classes lists the
+    probabilities of its best :data:`JSON_MAX_CLASSES` classes per frame, highest first."""
 
     records = True
 
@@ -238,9 +250,12 @@ class JsonLinesOutput(Output):
         self.fh: TextIO = sys.stdout if self.stdout else open(self.tmp, "w")  # noqa: SIM115
 
     def write(self, rec: FrameRecord) -> bool:
+        order = range(len(self.class_names))
+        if len(self.class_names) > JSON_MAX_CLASSES:  # a many-class model: its best classes only
+            order = np.argsort(-rec.probs, kind="stable")[:JSON_MAX_CLASSES]
         line = {"stream": rec.stream, "frame": rec.index, "t": round(rec.t, 4),
                 "source_size": [int(v) for v in rec.source_size],
-                "probs": {n: round(float(p), 4) for n, p in zip(self.class_names, rec.probs)},
+                "probs": {self.class_names[c]: round(float(rec.probs[c]), 4) for c in order},
                 "shown": [self.class_names[c] for c in rec.shown],
                 "timings_ms": {k: round(v, 3) for k, v in rec.timings_ms.items()}}
         if rec.name:

@@ -8,11 +8,16 @@ into the runtime's timed stages:
   (B,3,h,w) in [0,1] at the spec's size (numpy here; a torch tensor on the GPU for the
   CUDA torch backend);
 * ``infer(x)`` -> ``(logits (B,C), masks (B,C,h,w))`` in the backend's own array type;
-* ``probabilities(logits)`` -> (B,C) float32 numpy (sigmoid: every model here is
-  multi-label);
+* ``probabilities(logits)`` -> (B,C) float32 numpy (the spec's activation: sigmoid for
+  a multi-label classifier, softmax for a single-label one);
 * ``masks_for(masks, i, classes, size)`` -> (K,H,W) float32 numpy in [0,1]: image ``i``'s
   masks of the chosen classes, upsampled to the display size. Only the shown classes
   are upsampled, and on CUDA this happens on the GPU.
+
+A many-class model's graph returns masks for each image's top-k classes only
+(``logits, classes (B,K), masks (B,K,h,w)``); its backends hand those on as
+:class:`ClassMasks`, which every method above reads like the full (B,C,h,w) masks (a class
+outside an image's top k gets an empty mask).
 
 ``backend(images (B,3,h,w) float32 numpy) -> (logits, masks)`` numpy is the plain call
 used for parity checks. :func:`open_backend` finds the file's format by its suffix in
@@ -33,7 +38,7 @@ from ...errors import UserError
 from ...formats import format_for, known_files
 from ...registry import Registry
 from ...spec import ModelSpec
-from ..imageops import frames_to_batch, resize, sigmoid
+from ..imageops import frames_to_batch, resize, sigmoid, softmax
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEMO_MODEL_STEM = "shapes_explainer"
@@ -41,6 +46,31 @@ DEMO_MODEL_STEM = "shapes_explainer"
 
 class ModelError(UserError):
     """The model file cannot be used by the runtime (missing, foreign, mismatched)."""
+
+
+class ClassMasks:
+    """Masks of some classes per image: ``masks`` (B,K,h,w) and ``classes`` (B,K), the class
+    index of each mask (numpy, or torch tensors in the torch backend)."""
+
+    def __init__(self, masks: Any, classes: Any) -> None:
+        self.masks, self.classes = masks, classes
+        self.shape = (masks.shape[0], None, *masks.shape[2:])
+
+    def slot(self, i: int, c: int) -> int | None:
+        """Where image ``i``'s mask of class ``c`` is, or ``None`` when it was not computed."""
+        hits = np.nonzero(np.asarray(self.classes[i]).reshape(-1) == c)[0]
+        return int(hits[0]) if len(hits) else None
+
+    def __getitem__(self, i: int) -> "ClassMasks":
+        return ClassMasks(self.masks[i], self.classes[i])
+
+
+def _as_masks(outputs: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``(logits, masks)`` or ``(logits, classes, masks)`` -> ``(logits, masks or ClassMasks)``."""
+    if len(outputs) == 3:
+        logits, classes, masks = outputs
+        return logits, ClassMasks(masks, classes)
+    return outputs[0], outputs[1]
 
 
 class Backend:
@@ -110,27 +140,39 @@ class Backend:
         return frames_to_batch(frames, self.input_size)
 
     def infer(self, x: Any) -> tuple[Any, Any]:
-        """``(logits (B,C), masks (B,C,h,w))`` of a batch x (B,3,h,w) from :meth:`preprocess`."""
+        """``(logits (B,C), masks)`` of a batch x (B,3,h,w) from :meth:`preprocess`: masks
+        (B,C,h,w), or :class:`ClassMasks` for a top-k graph."""
         if not self.is_open:
             raise RuntimeError(f"{type(self).__name__} is not open: call open() or use it in a with block")
+        return _as_masks(self._run_padded(x))
+
+    def _run_padded(self, x: Any) -> tuple[Any, ...]:
+        """:meth:`_run` on any batch size: a static-batch model runs in pieces, padded."""
         n = x.shape[0]
         if self.fixed_batch is None or n == self.fixed_batch:
-            return self._run(x)
+            return tuple(self._run(x))
         if n > self.fixed_batch:
-            outs = [self.infer(x[i:i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
-            return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+            outs = [self._run_padded(x[i:i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
+            return tuple(np.concatenate(parts) for parts in zip(*outs))
         pad = np.concatenate([x, np.repeat(x[-1:], self.fixed_batch - n, axis=0)])
-        logits, masks = self._run(pad)
-        return logits[:n], masks[:n]
+        return tuple(o[:n] for o in self._run(pad))
 
     def probabilities(self, logits: Any) -> np.ndarray:
-        return sigmoid(np.asarray(logits, dtype=np.float32))
+        logits = np.asarray(logits, dtype=np.float32)
+        return softmax(logits) if self.spec.activation == "softmax" else sigmoid(logits)
 
     def masks_for(self, masks: Any, i: int, classes: list[int], size: tuple[int, int]) -> np.ndarray:
         h, w = size
-        out = np.empty((len(classes), h, w), dtype=np.float32)
+        out = np.zeros((len(classes), h, w), dtype=np.float32)
         for k, c in enumerate(classes):
-            out[k] = resize(np.asarray(masks[i, c], dtype=np.float32), (h, w))
+            if isinstance(masks, ClassMasks):
+                slot = masks.slot(i, c)
+                if slot is None:  # outside this image's top k: nothing was computed
+                    continue
+                m = masks.masks[i, slot]
+            else:
+                m = masks[i, c]
+            out[k] = resize(np.asarray(m, dtype=np.float32), (h, w))
         return np.clip(out, 0.0, 1.0, out=out)
 
     def masks_for_batch(self, masks: Any, picks: list[tuple[list[int], tuple[int, int]]]) -> list[np.ndarray]:
@@ -144,8 +186,11 @@ class Backend:
         it once per batch, so the device time is measured as inference, not as whatever
         stage touches the results first). Host backends return at once."""
 
-    def raw_masks(self, masks: Any) -> np.ndarray:
-        """All masks (B,C,h,w) as float32 numpy at model resolution (for ``--save-masks``)."""
+    def raw_masks(self, masks: Any) -> Any:
+        """All masks (B,C,h,w) as float32 numpy at model resolution (for ``--save-masks``); a
+        top-k graph's as :class:`ClassMasks` of numpy arrays."""
+        if isinstance(masks, ClassMasks):
+            return ClassMasks(np.asarray(masks.masks, dtype=np.float32), np.asarray(masks.classes))
         return np.asarray(masks, dtype=np.float32)
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

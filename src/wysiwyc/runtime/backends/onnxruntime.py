@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import require
-from ...formats import GRAPHS, plan_batch_profile
+from ...formats import GRAPHS, TOPK_OUTPUTS, plan_batch_profile
 from ...modelfile import PRECISION_KEY, spec_from_metadata
 from .base import Backend, ModelError, register_backend
 
@@ -259,7 +259,7 @@ class OnnxBackend(Backend):
         bind = self.iobinding_choice
         if bind is None:
             bind = DEVICE_TYPES.get(self.provider, "cpu") != "cpu"
-        self.runner = BoundRunner(self.session, ort, ("logits", "masks")) if bind else None
+        self.runner = BoundRunner(self.session, ort, self.outputs) if bind else None
         if self.runner is not None:
             self.name += " (IOBinding)"
 
@@ -280,10 +280,11 @@ class OnnxBackend(Backend):
         if outs == list(GRAPHS["masks"].outputs):
             raise ModelError(f"{path} is a masks-only graph (--graph masks) without the classifier; "
                              "the runtime needs the fused graph: export with --graph fused (the default)")
-        if [i.name for i in ins] != ["images"] or outs[:2] != list(GRAPHS["fused"].outputs):
-            raise ModelError(f"{path}: expected input 'images' and outputs 'logits', 'masks' (got "
-                             f"{[i.name for i in ins]} -> {outs}); export an Explainer or mask-predictor "
-                             "checkpoint with `python export/to_onnx.py`")
+        if [i.name for i in ins] != ["images"] or outs not in (list(GRAPHS["fused"].outputs), list(TOPK_OUTPUTS)):
+            raise ModelError(f"{path}: expected input 'images' and outputs 'logits', 'masks' (or 'logits', "
+                             f"'classes', 'masks') (got {[i.name for i in ins]} -> {outs}); export a model with "
+                             "an attribution head with `python export/to_onnx.py`")
+        self.outputs = tuple(outs)
         shape = ins[0].shape
         hw = tuple(shape[2:4])
         if all(isinstance(d, int) for d in hw) and hw != self.input_size:
@@ -292,12 +293,12 @@ class OnnxBackend(Backend):
         if isinstance(shape[0], int):
             self.fixed_batch = int(shape[0])
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         if self.runner is not None:
-            logits, masks = self.runner(x)
+            outs = self.runner(x)
         else:
-            logits, masks = self.session.run(["logits", "masks"], {"images": np.ascontiguousarray(x, np.float32)})
-        if logits.shape[1] != self.spec.num_classes:
-            raise ModelError(f"model returns {logits.shape[1]} classes but its spec names "
+            outs = self.session.run(list(self.outputs), {"images": np.ascontiguousarray(x, np.float32)})
+        if outs[0].shape[1] != self.spec.num_classes:
+            raise ModelError(f"model returns {outs[0].shape[1]} classes but its spec names "
                              f"{self.spec.num_classes}; re-export the model")
-        return logits, masks
+        return tuple(outs)

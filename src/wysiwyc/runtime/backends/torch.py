@@ -9,7 +9,8 @@ import numpy as np
 
 from ...errors import require
 from ..imageops import frames_to_batch
-from .base import Backend, ModelError, group_by_shape, register_backend
+from ...formats import DEFAULT_TOP_K, MANY_CLASSES
+from .base import Backend, ClassMasks, ModelError, group_by_shape, register_backend
 
 @register_backend("torch")
 class TorchBackend(Backend):
@@ -19,21 +20,28 @@ class TorchBackend(Backend):
     and scaled there, the model runs in fp16 (``fp16=None`` means "on CUDA"), and the
     shown masks are upsampled there before one copy back.
 
+    A plain classifier checkpoint (e.g. one brought in with ``train/wrap_classifier.py``)
+    runs with the training-free ReciproCAM head; a model with more than
+    :data:`~wysiwyc.formats.MANY_CLASSES` classes computes the masks of each image's top-k
+    classes only (k = max(``top_k``, :data:`~wysiwyc.formats.DEFAULT_TOP_K`)).
+
     Args:
-        path: an explainer / mask_predictor (or rtis) checkpoint.
+        path: a wysiwyc checkpoint.
         device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda`` | ``cuda:N``.
         fp16: run the model in half precision (CUDA only).
         threads: torch intra-op threads on the CPU.
+        top_k: the most classes a frame shows (``--top-k``).
     """
 
     def __init__(self, path: Path, device: str = "auto", fp16: bool | None = None,
-                 threads: int | None = None, **_: Any) -> None:
+                 threads: int | None = None, top_k: int = DEFAULT_TOP_K, **_: Any) -> None:
         super().__init__(path)
         self.device_choice, self.fp16_choice, self.threads = device, fp16, threads
+        self.top_k = max(int(top_k), DEFAULT_TOP_K)
 
     def _open(self) -> None:
         torch = require("torch", "torch", ".pt models (or export one with export/to_onnx.py)")
-        from ...models.fused import load_model
+        from ...models.fused import TopKModel, load_model
 
         self.torch = torch
         device = self.device_choice
@@ -46,8 +54,10 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self._pinned: Any = None  # CUDA: the reused pinned uint8 buffer frames are uploaded from
         self._upload_done: Any = None
-        model = load_model(self.path, kinds=("explainer", "mask_predictor", "rtis"), device=self.device)
+        model = _with_head(load_model(self.path, device=self.device))
         self.spec = model.spec
+        if self.spec.num_classes > MANY_CLASSES:
+            model = TopKModel(model, min(self.top_k, self.spec.num_classes))
         fp16 = self.fp16_choice
         self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
         if self.fp16 and self.device.type != "cuda":
@@ -90,23 +100,37 @@ class TorchBackend(Backend):
         self._pinned = self._upload_done = None
         self.model = None  # the weights go with the last reference (on CUDA, back to torch's cache)
 
-    def _run(self, x: Any) -> tuple[Any, Any]:
+    def _run(self, x: Any) -> tuple[Any, ...]:
         torch = self.torch
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
         with torch.inference_mode():
-            logits, masks = self.model(x.to(self.device, self.dtype))
-        return logits.float(), masks
+            outs = self.model(x.to(self.device, self.dtype))
+        if len(outs) == 3:  # the top-k classes travel as numpy: the pipeline looks them up per frame
+            return outs[0].float(), outs[1].cpu().numpy(), outs[2]
+        return outs[0].float(), outs[1]
 
     def probabilities(self, logits: Any) -> np.ndarray:
-        return self.torch.sigmoid(logits).cpu().numpy()
+        fn = self.torch.softmax if self.spec.activation == "softmax" else None
+        return (fn(logits, dim=1) if fn else self.torch.sigmoid(logits)).cpu().numpy()
+
+    def _select(self, masks: Any, i: int, classes: list[int]) -> Any:
+        """Image ``i``'s masks of ``classes`` (K,h,w) on the device (empty where not computed)."""
+        if not isinstance(masks, ClassMasks):
+            return masks[i, classes]
+        out = masks.masks.new_zeros(len(classes), *masks.masks.shape[-2:])
+        for k, c in enumerate(classes):
+            slot = masks.slot(i, c)
+            if slot is not None:
+                out[k] = masks.masks[i, slot]
+        return out
 
     def masks_for(self, masks: Any, i: int, classes: list[int], size: tuple[int, int]) -> np.ndarray:
         torch = self.torch
         if not classes:
             return np.empty((0, *size), np.float32)
         with torch.inference_mode():
-            sel = masks[i, classes][None].float()
+            sel = self._select(masks, i, classes)[None].float()
             if tuple(sel.shape[-2:]) != tuple(size):
                 sel = torch.nn.functional.interpolate(sel, size=size, mode="bilinear", align_corners=False)
             return sel[0].clamp(0, 1).cpu().numpy()
@@ -121,7 +145,7 @@ class TorchBackend(Backend):
                 if not classes:
                     hosts.append(torch.empty((0, *size)))
                     continue
-                sel = masks[i, classes][None].float()
+                sel = self._select(masks, i, classes)[None].float()
                 if tuple(sel.shape[-2:]) != tuple(size):
                     sel = torch.nn.functional.interpolate(sel, size=size, mode="bilinear", align_corners=False)
                 host = torch.empty(sel.shape[1:], dtype=torch.float32, pin_memory=True)
@@ -134,9 +158,20 @@ class TorchBackend(Backend):
         if self.device.type == "cuda":
             self.torch.cuda.current_stream(self.device).synchronize()
 
-    def raw_masks(self, masks: Any) -> np.ndarray:
+    def raw_masks(self, masks: Any) -> Any:
+        if isinstance(masks, ClassMasks):
+            return ClassMasks(masks.masks.float().cpu().numpy(), masks.classes)
         return masks.float().cpu().numpy()
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, Any]:
         logits, masks = self.infer(images)
         return logits.cpu().numpy(), self.raw_masks(masks)
+
+
+def _with_head(model: Any) -> Any:
+    """``model``, or, for a plain classifier, the classifier with the training-free ReciproCAM head."""
+    if model.head is not None:
+        return model
+    from ...models.fused import FREE_HEADS
+
+    return FREE_HEADS.lookup("reciprocam")(model)
