@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +30,8 @@ KINDS = ("classifier", "explainer", "mask_predictor", "rtis")
 # training-free heads, added to a classifier at export (``to_onnx.py --head``): no checkpoint
 # has them, exported fused graphs do
 FREE_KINDS = ("reciprocam",)
+# ImageNet-1k's class names in logit order (torchvision's list), one per line
+IMAGENET_CLASSES = Path(__file__).resolve().parent / "assets" / "imagenet_classes.txt"
 # logits -> probabilities: multi-label (independent sigmoids) or single-label (softmax)
 ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -114,3 +119,18 @@ class ModelSpec:
         return replace(self, kind=kind, head_arch=head_arch, mask_kind=mask_kind,
                        extra={**self.extra, **(extra or {})}, **changes)
 
+
+def read_class_names(source: str) -> list[str]:
+    """Class names from a text file (one per line, blank lines skipped), or ``imagenet`` for
+    the 1000 ImageNet-1k names (torchvision's list, in logit order).
+
+    Raises:
+        UserError: a missing or empty file.
+    """
+    p = IMAGENET_CLASSES if source == "imagenet" else Path(source)
+    if not p.is_file():
+        raise UserError(f"class-name file not found: {p} (one name per line, or 'imagenet')")
+    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"{p} lists no class names")
+    return names

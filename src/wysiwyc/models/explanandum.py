@@ -43,7 +43,7 @@ from torch import nn
 
 from ..errors import UserError, require
 from ..registry import Registry
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, read_class_names
 from .classifiers import Normalize, build_classifier
 
 TORCHSCRIPT_KEY = "__torchscript__"
@@ -325,26 +325,6 @@ def classifier_state(model: nn.Module, torchscript: torch.Tensor | None = None) 
         return {TORCHSCRIPT_KEY: torchscript}
     inner = model.model if isinstance(model, HookedClassifier) else model
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
-
-
-def read_class_names(source: str) -> list[str]:
-    """Class names from a text file (one per line, blank lines skipped), or ``imagenet`` for
-    the 1000 ImageNet-1k names (torchvision's list, in logit order).
-
-    Raises:
-        UserError: a missing or empty file.
-    """
-    if source == "imagenet":
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-        return list(_IMAGENET_CATEGORIES)
-    p = Path(source)
-    if not p.is_file():
-        raise UserError(f"class-name file not found: {p} (one name per line, or 'imagenet')")
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
-        raise UserError(f"{p} lists no class names")
-    return names
 
 
 def user_model(model: str, weights: str | None, num_classes: int | None) -> tuple[str, nn.Module, torch.Tensor | None]:
