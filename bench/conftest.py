@@ -14,14 +14,16 @@ Options:
                       batch-16 EP); on CUDA they always run.
   --bench-devices     comma-separated subset of ``cpu,cuda`` (default: CPU always, CUDA too
                       when available).
-  --paper-scale       also run ``bench/test_paper_scale.py`` (ResNet-50 / VGG16 at 224 px,
-                      tens of minutes to hours on a CPU); skipped by default.
+  --paper-scale       also run the paper-scale cases of ``bench/paper_scale.py`` (ResNet-50 /
+                      VGG16 at 224 px, tens of minutes to hours on a CPU); skipped by default.
+                      That script is collected beside the ``test_*.py`` files: its benchmark
+                      case lives next to the suite it times.
   --bench-seconds     seconds per concurrent-stream case of ``test_runtime_fps.py``
                       (default 20; 1 makes a smoke run of a few seconds per case).
 
 Reading a run: each case's name is printed before it runs (as ``-v`` does; ``-q`` turns
-that off), and the run ends with a short summary (:mod:`_summary`): per group, each
-method's ms per image and its ratio to the Explainer, the runtime cases in FPS.
+that off), and the run ends with a short summary (:func:`tables.summary_lines`): per group,
+each method's ms per image and its ratio to the Explainer, the runtime cases in FPS.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _settings import REDUCED_SETTINGS, bench_devices  # noqa: E402
+from _methods import REDUCED_SETTINGS, bench_devices  # noqa: E402
 
 ASSETS = ROOT / "src" / "wysiwyc" / "assets"
+BENCH = ROOT / "bench"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,6 +59,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="run the paper-scale suite too (ResNet-50/VGG16 at 224 px; hours on a CPU)")
     g.addoption("--bench-seconds", type=float, default=20.0,
                 help="test_runtime_fps.py concurrent-stream cases: seconds per case (1 for a smoke run)")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """Collect ``bench/paper_scale.py`` as a test module (its name is not ``test_*.py``)."""
+    # a path named on the command line is collected by pytest itself: a second Module would
+    # run every case twice
+    if file_path == BENCH / "paper_scale.py" and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,7 +88,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
     """The short summary after pytest-benchmark's tables (printed with or without -s)."""
-    from _summary import entry_from_benchmark, summary_lines
+    from tables import entry_from_benchmark, summary_lines
 
     session = getattr(config, "_benchmarksession", None)
     entries = [e for b in getattr(session, "benchmarks", []) if (e := entry_from_benchmark(b)) is not None]

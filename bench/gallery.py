@@ -8,6 +8,11 @@ multi-object images are shown, so a viewer sees which mask belongs to which obje
 
 ``--layout all``: image | ground truth | every class's mask (green frame = labelled) | overlay.
 
+``--layout methods``: image | the ground truth of its first labelled class | each method's
+mask of that class, side by side (``--methods a,b,…``). ``bench/report.py`` draws its
+gallery this way, from the masks its run computed; a method that skipped an image there
+(``--slow-limit``) gets a blank tile captioned "not run".
+
 Mask tiles are grey (white = kept); the overlay dims what the aggregated mask of the true
 classes removes (m⊙x, as the explanandum sees it). Pillow draws the PNG.
 
@@ -36,8 +41,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data", default="shapes", help="shapes | voc:ROOT | coco:ROOT | folder:DIR")
     p.add_argument("--split", default="test")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the checkpoint's kind)")
-    p.add_argument("--layout", choices=("classes", "all"), default="classes",
-                   help="classes: one column per labelled class + one absent class; all: every class")
+    p.add_argument("--layout", choices=("classes", "all", "methods"), default="classes",
+                   help="classes: one column per labelled class + one absent class; all: every class; "
+                        "methods: each method's mask of the first labelled class")
     p.add_argument("--min-labels", type=int, default=2, help="layout classes: only images with this many classes")
     p.add_argument("-n", "--num-images", type=int, default=8)
     p.add_argument("--start", type=int, default=0, help="first dataset index to consider")
@@ -86,33 +92,71 @@ def _outline(tile, region):  # noqa: ANN001, ANN202 - draw the boundary of a boo
     return out
 
 
-def row_tiles(r: int, img, masks: dict, labels, gt, names: list[str], layout: str) -> list[tuple]:  # noqa: ANN001
-    """(tile (H,W,3) uint8, caption, caption colour or None, frame) for one image row."""
+def row_tiles(img, masks: dict, labels, gt, names: list[str], layout: str,  # noqa: ANN001
+              caption: str = "image") -> list[tuple]:
+    """(tile (H,W,3) uint8, caption, caption colour or None, frame) for one image row: ``img``
+    (H,W,3) uint8, ``masks`` {method: its (C,H,W) masks of the image, or None where it did
+    not run}, ``labels`` (C,), ``gt`` (C,H,W)."""
     import numpy as np
 
     from wysiwyc.metrics.segmentation import aggregate
 
-    lab = labels[r].bool().numpy()
-    tiles = [(img, "image", None, False)]
+    if layout == "methods":
+        return _methods_tiles(img, masks, labels, gt, names, caption)
+    lab = labels.bool().numpy()
+    tiles = [(img, caption, None, False)]
     if layout == "all":
-        g = ((gt[r] == 1) & labels[r].bool()[:, None, None]).any(0).numpy()
+        g = ((gt == 1) & labels.bool()[:, None, None]).any(0).numpy()
         tiles.append((_grey(g.astype(np.float32)), "ground truth", None, False))
     for m, mk in masks.items():
         prefix = f"{m}:" if len(masks) > 1 else ""
         if layout == "all":
-            tiles += [(_grey(mk[r, c].numpy()), prefix + n, None, bool(lab[c])) for c, n in enumerate(names)]
+            tiles += [(_grey(mk[c].numpy()), prefix + n, None, bool(lab[c])) for c, n in enumerate(names)]
             continue
         for c in np.flatnonzero(lab):
-            tiles.append((_outline(_grey(mk[r, c].numpy()), (gt[r, c] == 1).numpy()), prefix + names[c], GREEN, False))
+            tiles.append((_outline(_grey(mk[c].numpy()), (gt[c] == 1).numpy()), prefix + names[c], GREEN, False))
         absent = np.flatnonzero(~lab)
         if absent.size:  # the absent class whose mask is highest: the hardest case to show
-            c = int(absent[int(mk[r, absent].flatten(1).mean(1).argmax())])
-            tiles.append((_grey(mk[r, c].numpy()), f"{prefix}{names[c]} (absent)", RED, False))
+            c = int(absent[int(mk[absent].flatten(1).mean(1).argmax())])
+            tiles.append((_grey(mk[c].numpy()), f"{prefix}{names[c]} (absent)", RED, False))
     for m, mk in masks.items():
-        agg = aggregate(mk[r:r + 1], labels[r:r + 1])[0].numpy()
+        agg = aggregate(mk[None], labels[None])[0].numpy()
         tiles.append(((img * (0.15 + 0.85 * agg[..., None])).round().astype(np.uint8),
                       f"overlay {m}" if len(masks) > 1 else "overlay", None, False))
     return tiles
+
+
+def _methods_tiles(img, masks: dict, labels, gt, names: list[str], caption: str) -> list[tuple]:  # noqa: ANN001
+    """The ``methods`` layout's row: image | ground truth of the first labelled class | each
+    method's mask of that class (blank and captioned "not run" where the mask is None)."""
+    import numpy as np
+
+    present = np.flatnonzero(labels.bool().numpy())
+    c = int(present[0]) if present.size else 0
+    tiles = [(img, f"{caption} {names[c]}", None, False),
+             (_grey((gt[c] == 1).numpy().astype(np.float32)), "ground truth", None, False)]
+    for m, mk in masks.items():
+        if mk is None:
+            tiles.append((np.full_like(img, 235), f"{m}: not run", RED, False))
+        else:
+            tiles.append((_grey(mk[c].numpy()), m, None, False))
+    return tiles
+
+
+def methods_rows(ds, masks: dict[str, dict], idx: list[int], names: list[str]) -> list[list[tuple]]:  # noqa: ANN001
+    """Rows of the ``methods`` layout for the samples ``idx`` of ``ds``: ``masks[method][i]``
+    is that method's (C,H,W) masks of sample ``i`` (missing where it did not run on it); a
+    method with no masks at all is left out."""
+    import numpy as np
+
+    shown = {m: by_index for m, by_index in masks.items() if by_index}
+    rows = []
+    for i in idx:
+        img, labels, gt = ds[i]
+        img_np = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        rows.append(row_tiles(img_np, {m: by_index.get(i) for m, by_index in shown.items()}, labels, gt, names,
+                              "methods", caption=f"#{i}"))
+    return rows
 
 
 def draw_canvas(rows: list[list[tuple]], scale: int):  # noqa: ANN201
@@ -166,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         masks = {m: build_method(m, model)(images.to(dev), list(range(spec.num_classes))).cpu() for m in methods}
     img_np = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    rows = [row_tiles(r, img_np[r], masks, labels, gt, spec.class_names, args.layout) for r in range(len(picked))]
+    rows = [row_tiles(img_np[r], {m: mk[r] for m, mk in masks.items()}, labels[r], gt[r], spec.class_names, args.layout)
+            for r in range(len(picked))]
     with atomic_path(out) as tmp:
         draw_canvas(rows, args.scale).save(tmp, format="PNG")
     print(f"wrote {out} ({len(picked)} images, methods: {', '.join(methods)}, layout {args.layout})")

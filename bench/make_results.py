@@ -59,9 +59,12 @@ def _pytest(*args: str) -> tuple[str, ...]:
     return (PY, "-m", "pytest", *args, "-p", "no:cacheprovider")
 
 
-QUALITY = (PY, "bench/quality.py", "--model", "src/wysiwyc/assets/shapes_explainer.pt", "--data", "shapes",
-           "--split", "test", "--json", "{out}/shapes_explainer_quality.json",
-           "--md", "{out}/shapes_explainer_quality.md", "--no-progress")
+QUALITY = (PY, "bench/report.py", "--model", "src/wysiwyc/assets/shapes_explainer.pt", "--data", "shapes",
+           "--split", "test", "--quality-json", "{out}/shapes_explainer_quality.json",
+           "--quality-md", "{out}/shapes_explainer_quality.md", "--no-progress")
+QUALITY_MP = (PY, "bench/report.py", "--model", "src/wysiwyc/assets/shapes_mask_predictor.pt", "--data", "shapes",
+              "--split", "test", "--quality-json", "{out}/shapes_mask_predictor_quality.json",
+              "--quality-md", "{out}/shapes_mask_predictor_quality.md", "--no-progress")
 REPORT = (PY, "bench/report.py", "--name", "shapes_test", "--slow-limit", "scorecam=200,sise=1000,rise=30,extremal=15",
           "--threads", "1", "--out-dir", "{out}")
 # RISE and EP on more images than the report gives them, each in its own file: together they
@@ -73,19 +76,21 @@ REPORT_EP = (PY, "bench/report.py", "--name", "shapes_test_extremal", "--methods
 SLOW_QUICK = ("--limit", "2", "--slow-limit", "1", "--sanity-limit", "1", "--gallery", "1")
 LATENCY = _pytest("bench/test_latency.py", "--benchmark-only", "--bench-devices", "cpu",
                   "--benchmark-json", "{tmp}/latency.json")
-LATENCY_TABLE = (PY, "bench/latency_table.py", "{tmp}/latency.json", "-o", "{out}/latency_cpu_2core.md",
+LATENCY_TABLE = (PY, "bench/tables.py", "latency", "{tmp}/latency.json", "-o", "{out}/latency_cpu_2core.md",
                  "--title", "Latency on the 2-core x86_64 CPU (bundled shapes models, 64 px, papers' defaults)")
 PRECISION = _pytest("bench/test_onnx_precision.py", "--benchmark-only", "--benchmark-json", "{tmp}/onnx_precision.json")
-PRECISION_TABLE = (PY, "bench/onnx_precision_table.py", "{tmp}/onnx_precision.json", "-o", "{out}/onnx_precision_cpu.md")
+PRECISION_TABLE = (PY, "bench/tables.py", "onnx_precision", "{tmp}/onnx_precision.json",
+                   "-o", "{out}/onnx_precision_cpu.md")
 FPS = _pytest("bench/test_runtime_fps.py", "--benchmark-only", "--benchmark-json", "{tmp}/runtime_fps.json")
-FPS_TABLE = (PY, "bench/runtime_fps_table.py", "{tmp}/runtime_fps.json", "-o", "{out}/runtime_fps_cpu.md")
+FPS_TABLE = (PY, "bench/tables.py", "runtime_fps", "{tmp}/runtime_fps.json", "-o", "{out}/runtime_fps_cpu.md")
 PAPER = (PY, "bench/paper_scale.py", "--out-dir", "{out}")
 INSTALL = ("env", "OUT={out}/install_sizes.md", "bash", "bench/install_sizes.sh")
-TRAIN_SCALING = (PY, "bench/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
+TRAIN_SCALING = (PY, "bench/experiments/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
 
 STEPS: tuple[Step, ...] = (
-    Step("quality", ("shapes_explainer_quality.json", "shapes_explainer_quality.md"),
-         (QUALITY,), ((*QUALITY, "--limit", "20"),)),
+    Step("quality", tuple(f"shapes_{kind}_quality.{ext}" for kind in ("explainer", "mask_predictor")
+                          for ext in ("json", "md")),
+         (QUALITY, QUALITY_MP), ((*QUALITY, "--limit", "20"), (*QUALITY_MP, "--limit", "20"))),
     Step("report", ("shapes_test.md", "shapes_test.csv", "shapes_test.png", "shapes_test_gallery.png"),
          (REPORT,), ((*REPORT, "--limit", "8", "--slow-limit", "1", "--sanity-limit", "1", "--gallery", "2",
                       "--latency-repeats", "1", "--methods", "explainer,reciprocam,gradcam,gradcam++,scorecam,sise"),)),

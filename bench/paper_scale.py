@@ -9,7 +9,7 @@ weights), batch 1, one random image per call:
 
 * the Explainer heads ``deeplabv3_resnet50`` and ``lraspp_mobilenet_v3`` fused with the
   classifier, through torch and through ONNX Runtime fp32 (the product's export and the
-  runtime's session, :mod:`_onnx`);
+  runtime's session, :mod:`_methods`);
 * the mask predictor (fused, torch);
 * Grad-CAM, Grad-CAM++, Score-CAM, SISE, RISE, Extremal Perturbation (torch, papers'
   default settings) and ReciproCAM (torch and its fused ONNX export);
@@ -22,6 +22,12 @@ classifier, each entry's ratio to each Explainer through torch) into ``--out-dir
 
 ``--tiny`` swaps in ``small_cnn`` at 32 px, one repeat and the reduced settings of the slow
 methods (labelled), to test the script, not to measure.
+
+The same entries and runners are a pytest-benchmark case, :func:`test_paper_scale`
+(``pytest bench --benchmark-only --paper-scale``; ``bench/conftest.py`` collects this file
+and skips the case without ``--paper-scale``): one group per classifier and class scope, so
+the run's end summary gives each entry's ms per image and its ratio to the
+``deeplabv3_resnet50`` Explainer (torch). Slow methods run one round.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
-from _settings import REDUCED_SETTINGS
+from _methods import REDUCED_SETTINGS, SLOW
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.fileio import atomic_path
@@ -48,8 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIERS = ("resnet50", "vgg16")
 HEADS = ("deeplabv3_resnet50", "lraspp_mobilenet_v3")
 METHODS = ("explainer", "mask_predictor", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
-SLOW = ("scorecam", "sise", "rise", "extremal")
 NUM_CLASSES = 20
+BENCH_SIZE = 224  # image side of the pytest-benchmark case
 
 
 @dataclass
@@ -155,14 +161,12 @@ def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bo
 def onnx_runner(model, tmp: Path, head: str | None = None) -> Callable:  # noqa: ANN001
     """(images) -> masks through ONNX Runtime fp32 of ``model`` saved and exported as the
     product does (``head``: a training-free head added at export)."""
-    from _onnx import export_onnx, open_session
+    from _methods import export_onnx, open_session
 
     from wysiwyc.checkpoint import save_checkpoint
 
-    kind = "classifier" if head else model.spec.kind
     ckpt = tmp / f"{model.spec.classifier_arch}_{head or model.spec.head_arch}.pt"
-    save_checkpoint(ckpt, kind, model.spec, model.classifier.state_dict(),
-                    None if head else model.head.state_dict())
+    save_checkpoint(ckpt, model.spec, model.classifier.state_dict(), None if head else model.head.state_dict())
     backend = open_session(export_onnx(ckpt, ckpt.with_suffix(".onnx"), "fp32", head=head))
 
     def run(x) -> object:  # noqa: ANN001
@@ -351,6 +355,51 @@ def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", devic
     with atomic_path(md_path) as tmp:
         Path(tmp).write_text(markdown(rows, command, machine, device))
     return csv_path, md_path
+
+
+_BENCH_MODELS: dict[str, dict] = {}
+
+
+def _bench_models(arch: str) -> dict:
+    """The models of ``arch`` at :data:`BENCH_SIZE`, built once per classifier."""
+    if arch not in _BENCH_MODELS:
+        _BENCH_MODELS.clear()  # one classifier's models at a time (VGG16 + two heads: GBs)
+        _BENCH_MODELS[arch] = build_models(arch, list(HEADS), BENCH_SIZE, True)
+    return _BENCH_MODELS[arch]
+
+
+def pytest_generate_tests(metafunc) -> None:  # noqa: ANN001 - pytest's Metafunc
+    """pytest: :func:`test_paper_scale` for every classifier, entry and class scope, each
+    marked ``paper_scale`` (run with ``--paper-scale``)."""
+    import pytest
+
+    if metafunc.definition.name != "test_paper_scale":
+        return
+    todo = entries(list(METHODS), list(HEADS), onnx=True)
+    metafunc.parametrize("arch", [pytest.param(a, marks=pytest.mark.paper_scale) for a in CLASSIFIERS])
+    metafunc.parametrize("entry", todo, ids=[e.label for e in todo])
+    metafunc.parametrize("classes", ["top-1", "all"])
+
+
+def test_paper_scale(benchmark, arch: str, entry: Entry, classes: str) -> None:  # noqa: ANN001 - pytest fixture
+    """pytest-benchmark: one entry of the suite at 224 px, batch 1."""
+    import torch
+
+    models = _bench_models(arch)
+    x = torch.rand(1, 3, BENCH_SIZE, BENCH_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
+    cls = top1 if classes == "top-1" else torch.arange(NUM_CLASSES).view(1, -1)
+    fn, settings = make_runner(entry, models, cls, x, Path(tempfile.mkdtemp(prefix="wysiwyc-ps-")), reduced=False)
+    benchmark.group = f"paper scale | cpu | {arch} {BENCH_SIZE}px | batch 1 | {classes}"
+    # the summary's reference is the entry named "explainer": the paper's DeepLabV3 head, torch
+    name = "explainer" if entry == Entry("explainer", "deeplabv3_resnet50") else entry.label
+    benchmark.extra_info.update({"method": name, "batch": 1, "classes": classes, "classifier": arch,
+                                 "head_arch": entry.head_arch, "backend": entry.backend, "settings": settings})
+    if entry.slow:
+        benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+    else:
+        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
 
 
 @cli_main

@@ -12,7 +12,7 @@ parentheses are the ratios to the fastest entry of that group. Groups:
   per-image cost (``extra_info.per_image_ms`` in ``--benchmark-json``).
 
 The Explainer runs through torch and through ONNX Runtime (fp32 and static QDQ int8, exported
-and opened by :mod:`_onnx` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow
+and opened by :mod:`_methods` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow
 methods (RISE, EP, SISE, Score-CAM) run a fixed small number of rounds (pedantic mode)
 because one call takes seconds to minutes.
 """
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _settings import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
+from _methods import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
 
 METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
            "gradcam++", "scorecam", "sise", "rise", "extremal"]
@@ -41,9 +41,9 @@ CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 core
 
 def _ort_session(model, side: int, precision: str, tmp: Path, source: Path | None = None):  # noqa: ANN001, ANN202
     """The open ONNX backend (``.session``) of the product's own export of the bench model
-    (:mod:`_onnx`, shared with ``test_onnx_precision.py``: same file, same session). A
+    (:mod:`_methods`, shared with ``test_onnx_precision.py``: same file, same session). A
     checkpoint source is exported as is; an architecture-name model is saved first."""
-    from _onnx import export_onnx, open_session
+    from _methods import export_onnx, open_session
 
     from wysiwyc.checkpoint import save_checkpoint
 
@@ -51,7 +51,7 @@ def _ort_session(model, side: int, precision: str, tmp: Path, source: Path | Non
         ckpt = Path(source)
     else:
         ckpt = tmp / "bench.pt"
-        save_checkpoint(ckpt, model.spec.kind, model.spec, model.classifier.state_dict(), model.head.state_dict())
+        save_checkpoint(ckpt, model.spec, model.classifier.state_dict(), model.head.state_dict())
     return open_session(export_onnx(ckpt, tmp / f"bench.{precision}.onnx", precision, (side, side)))
 
 

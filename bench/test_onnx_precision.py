@@ -3,12 +3,12 @@
 Run (the README table comes from the JSON)::
 
     pytest bench/test_onnx_precision.py --benchmark-only --benchmark-json out/onnx_precision.json
-    python bench/onnx_precision_table.py out/onnx_precision.json
+    python bench/tables.py onnx_precision out/onnx_precision.json
 
 The bench checkpoint (default: the bundled shapes Explainer; ``--bench-classifier X.pt`` for
 another) is exported by the product's own path
 (:func:`wysiwyc.export.onnx_export.export_checkpoint`; int8 = static QDQ calibrated on 128
-training images, as ``export/to_onnx.py --precision int8`` does; :mod:`_onnx`, shared with
+training images, as ``export/to_onnx.py --precision int8`` does; :mod:`_methods`, shared with
 ``test_latency.py``) into a temporary folder,
 and checked against torch with :func:`~wysiwyc.export.onnx_export.parity_report` on 32
 test images of its dataset (the numbers ``OUT.report.json`` holds). Each file then runs in
@@ -22,7 +22,7 @@ whatever model the bench builds (an architecture name gives an untrained model w
 checkpoint) and compare ONNX Runtime against the other attribution methods; here the
 question is what each *export precision* of a checkpoint costs and loses.
 
-Graph simplification is measured by ``bench/onnx_simplify.py`` (no variant helps; none is
+Graph simplification is measured by ``bench/experiments/onnx_simplify.py`` (no variant helps; none is
 applied).
 """
 
@@ -53,22 +53,22 @@ def _checkpoint(bench_config: dict) -> Path:
 
 
 def _export(ckpt: Path, precision: str) -> tuple[Path, dict[str, Any]]:
-    """(path, parity report) of ``ckpt`` exported at ``precision`` by :mod:`_onnx` (shared
+    """(path, parity report) of ``ckpt`` exported at ``precision`` by :mod:`_methods` (shared
     with ``test_latency.py``); cached per session."""
     if precision not in _EXPORTS:
         import torch
-        from _onnx import export_onnx
+        from _methods import export_onnx
 
         from wysiwyc.checkpoint import load_checkpoint
         from wysiwyc.data import build_dataset, dataset_kwargs
-        from wysiwyc.export.onnx_export import parity_report
+        from wysiwyc.export.onnx_export import export_model, parity_report
 
-        spec = load_checkpoint(ckpt)["spec_obj"]
+        spec = load_checkpoint(ckpt).spec
         size = tuple(spec.image_size)
         out = export_onnx(ckpt, Path(tempfile.mkdtemp(prefix="wysiwyc-prec-")) / f"model_{precision}.onnx", precision)
         ds = build_dataset(spec.dataset, "test", size, **dataset_kwargs(spec.dataset, PARITY_IMAGES))
         images = torch.stack([ds[i][0] for i in range(min(PARITY_IMAGES, len(ds)))])
-        _EXPORTS[precision] = (out, parity_report(ckpt, out, images))
+        _EXPORTS[precision] = (out, parity_report(export_model(ckpt), out, images))
     return _EXPORTS[precision]
 
 
@@ -80,7 +80,7 @@ _BACKENDS: dict[str, Any] = {}
 def test_onnxruntime_precision(benchmark, bench_config, precision, batch):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from _onnx import open_session
+    from _methods import open_session
 
     path, parity = _export(_checkpoint(bench_config), precision)
     if precision not in _BACKENDS:

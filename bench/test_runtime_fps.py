@@ -60,7 +60,8 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, draw: bool = 
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import DemoSource, FrameStream
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
 
     be = open_backend(model, **backend_opts)
     model_only = _model_only_fps(be, batch, frames, size)  # warms up too: first-run allocations
@@ -80,7 +81,8 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import DemoSource, FrameStream
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
 
     be = open_backend(model)
     model_only = _model_only_fps(be, batch, frames, size)  # the ceiling of the pipeline
@@ -143,7 +145,8 @@ def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdi
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import FrameStream, open_source
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import open_source
 
     be = open_backend(model)
     be.infer(be.preprocess([np.zeros((STREAM_SIZE, STREAM_SIZE, 3), np.uint8)] * batch))
@@ -155,7 +158,7 @@ def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdi
             ss = [FrameStream(s, live=True, pace=s.fps or STREAM_FPS, cond=cond, stream_id=k) for k, s in enumerate(srcs)]
         else:
             servers = [stack.enter_context(MJPEGServer(fps=STREAM_FPS, size=STREAM_SIZE)) for _ in range(streams)]
-            ss = [FrameStream(open_source("stream", srv.url), cond=cond, stream_id=k) for k, srv in enumerate(servers)]
+            ss = [FrameStream(open_source("url", srv.url), cond=cond, stream_id=k) for k, srv in enumerate(servers)]
         pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(True), RunOptions(batch=batch))
         timer = threading.Timer(seconds, pipe.stop)
         timer.start()
@@ -211,7 +214,7 @@ def lraspp_onnx(tmp_path_factory) -> Path:
     clf = build_classifier("mobilenet_v3_large", len(names)).eval()
     head = head_from_spec(spec).eval()
     pt = d / "lraspp.pt"
-    save_checkpoint(pt, "explainer", spec, clf.state_dict(), head.state_dict())
+    save_checkpoint(pt, spec, clf.state_dict(), head.state_dict())
     out = d / "lraspp.onnx"
     export_checkpoint(pt, out, ExportOptions())
     return out

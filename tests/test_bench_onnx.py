@@ -26,7 +26,7 @@ def test_latency_and_precision_benches_build_the_same_int8_session(tiny_explaine
     model = load_model(tiny_explainer)
     lat_backend = latency._ort_session(model, 32, "int8", tmp_path, tiny_explainer)
     prec_path, parity = precision._export(tiny_explainer, "int8")
-    from _onnx import open_session
+    from _methods import open_session
 
     prec_backend = open_session(prec_path)  # as test_onnxruntime_precision opens its export
     lat_path = tmp_path / "bench.int8.onnx"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from _helpers import load_script
 
-_summary = load_script("bench/_summary.py")  # not via sys.path: bench/ has its own conftest
-Entry, entry_from_benchmark, summary_lines = _summary.Entry, _summary.entry_from_benchmark, _summary.summary_lines
+tables = load_script("bench/tables.py")  # not via sys.path: bench/ has its own conftest
+Entry, entry_from_benchmark, summary_lines = tables.Entry, tables.entry_from_benchmark, tables.summary_lines
 
 
 def test_summary_ratios_and_fps():
@@ -48,3 +48,44 @@ def test_entry_from_a_pytest_benchmark_record():
     assert (e.name, e.batch, round(e.ms_per_image, 3)) == ("rise (reduced)", 16, 31.25)
     Bench.stats = None
     assert entry_from_benchmark(Bench()) is None
+
+
+def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
+    """bench/tables.py: the latency, ONNX precision and runtime FPS tables of a pytest-benchmark JSON."""
+    import json
+
+    lat = {"batch": 1, "device": "cpu", "classifier": "small_cnn", "head_arch": "unet", "image_size": 64,
+           "settings": "paper defaults"}
+    parity = {"logits_max_abs_diff": 1e-5, "masks_max_abs_diff": 2e-6, "mask_iou": 1.0, "label_agreement": 1.0,
+              "n_images": 32}
+    group = "cpu | batch 1 | top-1 class"
+    runtime = {"fps": 100.0, "backend": "ort", "frames": 300, "e2e_p50_ms": 10.0, "e2e_p95_ms": 12.0,
+               "infer_p50_ms": 2.0}
+    payload = {
+        "machine_info": {"machine": "x86_64", "cpu": {"brand_raw": "CPU X", "count": 2}, "python_version": "3.11"},
+        "datetime": "2026-01-02T03:04:05", "version": "5.0", "benchmarks": [
+            {"group": group, "name": "e", "stats": {"median": 0.004, "min": 0.003, "rounds": 5},
+             "extra_info": {**lat, "method": "explainer"}},
+            {"group": group, "name": "g", "stats": {"median": 0.008, "min": 0.007, "rounds": 5},
+             "extra_info": {**lat, "method": "gradcam"}},
+            {"group": "p", "name": "fp32 batch 1", "stats": {"median": 0.002, "min": 0.002, "rounds": 9},
+             "extra_info": {"precision": "fp32", "batch": 1, "size_mb": 6.1, "onnxruntime": "1.0", "parity": parity}},
+            {"group": "runtime", "name": "demo", "stats": {"median": 3.0, "min": 3.0, "rounds": 1},
+             "extra_info": runtime}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(payload))
+    assert tables.main(["latency", str(path), "-o", str(tmp_path / "lat.md"), "--title", "T"]) == 0
+    text = (tmp_path / "lat.md").read_text()
+    assert text.startswith("# T\n") and "CPU X, 2 CPU threads" in text
+    assert "| explainer | 4.00 | 3.00 | 4.00 | 1.0× | 5 | paper defaults |" in text
+    assert "| gradcam | 8.00 | 7.00 | 8.00 | 2.0× | 5 | paper defaults |" in text
+    assert "fp32 batch 1" not in text and "demo" not in text  # other benchmarks' rows stay out
+    assert tables.main(["onnx_precision", str(path), "-o", str(tmp_path / "p.md")]) == 0
+    text = (tmp_path / "p.md").read_text()
+    assert f"`python bench/tables.py onnx_precision X -o {tmp_path / 'p.md'}`" in text
+    assert "| fp32 | 6.10 | 2.00 | nan | 1.0e-05 | 2.0e-06 | 1.000 | 100.0 % |" in text and "parity on 32" in text
+    capsys.readouterr()
+    assert tables.main(["runtime_fps", str(path)]) == 0
+    assert "| demo | ort | 300 | 100.0 | – | – | 10.0 / 12.0 | 2.0 | – |" in capsys.readouterr().out
+    assert tables.main(["latency", str(tmp_path / "missing.json")]) == 2
+    assert tables.main(["runtime_fps", str(tmp_path / "lat.md")]) == 2  # not JSON

@@ -1,4 +1,5 @@
-"""bench/quality.py and bench/gallery.py end to end on a tiny, untrained explainer."""
+"""bench/report.py's quality tables, bench/gallery.py and the explainer experiments end to end on a
+tiny, untrained explainer."""
 
 from __future__ import annotations
 
@@ -28,15 +29,15 @@ def ckpt(tmp_path: Path) -> Path:
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32), kind="explainer", head_arch="unet",
                      mask_kind="sigmoid", extra={"explainer": {"width": 4, "levels": 3}, "spurious": True})
     clf = build_classifier("small_cnn", 6).eval()
-    return save_checkpoint(tmp_path / "e.pt", "explainer", spec, clf.state_dict(), head_from_spec(spec).state_dict())
+    return save_checkpoint(tmp_path / "e.pt", spec, clf.state_dict(), head_from_spec(spec).state_dict())
 
 
 @pytest.mark.slow
 def test_quality_json_has_paper_rows_and_sane_baselines(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.json"
     md = tmp_path / "q.md"
-    rc = _load("quality").main(["--model", str(ckpt), "--limit", "6", "--batch-size", "6", "--json", str(out),
-                                "--md", str(md), "--no-progress", "--device", "cpu"])
+    rc = _load("report").main(["--model", str(ckpt), "--limit", "6", "--batch-size", "6", "--quality-json", str(out),
+                               "--quality-md", str(md), "--cue-probe", "--no-progress", "--device", "cpu"])
     assert rc == 0
     r = json.loads(out.read_text())
     pc = r["methods"]["explainer"]["per_class"]
@@ -77,7 +78,7 @@ def test_cue_can_be_forced_and_background_is_where_it_lies() -> None:
         diff = (planted != plain).any(-1)
         bg = r.background(i)
         assert diff.any() and not (diff & ~bg).any() and not (bg & masks.astype(bool).any(0)).any()
-    q = _load("quality")
+    q = _load("report")
     from wysiwyc.data import build_dataset
 
     ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
@@ -89,7 +90,7 @@ def test_cue_regions_are_the_planted_background_hatch() -> None:
     from wysiwyc.data import build_dataset
 
     ds = build_dataset("shapes", "test", 32, spurious=True, seed=0)
-    q = _load("quality")
+    q = _load("report")
     idx = list(range(20))
     images, labels_all = (torch.stack([ds[i][j] for i in idx]) for j in (0, 1))
     cb = q.CueBatch(ds, 2, 0, images, labels_all, torch.device("cpu"))
@@ -138,8 +139,8 @@ def test_gallery_class_layout_one_column_per_labelled_class(ckpt: Path, tmp_path
 @pytest.mark.slow
 def test_objective_ranks_candidate_masks(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "obj.json"
-    rc = _load("objective").main(["--model", str(ckpt), "--limit", "4", "--batch-size", "2", "--json", str(out),
-                                  "--device", "cpu"])
+    rc = _load("experiments/objective").main(["--model", str(ckpt), "--limit", "4", "--batch-size", "2",
+                                              "--json", str(out), "--device", "cpu"])
     assert rc == 0 and "| ground truth |" in capsys.readouterr().out
     r = json.loads(out.read_text())
     rows, w = r["rows"], r["weights"]
@@ -156,8 +157,8 @@ def test_objective_ranks_candidate_masks(ckpt: Path, tmp_path: Path, capsys: pyt
 
 def test_objective_rejects_a_classifier_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = ModelSpec(class_names=list(CLASSES), image_size=(32, 32))
-    clf = save_checkpoint(tmp_path / "c.pt", "classifier", spec, build_classifier("small_cnn", 6).state_dict())
-    assert _load("objective").main(["--model", str(clf), "--device", "cpu"]) == 2
+    clf = save_checkpoint(tmp_path / "c.pt", spec, build_classifier("small_cnn", 6).state_dict())
+    assert _load("experiments/objective").main(["--model", str(clf), "--device", "cpu"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -166,14 +167,14 @@ def test_ablation_commands_and_table(tmp_path: Path) -> None:
 
     from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
 
-    abl = _load("explainer_ablation")
+    abl = _load("experiments/explainer_ablation")
     argv = abl.command("init_default", tmp_path)
     assert "--mask-init" not in argv and argv[argv.index("--lr") + 1] == "0.002"
     argv = abl.command("cunet_remove", tmp_path)
     assert argv[argv.index("--arch") + 1] == "classifier_unet" and argv[argv.index("--class-term") + 1] == "remove"
     ck = load_checkpoint(make_explainer(tmp_path / "tiny.pt"))
     for name, iou in (("authors", 0.25), ("cunet", 0.5)):
-        save_checkpoint(tmp_path / f"{name}.pt", "explainer", ck["spec_obj"], ck["classifier"], ck["head"],
+        save_checkpoint(tmp_path / f"{name}.pt", ck.spec, ck.classifier, ck.head,
                         metrics={"val_iou": 0.7, "val_class_iou": iou, "train_seconds": 60.0, "best_epoch": 4})
     out = tmp_path / "abl"
     assert abl.main(["--work-dir", str(tmp_path), "--only", "authors,cunet,lr_1e-3", "--no-train",
@@ -203,3 +204,26 @@ def test_report_true_class_masks_computes_each_true_pair_once():
     want = torch.where(labels > 0, 10 * torch.arange(5.0).view(5, 1) + torch.arange(4.0), torch.zeros(()))
     assert torch.equal(masks[:, :, 0, 0], want)
     assert torch.equal(masks[:, :, 1, 1], want)
+
+
+def test_gallery_methods_layout_marks_a_method_that_skipped_an_image() -> None:
+    """bench/gallery.py's ``methods`` layout (bench/report.py's gallery): image | ground truth |
+    each method's mask of the first labelled class; "not run" where a method skipped the image."""
+    from wysiwyc.data import build_dataset, dataset_kwargs
+
+    gallery = _load("gallery")
+    ds = build_dataset("shapes", "test", (32, 32), **dataset_kwargs("shapes", None, True))
+    masks = {"a": {0: torch.zeros(6, 32, 32), 1: torch.ones(6, 32, 32)}, "b": {0: torch.ones(6, 32, 32)}, "c": {}}
+    rows = gallery.methods_rows(ds, masks, [0, 1], CLASSES)
+    assert [[t[1] for t in r[2:]] for r in rows] == [["a", "b"], ["a", "b: not run"]]  # c ran on none: left out
+    first = CLASSES[int(torch.nonzero(ds[1][1])[0])]
+    assert rows[1][0][1] == f"#1 {first}" and rows[1][1][1] == "ground truth"
+    assert (rows[1][2][0] == 255).all() and (rows[0][2][0] == 0).all() and rows[1][3][2] == gallery.RED
+    assert gallery.draw_canvas(rows, 2).size == (4 * (64 + 4), 2 * (64 + 14 + 4))
+
+
+def test_cue_probe_needs_the_planted_cue(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "q.json"
+    assert _load("report").main(["--model", str(ckpt), "--spurious", "off", "--cue-probe", "--limit", "2",
+                                 "--quality-json", str(out), "--no-progress", "--device", "cpu"]) == 2
+    assert "--cue-probe needs shapes data with the planted cue" in capsys.readouterr().err and not out.exists()

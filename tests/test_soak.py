@@ -1,4 +1,4 @@
-"""bench/soak.py: the RSS slope fit, the sampler, and a smoke run of a few dozen frames."""
+"""bench/experiments/soak.py: the RSS slope fit, the sampler, and a smoke run of a few dozen frames."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def soak():
-    return load_script("bench/soak.py")
+    return load_script("bench/experiments/soak.py")
 
 
 def test_rss_slope_fits_after_the_warmup(soak):

@@ -8,7 +8,7 @@ each, so every case has the whole machine.
 
 Example (the committed CPU table)::
 
-    python bench/train_scaling.py --md bench/results/train_scaling_cpu.md
+    python bench/experiments/train_scaling.py --md bench/results/train_scaling_cpu.md
 
 On a GPU machine, ``--device cuda --nproc 1 2 4 8 --amp off auto`` adds the mixed-precision
 cases.
@@ -25,11 +25,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import _path  # noqa: F401  (checkout src/ on sys.path)
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {
     "classifier": ["train/train_classifier.py", "--data", "shapes", "--train-length", "{n}", "--val-length", "64",
                    "--test-length", "32"],
@@ -95,7 +95,8 @@ def run_case(trainer: str, nproc: int, args: argparse.Namespace, amp: str, out: 
 
 def to_markdown(rows: list[dict], machine: str, argv: list[str]) -> str:
     lines = [f"# Training throughput, 1 vs N processes ({machine})", "",
-             f"`python bench/train_scaling.py {' '.join(argv)}` — the same global batch for every process count; "
+             f"`python bench/experiments/train_scaling.py {' '.join(argv)}` — the same global batch for every "
+             "process count; "
              "training phase only. `speed-up` is images/s over the 1-process case of the same trainer and precision.",
              "", "| trainer | processes | amp | global batch | steps/s | images/s | speed-up |", "|---|---|---|---|---|---|---|"]
     for r in rows:

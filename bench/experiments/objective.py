@@ -13,7 +13,7 @@ the classifier's mean sigmoid probability of the label classes with the mask kep
 
 Example::
 
-    python bench/objective.py --model src/wysiwyc/assets/shapes_explainer.pt --limit 500
+    python bench/experiments/objective.py --model src/wysiwyc/assets/shapes_explainer.pt --limit 500
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Callable
 
-import _path  # noqa: F401  (checkout src/ on sys.path)
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.scripting import add_device_arg
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit < 1:
             raise UserError(f"--limit must be ≥ 1, got {args.limit}")
         ds = Subset(ds, range(min(args.limit, len(ds))))
-    trained = (ckpt.get("train") or {}).get("loss_weights", {})
+    trained = (ckpt.train or {}).get("loss_weights", {})
     weights = ExplainerLossWeights(**{k: v for k, v in trained.items() if k in ExplainerLossWeights.__dataclass_fields__})
     rows, labels_per_image = evaluate(model, make_loader(ds, args.batch_size), weights, device)
     print(to_markdown(rows, len(ds)))

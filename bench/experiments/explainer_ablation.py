@@ -13,7 +13,7 @@ Trains what ``--work-dir`` lacks (``--only`` to pick rows; about 5-9 min per row
 
 Example::
 
-    python bench/explainer_ablation.py --work-dir runs/ablation --out bench/results/explainer_ablation
+    python bench/experiments/explainer_ablation.py --work-dir runs/ablation --out bench/results/explainer_ablation
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import json
 import sys
 from pathlib import Path
 
-import _path  # noqa: F401  (checkout src/ on sys.path)
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, str] = {
     "--classifier": "src/wysiwyc/assets/shapes_classifier.pt", "--data": "shapes", "--arch": "unet", "--width": "16",
     "--levels": "4", "--batch-size": "32", "--lr": "0.002", "--mask-init": "0.95", "--epochs": "3",
@@ -85,7 +85,7 @@ def row(name: str, work: Path) -> dict | None:
     path = work / f"{name}.pt"
     if not path.is_file():
         return None
-    m = load_checkpoint(path)["metrics"]
+    m = load_checkpoint(path).metrics
     return {"variant": name, "description": VARIANTS[name][0], "best_epoch": m.get("best_epoch"),
             "train_seconds": m.get("train_seconds"), **{k: m.get(k) for k in COLUMNS},
             "command": "python train/train_explainer.py " + " ".join(command(name, Path("RUNS")))}

@@ -14,8 +14,8 @@ over a million frames, and every sample.
 
 Examples::
 
-    python bench/soak.py                                  # 100k frames, 4 streams (tens of minutes on 2 cores)
-    python bench/soak.py --frames 2000 --warmup 500 --out /tmp/soak   # smoke run, seconds
+    python bench/experiments/soak.py           # 100k frames, 4 streams (tens of minutes on 2 cores)
+    python bench/experiments/soak.py --frames 2000 --warmup 500 --out /tmp/soak   # smoke run, seconds
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _path  # noqa: F401  (checkout src/ on sys.path)
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
 import numpy as np
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.fileio import atomic_path
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "runtime_soak_cpu"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "runtime_soak_cpu"
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -125,7 +125,8 @@ def soak(frames: int, streams: int = 4, batch: int = 8, sample_every: int = 1000
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.sources import DemoSource, FrameStream
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
 
     with open_backend(model, threads=threads) as be:
         size = be.input_size[0]
@@ -156,7 +157,8 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join([
         "# Runtime soak (CPU)",
         "",
-        f"`python bench/soak.py --frames {rep['frames']} --streams {rep['streams']}` — {rep['streams']} concurrent "
+        f"`python bench/experiments/soak.py --frames {rep['frames']} --streams {rep['streams']}` — "
+        f"{rep['streams']} concurrent "
         f"`--demo` streams, no window, every frame through the outputs thread; {rep['backend']}; {rep['machine']}.",
         "",
         "| frames | seconds | FPS | RSS after warm-up | RSS at the end | slope | over 1M frames |",

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Does offline graph simplification help the exported model? Node counts and CPU latency.
 
-    python bench/onnx_simplify.py                       # the bundled demo Explainer, fp32
-    python bench/onnx_simplify.py --model X.onnx --batch 1 16 --out bench/results/simplify.json
+    python bench/experiments/onnx_simplify.py            # the bundled demo Explainer, fp32
+    python bench/experiments/onnx_simplify.py --model X.onnx --batch 1 16 --out bench/results/simplify.json
 
 Variants of the same fp32 ONNX (each written next to the others in a temp folder):
 
@@ -42,11 +42,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-import _path  # noqa: F401  (checkout src/ on sys.path)
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main, require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "src" / "wysiwyc" / "assets" / "shapes_explainer.pt"
 
 
