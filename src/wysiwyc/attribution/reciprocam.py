@@ -108,7 +108,8 @@ def token_layer(classifier: HookedClassifier, image_size: tuple[int, int]) -> tu
     handles = [mods[n].register_forward_pre_hook(pre(n)) for n in candidates]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, *image_size, device=next(model.parameters()).device))
+            p = next(model.parameters())
+            model(torch.zeros(1, 3, *image_size, device=p.device, dtype=p.dtype))
     finally:
         for h in handles:
             h.remove()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,7 +148,10 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], arch: str, so
 
 def torchscript_from_bytes(data: torch.Tensor | bytes) -> nn.Module:
     raw = bytes(data.numpy().tobytes()) if isinstance(data, torch.Tensor) else data
-    return torch.jit.load(io.BytesIO(raw), map_location="cpu")
+    with warnings.catch_warnings():
+        # torch marks TorchScript deprecated; the user's file is what it is, so say nothing
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(io.BytesIO(raw), map_location="cpu")
 
 
 def load_torchscript(path: str | Path) -> tuple[nn.Module, torch.Tensor]:
@@ -266,7 +270,8 @@ def find_blocks(model: nn.Module, image_size: tuple[int, int]) -> list[tuple[str
     try:
         with torch.no_grad():
             p = next(model.parameters(), None)
-            x = torch.zeros(1, 3, *image_size, device=p.device if p is not None else "cpu")
+            x = torch.zeros(1, 3, *image_size, device=p.device if p is not None else "cpu",
+                            dtype=p.dtype if p is not None else torch.float32)
             model.eval()(x)
     finally:
         for h in handles:
