@@ -5,6 +5,7 @@ graphs, softmax probabilities in the runtime, and every user error."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -284,3 +285,65 @@ def test_softmax_spec_round_trips_and_rejects_unknown_values():
     for bad in ({"activation": "relu"}, {"channel_order": "gbr"}):
         with pytest.raises(ValueError):
             ModelSpec(class_names=["a"], **bad)
+
+
+def test_softmax_classification_and_per_class_terms_by_hand():
+    from wysiwyc.training.losses import class_mask_loss, classification_loss, mask_predictor_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    p = torch.softmax(logits, 1)
+    # one target: its cross-entropy; two targets: each weighs 1/2
+    expect = (-math.log(p[0, 0]) + (-0.5 * math.log(p[1, 1]) - 0.5 * math.log(p[1, 2]))) / 2
+    assert math.isclose(float(classification_loss(logits, y, "softmax")), expect, rel_tol=1e-6)
+    assert math.isclose(float(mask_predictor_loss(logits, torch.tensor([0, 2]), "softmax")),
+                        (-math.log(p[0, 0]) - math.log(p[1, 2])) / 2, rel_tol=1e-6)
+
+    class Fixed(nn.Module):  # a "classifier" whose logits are the mean of each channel
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    x = torch.ones(1, 3, 2, 2)
+    masks = torch.stack([torch.full((2, 2), v) for v in (0.25, 0.5, 1.0)])[None]  # (1,3,2,2)
+    t = torch.tensor([[1.0, 0.0, 0.0]])
+    # remove: F((1-s_0)x) has logits (0.75, 0.75, 0.75) -> p_0 = 1/3; only the target class is scored
+    assert math.isclose(float(class_mask_loss(Fixed(), x, masks, t, activation="softmax")), -math.log(2 / 3),
+                        rel_tol=1e-5)
+    # keep: class 0 (target) -log p_0 of F(s_0 x); classes 1, 2 (absent) -log(1-p_c) of F(s_c x)
+    keep = [-math.log(1 / 3), -math.log(2 / 3), -math.log(2 / 3)]
+    assert math.isclose(float(class_mask_loss(Fixed(), x, masks, t, mode="keep", activation="softmax")),
+                        sum(keep) / 3, rel_tol=1e-5)
+
+
+@pytest.mark.slow
+def test_explainer_and_mask_predictor_train_on_a_user_model_and_a_plain_image_folder(tmp_path, names_file, factory):
+    """The user's softmax classifier, images in a folder whose classes are not the model's:
+    both heads train on the classifier's own top-1 predictions, export and run."""
+    from PIL import Image
+
+    from wysiwyc.runtime.backends import open_backend
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for cls in ("cats", "cups"):
+            folder = tmp_path / "photos" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    clf = tmp_path / "clf.pt"
+    assert _wrap().main([factory, "--classes", str(names_file), "--activation", "softmax", "--image-size", "32",
+                         "-o", str(clf)]) == 0
+    common = ["--classifier", str(clf), "--data", f"folder:{tmp_path / 'photos'}", "--targets", "predicted",
+              "--epochs", "1", "--batch-size", "4", "--no-progress", "--device", "cpu"]
+    exp = tmp_path / "exp.pt"
+    assert load_script("train/train_explainer.py").main([*common, "--width", "4", "--levels", "2", "-o", str(exp)]) == 0
+    mp = tmp_path / "mp.pt"
+    assert load_script("train/train_mask_predictor.py").main([*common, "--width", "4", "-o", str(mp)]) == 0
+    for ckpt in (exp, mp):
+        spec = load_checkpoint(ckpt).spec
+        assert spec.activation == "softmax" and spec.classifier_arch == "factory:" + factory
+        out = tmp_path / f"{ckpt.stem}.onnx"
+        assert _to_onnx().main([str(ckpt), "-o", str(out), "--parity-samples", "2"]) == 0
+        with open_backend(out) as be:
+            logits, masks = be(np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32))
+        assert logits.shape == (2, 7) and masks.shape == (2, 7, 32, 32) and 0 <= masks.min() <= masks.max() <= 1

@@ -14,16 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from wysiwyc.checkpoint import save_checkpoint
 from wysiwyc.data.shapes import CLASSES
-from wysiwyc.models.classifiers import build_classifier
 from wysiwyc.runtime import cli
 from wysiwyc.runtime.backends import Backend, open_backend
 from wysiwyc.runtime.overlay import Overlay, class_colour, select_classes
 from wysiwyc.runtime.pipeline import Pipeline, RunOptions
 from wysiwyc.runtime.reader import FrameStream
 from wysiwyc.runtime.sources import DemoSource, open_source
-from wysiwyc.spec import ModelSpec
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")

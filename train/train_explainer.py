@@ -42,7 +42,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--mask-init", type=float, default=None,
                    help="start every mask at this value (output bias logit(v)); default: the layer's own init")
     p.add_argument("--targets", choices=("labels", "predicted"), default="labels",
-                   help="target classes: ground-truth labels (paper) or thresholded predictions")
+                   help="target classes: ground-truth labels (paper) or the classifier's own predictions (sigmoid ≥ "
+                        "--threshold; a softmax classifier's top-1 class), which need no labels: any images will do")
     p.add_argument("--threshold", type=float, default=0.5, help="--targets predicted: sigmoid threshold")
     p.add_argument("--loss", choices=("paper", "rtis"), default="paper",
                    help="paper: the Explainer loss (kind explainer); rtis: Dabkowski & Gal's loss on the same "
@@ -84,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.models.explanandum import classifier_state
     from wysiwyc.data import make_loader
     from wysiwyc.training.explainer import ExplainerTask
     from wysiwyc.training.rtis import RTISTask
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                         threshold=args.threshold)
     else:
         task = ExplainerTask(head, classifier, spec.mean, spec.std, weights, targets=args.targets,
-                             threshold=args.threshold)
+                             threshold=args.threshold, activation=spec.activation, bgr=spec.channel_order == "bgr")
     scale, fit_kw = fit_scale(args, setup.ctx)
     cfg = FitConfig(epochs=args.epochs, monitor="val_loss", mode="min", patience=args.patience,
                     min_delta=args.min_delta, max_steps_per_epoch=args.steps_per_epoch, **fit_kw)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["loss_weights"] = weights.to_dict()
     config["scale"] = scale.to_dict()
-    save_checkpoint(out, spec, classifier.state_dict(), head.state_dict(), train=config, metrics=metrics)
+    save_checkpoint(out, spec, classifier_state(classifier), head.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
     return 0

@@ -4,7 +4,7 @@
 Two stages (see :mod:`wysiwyc.training.mask_predictor`): the feature filter's class
 embeddings (``--filter-epochs``), then the generator with the classification loss only
 (``--epochs``, Adam, step decay). The checkpoint (kind ``mask_predictor``) embeds its
-classifier; export, runtime and ``bench/quality.py`` take it like an Explainer checkpoint.
+classifier; export, runtime and ``bench/report.py --quality`` take it like an Explainer checkpoint.
 
 Example (the bundled demo mask predictor)::
 
@@ -49,6 +49,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(get_args_parser(), argv)
     from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.models.explanandum import classifier_state
     from wysiwyc.data import make_loader
     from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.mask_predictor import MaskPredictorTask
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             print(f"stage {stage}: {epochs} epoch(s)", flush=True)
         task = MaskPredictorTask(head, classifier, spec.mean, spec.std, stage=stage, targets=args.targets,
-                                 threshold=args.threshold, blur_sigma=args.blur_sigma)
+                                 threshold=args.threshold, blur_sigma=args.blur_sigma, activation=spec.activation,
+                                 bgr=spec.channel_order == "bgr")
         cfg = FitConfig(epochs=epochs, monitor="val_loss", mode="min", patience=args.patience,
                         max_steps_per_epoch=args.steps_per_epoch, lr_step_epochs=step, **fit_kw)
         result = Trainer(task, train_loader, val_loader, cfg, device, resume_path=f"{out}.{stage}.last.pt",
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dict(vars(args))
     config["argv"] = sys.argv[1:] if argv is None else list(argv)
     config["scale"] = scale.to_dict()
-    save_checkpoint(out, spec, classifier.state_dict(), head.cpu().state_dict(), train=config,
+    save_checkpoint(out, spec, classifier_state(classifier), head.cpu().state_dict(), train=config,
                     metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))
     print(f"wrote {out}")

@@ -190,6 +190,7 @@ class HookedClassifier(nn.Module):
             raise UserError(f"{arch} has no module {unknown[0]!r} to read features from")
         self._block_names = list(blocks)
         self.target_block = self._block_names[-1] if blocks else None
+        self.torchscript: torch.Tensor | None = None  # a TorchScript model's file, for its checkpoint
 
     @property
     def block_names(self) -> list[str]:
@@ -321,13 +322,17 @@ def classifier_from_spec(spec: ModelSpec, state: dict[str, torch.Tensor] | None 
                                 f"{str(exc).splitlines()[0]}") from exc
         return model
     user = build_user_model(arch, spec.num_classes if split_arch(arch)[0] != "factory" else None, state)
-    return HookedClassifier(user, list(spec.extra.get("blocks", [])), arch)
+    clf = HookedClassifier(user, list(spec.extra.get("blocks", [])), arch)
+    if state is not None and TORCHSCRIPT_KEY in state:
+        clf.torchscript = state[TORCHSCRIPT_KEY]
+    return clf
 
 
-def classifier_state(model: nn.Module, torchscript: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores for ``model`` (see the module doc)."""
-    if torchscript is not None:
-        return {TORCHSCRIPT_KEY: torchscript}
+def classifier_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores for the classifier ``model`` (see the module doc)."""
+    raw = getattr(model, "torchscript", None)
+    if raw is not None:
+        return {TORCHSCRIPT_KEY: raw}
     inner = model.model if isinstance(model, HookedClassifier) else model
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
 
@@ -368,6 +373,7 @@ def wrap_classifier(model: str, classes: str, activation: str, weights: str | No
     found = [] if raw is not None else find_blocks(net, image_size)
     chosen = list(blocks) if blocks else [b[0] for b in found]
     clf = HookedClassifier(net, chosen, arch)
+    clf.torchscript = raw
     with torch.no_grad():
         x = torch.zeros(2, 3, *image_size)
         c = clf(Normalize(mean, std, bgr)(x)).shape[1]
@@ -376,4 +382,4 @@ def wrap_classifier(model: str, classes: str, activation: str, weights: str | No
     spec = ModelSpec(class_names=names, image_size=tuple(image_size), mean=tuple(mean), std=tuple(std),
                      classifier_arch=arch, dataset="", activation=activation, channel_order="bgr" if bgr else "rgb",
                      extra={"blocks": chosen})
-    return spec, classifier_state(clf, raw), clf
+    return spec, classifier_state(clf), clf

@@ -238,10 +238,10 @@ def head_from_spec(spec: ModelSpec) -> MaskPredictor:
     ``width``, ``eta``, ``h``; the block shapes come from a dry run of the spec's classifier
     at its image size.
     """
-    from .classifiers import build_classifier
+    from .explanandum import classifier_from_spec
 
     cfg = dict(spec.extra.get("mask_predictor", {}))
-    clf = build_classifier(spec.classifier_arch, spec.num_classes).eval()
+    clf = classifier_from_spec(spec).eval()
     with torch.no_grad():
         feats = clf.forward_features(torch.zeros(1, 3, *spec.image_size))
     shapes = OrderedDict((k, tuple(int(s) for s in v.shape[1:])) for k, v in feats.items())

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..distributed import gather_objects, reduce_weighted_means
 from ..models.classifiers import Normalize, freeze
@@ -31,20 +32,23 @@ class ExplainerTask(Task):
         mean, std: normalisation of images in [0,1].
         weights: loss weights.
         targets: ``labels`` (ground truth, the paper's default) or ``predicted``
-            (classifier's sigmoid ≥ ``threshold`` on the unmasked image, Sec. 3).
-        threshold: for ``predicted``.
+            (classifier's sigmoid ≥ ``threshold`` on the unmasked image, Sec. 3; for a
+            softmax classifier its top-1 class).
+        threshold: for ``predicted`` (sigmoid classifiers).
+        activation: the classifier's ``sigmoid`` (multi-label) or ``softmax`` (single-label).
+        bgr: the classifier expects BGR input (its spec's ``channel_order``).
     """
 
     def __init__(self, head: nn.Module, classifier: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
                  weights: ExplainerLossWeights | None = None, targets: str = "labels",
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, activation: str = "sigmoid", bgr: bool = False) -> None:
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         self.head = head
         self.classifier = freeze(classifier)
-        self.norm = Normalize(mean, std)
+        self.norm = Normalize(mean, std, bgr=bgr)
         self.weights = weights or ExplainerLossWeights()
-        self.targets, self.threshold = targets, threshold
+        self.targets, self.threshold, self.activation = targets, threshold, activation
         self.modules = {"explainer": head}
 
     def to(self, device: torch.device) -> "ExplainerTask":
@@ -57,7 +61,10 @@ class ExplainerTask(Task):
         if self.targets == "labels":
             return labels
         with torch.no_grad():
-            return (torch.sigmoid(self.classifier(x_norm)) >= self.threshold).to(labels.dtype)
+            logits = self.classifier(x_norm)
+        if self.activation == "softmax":
+            return F.one_hot(logits.argmax(1), logits.shape[1]).to(labels.dtype)
+        return (torch.sigmoid(logits) >= self.threshold).to(labels.dtype)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
              weights: ExplainerLossWeights | None = None
@@ -70,7 +77,8 @@ class ExplainerTask(Task):
         x = self.norm(images)
         y = self._targets(x, labels)
         masks = torch.sigmoid(self.head(x))
-        total, terms = explainer_loss(self.classifier, x, masks, y, weights or self.weights, generator)
+        total, terms = explainer_loss(self.classifier, x, masks, y, weights or self.weights, generator,
+                                      self.activation)
         return total, terms, masks
 
     def class_weight_at(self, step: int) -> float:
@@ -104,7 +112,7 @@ class ExplainerTask(Task):
             total, terms, masks = self.loss(images, labels, generator=gen)
             b = images.shape[0]
             vals = {"val_loss": float(total), **{f"val_{k}": float(v) for k, v in terms.items()}}
-            if len(batch) > 2:
+            if len(batch) > 2 and labels.shape[1] == masks.shape[1]:  # ground truth in the classifier's classes
                 m, _ = merge_masks(masks, labels)
                 g, valid = aggregate_gt(batch[2].to(device), labels)
                 s = segmentation_scores(m, g, valid)

@@ -50,13 +50,24 @@ def merge_masks(masks: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return m, n
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: -1/C Σ_c [c∈Y] log p_c + [c∉Y] log(1-p_c), p = sigmoid(F(m⊙x)); batch mean.
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
+    """Eq. 2 for a multi-label classifier: -1/C Σ_c [c∈Y] log p_c + [c∉Y] log(1-p_c),
+    p = sigmoid(F(m⊙x)); batch mean.
+
+    A softmax (single-label) classifier has one probability distribution per image, so the
+    term is its cross-entropy against the target classes: -Σ_c y_c log softmax(F(m⊙x))_c
+    with y = targets / |Y| (|Y| = 1 for the usual one target: the classifier's own top-1
+    class, ``--targets predicted``, or the label); batch mean.
 
     Args:
         logits: (B,C) classifier logits of the masked image.
         targets: (B,C) in {0,1}.
+        activation: the classifier's ``sigmoid`` or ``softmax``.
     """
+    if activation == "softmax":
+        y = targets.to(logits.dtype)
+        y = y / y.sum(1, keepdim=True).clamp_min(1)
+        return -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
 
@@ -134,7 +145,8 @@ CLASS_TERMS = ("keep", "remove")
 
 def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
                     targets: torch.Tensor, absent_samples: int | None = None,
-                    generator: torch.Generator | None = None, mode: str = "remove") -> torch.Tensor:
+                    generator: torch.Generator | None = None, mode: str = "remove",
+                    activation: str = "sigmoid") -> torch.Tensor:
     """Per-class term (not in the paper): Eq. 2 per (image, class c) pair on the image seen
     through one class's mask. The merged terms cannot tell the channels apart; this can.
 
@@ -148,6 +160,11 @@ def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: to
     image, plus every absent class (``absent_samples`` None) or that many drawn at random per
     image (one classifier pass per pair: |Y| + k passes per image instead of C).
 
+    A softmax classifier's probabilities compete, so its pairs are scored on the class's
+    own probability p_c alone: ``keep`` -log p_c for a target c (an absent c's mask is
+    pushed to keep nothing of c: -log(1-p_c)), ``remove`` -log(1-p_c) for a target c (an
+    absent c: nothing to remove, no entry); mean over the pairs.
+
     x_norm (B,3,H,W), masks (B,C,H,W), targets (B,C) -> mean over pairs and classes.
     """
     if mode not in CLASS_TERMS:
@@ -160,6 +177,8 @@ def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: to
         keys = torch.rand(b, c, generator=generator, device=masks.device).masked_fill(t, 2.0)
         rank = keys.argsort(1).argsort(1)
         pick = t | ((rank < absent_samples) & ~t)
+    if activation == "softmax":
+        return _softmax_class_mask_loss(classifier, x_norm, masks, t, pick, mode)
     bi, ci = pick.nonzero(as_tuple=True)
     own = F.one_hot(ci, c).to(x_norm.dtype)
     sc = masks[bi, ci].unsqueeze(1)
@@ -171,6 +190,25 @@ def class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: to
         want = targets[bi].to(logits.dtype) * (1 - own)
     weight = 1 + (max(c, 2) - 2) * own  # own entry: C-1 (1 for C ≤ 2)
     return F.binary_cross_entropy_with_logits(logits, want, weight=weight)
+
+
+def _softmax_class_mask_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
+                             t: torch.Tensor, pick: torch.Tensor, mode: str) -> torch.Tensor:
+    """:func:`class_mask_loss` for a softmax classifier (see there): the pairs ``pick`` (B,C),
+    targets ``t`` (B,C) bool."""
+    if mode == "remove":
+        pick = pick & t
+    bi, ci = pick.nonzero(as_tuple=True)
+    if len(bi) == 0:
+        return x_norm.new_zeros(())
+    sc = masks[bi, ci].unsqueeze(1)
+    seen = x_norm[bi] * (sc if mode == "keep" else 1 - sc)
+    logp = F.log_softmax(classifier(seen), dim=1).gather(1, ci[:, None])[:, 0]
+    present = t[bi, ci]
+    # log(1 - p) from log p, stable where p is near 1
+    log1m = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+    want_present = present if mode == "keep" else torch.zeros_like(present)
+    return -torch.where(want_present, logp, log1m).mean()
 
 
 @dataclass
@@ -198,7 +236,8 @@ class ExplainerLossWeights:
 
 def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: torch.Tensor,
                    targets: torch.Tensor, w: ExplainerLossWeights | None = None,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   generator: torch.Generator | None = None,
+                   activation: str = "sigmoid") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The authors' Explainer loss (module docstring).
 
     Args:
@@ -208,6 +247,8 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
         targets: (B,C) label classes Y in {0,1}.
         w: loss weights.
         generator: for the per-class term's sampled absent classes (validation passes one).
+        activation: the classifier's ``sigmoid`` or ``softmax`` (:func:`classification_loss`,
+            :func:`class_mask_loss`).
 
     Returns:
         (total loss, dict of the unweighted terms: cls, ent, tv, bounds, area_m, area_n, and
@@ -218,7 +259,7 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
     kept = classifier(x_norm * m.unsqueeze(1))
     removed = classifier(x_norm * (1 - m).unsqueeze(1))
     terms = {
-        "cls": classification_loss(kept, targets),
+        "cls": classification_loss(kept, targets, activation),
         "ent": negative_entropy_loss(removed),
         "tv": total_variation(m) + total_variation(n),
         "bounds": area_bounds(masks, targets, w.class_mask_min_area, w.class_mask_max_area),
@@ -232,14 +273,18 @@ def explainer_loss(classifier: torch.nn.Module, x_norm: torch.Tensor, masks: tor
              + w.ncmask_total_area_regularizer * terms["area_n"])
     if w.class_regularizer:
         terms["class_mask"] = class_mask_loss(classifier, x_norm, masks, targets, w.class_absent_samples, generator,
-                                              w.class_term)
+                                              w.class_term, activation)
         total = total + w.class_regularizer * terms["class_mask"]
     return total, terms
 
 
-def mask_predictor_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Paper 2, Eq. 4 for multi-label classifiers: BCE pushing the logit of each mask's own
-    class up on its perturbed image. logits (N,C) of φ(I_n, M_n), classes (N,) long."""
+def mask_predictor_loss(logits: torch.Tensor, classes: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
+    """Paper 2, Eq. 4: the classification loss of each mask's own class on its perturbed
+    image — for a multi-label classifier BCE pushing that logit up, for a softmax one (the
+    paper's case) the cross-entropy -log softmax(F(φ))_k. logits (N,C) of φ(I_n, M_n),
+    classes (N,) long."""
+    if activation == "softmax":
+        return F.cross_entropy(logits, classes)
     z = logits.gather(1, classes.view(-1, 1)).squeeze(1)
     return F.binary_cross_entropy_with_logits(z, torch.ones_like(z))
 

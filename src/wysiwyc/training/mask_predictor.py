@@ -44,20 +44,23 @@ class MaskPredictorTask(Task):
         mean, std: normalisation of images in [0,1].
         stage: ``filter`` or ``generator`` (see module doc).
         targets: ``predicted`` (default) or ``labels``.
-        threshold: sigmoid threshold for ``predicted``.
+        threshold: sigmoid threshold for ``predicted`` (a softmax classifier: its top-1 class).
         blur_sigma: σ (pixels) of the blurred alternative image; ``None`` scales paper 2's.
+        activation: the classifier's ``sigmoid`` or ``softmax``
+            (:func:`~.losses.mask_predictor_loss`).
+        bgr: the classifier expects BGR input.
     """
 
     def __init__(self, head: MaskPredictor, classifier: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
                  stage: str = "generator", targets: str = "predicted", threshold: float = 0.5,
-                 blur_sigma: float | None = None) -> None:
+                 blur_sigma: float | None = None, activation: str = "sigmoid", bgr: bool = False) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}")
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}")
         self.head, self.classifier = head, freeze(classifier)
-        self.norm = Normalize(mean, std)
-        self.stage, self.targets, self.threshold = stage, targets, threshold
+        self.norm = Normalize(mean, std, bgr=bgr)
+        self.stage, self.targets, self.threshold, self.activation = stage, targets, threshold, activation
         self.blur_sigma = blur_sigma
         for p in head.filter.parameters():
             p.requires_grad_(stage == "filter")
@@ -75,8 +78,10 @@ class MaskPredictorTask(Task):
     def _targets(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.targets == "labels":
             return labels > 0.5
-        pred = torch.sigmoid(logits) >= self.threshold
         top1 = F.one_hot(logits.argmax(1), logits.shape[1]).bool()
+        if self.activation == "softmax":
+            return top1
+        pred = torch.sigmoid(logits) >= self.threshold
         return torch.where(pred.any(1, keepdim=True), pred, top1)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor,
@@ -97,8 +102,9 @@ class MaskPredictorTask(Task):
         sigma = self.blur_sigma or blur_sigma_for(images.shape[-1])
         alt = alternative_images(images[bi], sigma, generator=generator)
         out = self.classifier(self.norm(perturb(images[bi], masks, alt)))
-        loss = mask_predictor_loss(out, ki)
-        prob = torch.sigmoid(out.detach().gather(1, ki.view(-1, 1))).mean()
+        loss = mask_predictor_loss(out, ki, self.activation)
+        probs = torch.softmax(out.detach(), 1) if self.activation == "softmax" else torch.sigmoid(out.detach())
+        prob = probs.gather(1, ki.view(-1, 1)).mean()
         return loss, {"p_kept": float(prob), "area": float(masks.detach().mean())}
 
     def training_step(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
@@ -119,7 +125,7 @@ class MaskPredictorTask(Task):
             images, labels = batch[0].to(device), batch[1].to(device)
             loss, logs = self.loss(images, labels, generator=gen)
             vals = {"val_loss": float(loss), **{f"val_{k}": v for k, v in logs.items()}}
-            if self.stage == "generator" and len(batch) > 2:
+            if self.stage == "generator" and len(batch) > 2 and labels.shape[1] == self.head.filter.bias.shape[0]:
                 x = self.norm(images)
                 masks = self.head.masks(x, self.classifier.forward_features(x))
                 m, _ = merge_masks(masks, labels)

@@ -12,7 +12,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..data import build_dataset, check_classes, dataset_kwargs, parse_data_arg
 from ..fileio import check_writable
-from ..models.classifiers import build_classifier
+from ..models.explanandum import classifier_from_spec
 from ..scripting import image_size_arg
 from ..devices import seed_everything
 from ..distributed import DistContext, init_distributed
@@ -31,6 +31,8 @@ class HeadDataConfig:
         device: ``auto`` | ``cpu`` | ``cuda[:N]``; seed: for every RNG.
         spurious: shapes only, the planted cue; train_length, val_length: dataset sizes (None = default).
         dist_timeout: minutes a torchrun rank waits for a silent peer.
+        targets: ``labels`` (the data's classes must be the classifier's) or ``predicted``
+            (the classifier's own predictions: any images will do).
     """
 
     output: str
@@ -43,6 +45,7 @@ class HeadDataConfig:
     train_length: int | None = None
     val_length: int | None = None
     dist_timeout: float = 30.0
+    targets: str = "labels"
 
 
 @dataclass
@@ -80,8 +83,7 @@ def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
     seed_everything(args.seed)
     ckpt = load_checkpoint(args.classifier, kinds=("classifier",))
     cspec = ckpt.spec
-    classifier = build_classifier(cspec.classifier_arch, cspec.num_classes)
-    classifier.load_state_dict(ckpt.classifier)
+    classifier = classifier_from_spec(cspec, ckpt.classifier)
     name, _ = parse_data_arg(args.data)
     size = image_size_arg(args.image_size, tuple(cspec.image_size))
 
@@ -90,7 +92,8 @@ def prepare_head_training(args: HeadDataConfig) -> HeadSetup:
 
     train_ds = build_dataset(args.data, "train", size, **kw(args.train_length))
     val_ds = build_dataset(args.data, "val", size, **kw(args.val_length))
-    check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
+    if args.targets == "labels":  # the classifier's own predictions need no labels in its classes
+        check_classes(list(train_ds.class_names), cspec.class_names, args.classifier)
     return HeadSetup(out, ctx.device, cspec, classifier, name, size, train_ds, val_ds, ctx)
 
 
