@@ -81,15 +81,16 @@ def calibration_images(dataset: str, size: tuple[int, int], n: int = CALIB_IMAGE
 
 
 def export_onnx(ckpt: str | os.PathLike[str], out: str | os.PathLike[str], precision: str,
-                image_size: tuple[int, int] | None = None, head: str | None = None) -> Path:
-    """Export ``ckpt`` (fused graph, dynamic batch) at ``precision`` to ``out``; returns ``out``."""
+                image_size: tuple[int, int] | None = None, head: str | None = None, top_k: int | None = None) -> Path:
+    """Export ``ckpt`` (fused graph, dynamic batch; ``top_k``: masks of each image's top-k
+    classes only) at ``precision`` to ``out``; returns ``out``."""
     from wysiwyc.checkpoint import load_checkpoint
     from wysiwyc.export.onnx_export import ExportOptions, export_checkpoint
 
     spec = load_checkpoint(ckpt).spec
     size = tuple(image_size or spec.image_size)
     calib = calibration_images(spec.dataset, size) if precision == "int8" else None
-    export_checkpoint(ckpt, out, ExportOptions(precision=precision, image_size=size, head=head), calib)
+    export_checkpoint(ckpt, out, ExportOptions(precision=precision, image_size=size, head=head, top_k=top_k), calib)
     return Path(out)
 
 

@@ -3,10 +3,15 @@
 
     python bench/paper_scale.py                      # the full suite: hours on a 2-core CPU
     python bench/paper_scale.py --tiny --out-dir /tmp/ps   # the same code path in seconds
+    python bench/paper_scale.py --classifiers torchvision:mobilenet_v2 --weights torchvision:mobilenet_v2=W.pth \
+        --methods classifier,reciprocam,gradcam --top1-only gradcam --merge   # a user's ImageNet model
 
-For each classifier (untrained weights, 20 classes: latency does not depend on the
-weights), batch 1, one random image per call:
+For each classifier (zoo archs: untrained weights, 20 classes — latency does not depend on
+the weights; a user model route such as ``torchvision:NAME``: its own classes, with
+``--weights ARCH=PATH`` when given), batch 1, one random image per call:
 
+* the classifier alone, through torch and ONNX Runtime fp32 (the yardstick: every entry's
+  ``× classifier`` is its time over this one's on the same backend);
 * the Explainer heads ``deeplabv3_resnet50`` and ``lraspp_mobilenet_v3`` fused with the
   classifier, through torch and through ONNX Runtime fp32 (the product's export and the
   runtime's session, :mod:`_methods`);
@@ -53,7 +58,8 @@ from wysiwyc.fileio import atomic_path
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIERS = ("resnet50", "vgg16")
 HEADS = ("deeplabv3_resnet50", "lraspp_mobilenet_v3")
-METHODS = ("explainer", "mask_predictor", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal")
+METHODS = ("classifier", "explainer", "mask_predictor", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise",
+           "rise", "extremal")
 NUM_CLASSES = 20
 BENCH_SIZE = 224  # image side of the pytest-benchmark case
 
@@ -76,7 +82,10 @@ class Row:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Paper-scale latency (224 px, ResNet-50 / VGG16).", add_help=add_help)
-    p.add_argument("--classifiers", default=",".join(CLASSIFIERS), help="comma-separated classifier archs")
+    p.add_argument("--classifiers", default=",".join(CLASSIFIERS),
+                   help="comma-separated classifier archs or user model routes (torchvision:NAME, timm:NAME)")
+    p.add_argument("--weights", action="append", default=[], metavar="ARCH=PATH",
+                   help="a local weights file for a user model route (repeatable)")
     p.add_argument("--heads", default=",".join(HEADS), help="comma-separated Explainer architectures")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     p.add_argument("--size", type=int, default=224, help="image side in pixels")
@@ -133,21 +142,33 @@ def stem(device: str) -> str:
     return "latency_paper_scale_" + ("gpu" if device.startswith("cuda") else "cpu")
 
 
-def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bool) -> dict:
-    """{"classifier": FusedModel without a head, head_arch: fused Explainer, "mask_predictor": ...},
-    untrained, seeded, eval mode, sharing one classifier."""
+def base_classifier(arch: str, size: int, weights: str | None = None):  # noqa: ANN201
+    """(the frozen classifier, its spec): a zoo arch untrained with :data:`NUM_CLASSES` classes,
+    or a user model route with its own classes (and ``weights`` when given)."""
     import torch
 
     from wysiwyc.models.classifiers import build_classifier, freeze
+    from wysiwyc.models.explanandum import is_foreign, wrap_classifier
+    from wysiwyc.spec import ModelSpec
+
+    torch.manual_seed(0)
+    if is_foreign(arch):
+        spec, _, clf = wrap_classifier(arch, "imagenet", "softmax", weights, (size, size))
+        return freeze(clf), spec
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    return freeze(build_classifier(arch, NUM_CLASSES)), ModelSpec(class_names=names, image_size=(size, size),
+                                                                  classifier_arch=arch)
+
+
+def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bool, weights: str | None = None) -> dict:
+    """{"classifier": FusedModel without a head, head_arch: fused Explainer, "mask_predictor": ...},
+    seeded, eval mode, sharing one classifier (:func:`base_classifier`)."""
     from wysiwyc.models.explainer import head_from_spec as explainer_head
     from wysiwyc.models.fused import FusedModel
     from wysiwyc.models.mask_predictor import head_from_spec as mask_predictor_head
     from wysiwyc.spec import ModelSpec
 
-    torch.manual_seed(0)
-    names = [f"c{i}" for i in range(NUM_CLASSES)]
-    clf = freeze(build_classifier(arch, NUM_CLASSES))
-    base = ModelSpec(class_names=names, image_size=(size, size), classifier_arch=arch)
+    clf, base = base_classifier(arch, size, weights)
     models = {"classifier": FusedModel(base, clf).eval()}
     for h in heads:
         spec = ModelSpec(**{**asdict(base), "kind": "explainer", "head_arch": h, "mask_kind": "sigmoid"})
@@ -158,19 +179,34 @@ def build_models(arch: str, heads: list[str], size: int, want_mask_predictor: bo
     return models
 
 
-def onnx_runner(model, tmp: Path, head: str | None = None) -> Callable:  # noqa: ANN001
-    """(images) -> masks through ONNX Runtime fp32 of ``model`` saved and exported as the
-    product does (``head``: a training-free head added at export)."""
+def onnx_runner(model, tmp: Path, head: str | None = None, alone: bool = False) -> Callable:  # noqa: ANN001
+    """(images) -> outputs through ONNX Runtime fp32 of ``model`` saved and exported as the
+    product does (``head``: a training-free head added at export; a many-class model's
+    export keeps the top-k masks, as ``export/to_onnx.py`` does by default). ``alone``: the
+    classifier's logits-only graph, in a session with the runtime's options."""
     from _methods import export_onnx, open_session
 
     from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.formats import DEFAULT_TOP_K, MANY_CLASSES
+    from wysiwyc.models.explanandum import classifier_state
 
-    ckpt = tmp / f"{model.spec.classifier_arch}_{head or model.spec.head_arch}.pt"
-    save_checkpoint(ckpt, model.spec, model.classifier.state_dict(), None if head else model.head.state_dict())
-    backend = open_session(export_onnx(ckpt, ckpt.with_suffix(".onnx"), "fp32", head=head))
+    name = "alone" if alone else head or model.spec.head_arch
+    ckpt = tmp / f"{model.spec.classifier_arch.replace(':', '_')}_{name}.pt"
+    save_checkpoint(ckpt, model.spec, classifier_state(model.classifier),
+                    None if head or alone else model.head.state_dict())
+    top_k = DEFAULT_TOP_K if model.spec.num_classes > MANY_CLASSES and not alone else None
+    path = export_onnx(ckpt, ckpt.with_suffix(".onnx"), "fp32", head=head, top_k=top_k)
+    if alone:
+        import onnxruntime as ort
+
+        from wysiwyc.runtime.backends.onnxruntime import session_options
+
+        session = ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"images": x.cpu().numpy()})
+    backend = open_session(path)
 
     def run(x) -> object:  # noqa: ANN001
-        return backend.session.run(["logits", "masks"], {"images": x.cpu().numpy()})
+        return backend.session.run(None, {"images": x.cpu().numpy()})
 
     run.backend = backend  # keep the session alive as long as the runner
     return run
@@ -210,7 +246,8 @@ def entries(methods: list[str], heads: list[str], onnx: bool) -> list[Entry]:
             for h in heads:
                 out += [Entry(m, h)] + ([Entry(m, h, "onnxruntime-fp32")] if onnx else [])
         else:
-            out += [Entry(m)] + ([Entry(m, "-", "onnxruntime-fp32")] if onnx and m == "reciprocam" else [])
+            ort_too = onnx and m in ("reciprocam", "classifier")
+            out += [Entry(m)] + ([Entry(m, "-", "onnxruntime-fp32")] if ort_too else [])
     return out
 
 
@@ -224,10 +261,12 @@ def make_runner(entry: Entry, models: dict, classes, x, tmp: Path, reduced: bool
     if entry.backend == "onnxruntime-fp32":
         if entry.label not in models:
             head = "reciprocam" if entry.method == "reciprocam" else None
-            model = models["classifier"] if head else models[entry.head_arch]
-            models[entry.label] = onnx_runner(model, tmp, head=head)
+            model = models["classifier"] if head or entry.method == "classifier" else models[entry.head_arch]
+            models[entry.label] = onnx_runner(model, tmp, head=head, alone=entry.method == "classifier")
         run = models[entry.label]
         return (lambda: run(x)), "paper defaults"
+    if entry.method == "classifier":  # the yardstick: logits only
+        return (lambda m=models["classifier"]: _no_grad(m.classify, x)), "-"
     if entry.method == "explainer":  # one fused pass gives every class's mask
         return (lambda m=models[entry.head_arch]: _no_grad(m, x)), "paper defaults"
     settings = REDUCED_SETTINGS.get(entry.method, {}) if reduced else {}
@@ -253,19 +292,26 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
     tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-paper-scale-"))
+    weights = dict(w.split("=", 1) for w in args.weights)
     for arch in [a.strip() for a in args.classifiers.split(",") if a.strip()]:
-        models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods)
+        models = build_models(arch, heads if "explainer" in methods else [], args.size, "mask_predictor" in methods,
+                              weights.get(arch))
         models = {k: m.to(device) for k, m in models.items()}
         with torch.no_grad():
             top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
-        top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()}
+        top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()} | {"classifier"}
+        n_classes = models["classifier"].spec.num_classes
         for entry in todo:
-            for classes, cls in (("top-1", top1), ("all", torch.arange(NUM_CLASSES).view(1, -1))):
+            for classes, cls in (("top-1", top1), ("all", torch.arange(n_classes).view(1, -1))):
                 if classes == "all" and entry.method in top1_only:
                     continue
                 fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
                 rounds = 1 if entry.slow else args.repeats
-                ms = median_ms(fn, rounds, warmup=not entry.slow, sync=sync)
+                try:
+                    ms = median_ms(fn, rounds, warmup=not entry.slow, sync=sync)
+                except UserError as exc:  # e.g. a CAM on a transformer, which has no feature maps
+                    say(f"{arch} {entry.label}: not measured ({exc})")
+                    break
                 rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
                                 settings))
                 say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
@@ -302,22 +348,30 @@ def markdown(rows: list[Row], command: str, machine: str = "", device: str = "cp
         lines.append(f"Command: `{commands[0]}`.")
     else:
         lines += ["Built in parts (`--merge` keeps the rows a run does not re-measure):", "", "```", *commands, "```"]
-    lines += ["", f"Untrained weights (latency does not depend on them), {NUM_CLASSES} classes; "
-              "× HEAD = this entry's time / that Explainer's (torch, same classes).", *_coverage(rows), ""]
+    lines += ["", f"Zoo classifiers: untrained weights (latency does not depend on them), {NUM_CLASSES} classes; "
+              "a user model route (e.g. torchvision:mobilenet_v2): its own classes (masks of the top 5 in the "
+              "ONNX export, as `export/to_onnx.py` does for many classes). × HEAD = this entry's time / that "
+              "Explainer's (torch, same classes); × classifier = this entry's time / the classifier alone on the "
+              "same backend (the physical limit of an explanation that needs the classifier's own pass is 1.0×).",
+              *_coverage(rows), ""]
     order = {m: i for i, m in enumerate(METHODS)}
     for arch in dict.fromkeys(r.classifier for r in rows):
         mine = sorted((r for r in rows if r.classifier == arch), key=lambda r: order.get(r.method, len(order)))
         refs = {(r.head_arch, r.classes): r.ms_per_image for r in mine
                 if r.method == "explainer" and r.backend == "torch"}
         heads = list(dict.fromkeys(h for h, _ in refs))
+        alone = {r.backend: r.ms_per_image for r in mine if r.method == "classifier"}
+        cols = [f"× {h}" for h in heads] + (["× classifier"] if alone else [])
         lines += [f"## {arch}, {mine[0].image_size} px", "",
-                  "| method | head | backend | classes | ms/img | " + " | ".join(f"× {h}" for h in heads)
-                  + " | rounds | settings |",
-                  "|---|---|---|---|---|" + "---|" * len(heads) + "---|---|"]
+                  "| method | head | backend | classes | ms/img | " + "".join(f"{c} | " for c in cols)
+                  + "rounds | settings |",
+                  "|---|---|---|---|---|" + "---|" * len(cols) + "---|---|"]
         for r in mine:
             ratios = [f"{r.ms_per_image / refs[(h, r.classes)]:.2f}" if refs.get((h, r.classes)) else "" for h in heads]
+            if alone:
+                ratios.append(f"{r.ms_per_image / alone[r.backend]:.2f}" if alone.get(r.backend) else "")
             lines.append(f"| {r.method} | {r.head_arch} | {r.backend} | {r.classes} | {r.ms_per_image:.1f} | "
-                         + " | ".join(ratios) + f" | {r.rounds} | {r.settings} |")
+                         + "".join(f"{v} | " for v in ratios) + f"{r.rounds} | {r.settings} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -189,6 +189,7 @@ def test_vit_token_mosaic_and_its_reciprocam(factory):
     import inhouse_nets
 
     vit = inhouse_nets.vit().double().eval()
+    assert find_blocks(vit, (32, 32)) == []  # its patch embedding is a convolution, but tokens follow
     clf = freeze(HookedClassifier(vit, [], "factory:inhouse_nets:vit"))
     head = ReciproCAMHead(clf, image_size=(32, 32))
     assert (head.layer, head.prefix) == ("encoder.layers.encoder_layer_1", 1)

@@ -255,7 +255,8 @@ def find_blocks(model: nn.Module, image_size: tuple[int, int]) -> list[tuple[str
 
     Returns:
         [(module name, channels, stride)], shallow to deep; ``[]`` when no module outputs a
-        feature map (e.g. a transformer's tokens, or a TorchScript model).
+        feature map, or when the network goes on to tokens after its last one (a vision
+        transformer, whose patch embedding is a convolution), or for a TorchScript model.
     """
     order: list[tuple[str, tuple[int, ...]]] = []
     handles = []
@@ -264,7 +265,7 @@ def find_blocks(model: nn.Module, image_size: tuple[int, int]) -> list[tuple[str
             continue
 
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4:
+            if isinstance(out, torch.Tensor) and out.ndim in (3, 4):
                 order.append((name, tuple(out.shape)))
 
         handles.append(mod.register_forward_hook(hook))
@@ -277,8 +278,11 @@ def find_blocks(model: nn.Module, image_size: tuple[int, int]) -> list[tuple[str
     finally:
         for h in handles:
             h.remove()
+    maps = [i for i, (_, shape) in enumerate(order) if len(shape) == 4]
+    if not maps or any(len(shape) == 3 for _, shape in order[maps[-1] + 1:]):
+        return []
     last: dict[int, tuple[str, int]] = {}
-    for name, shape in order:
+    for name, shape in (order[i] for i in maps):
         h = shape[2]
         if h > 1 and image_size[0] % h == 0:
             last[image_size[0] // h] = (name, shape[1])

@@ -109,6 +109,20 @@ def session_providers(names: list[str], tensorrt_options: dict[str, str] | None)
             for n in names]
 
 
+def session_options(ort: Any, threads: int | None = None) -> Any:
+    """The runtime's ``SessionOptions``: every graph optimisation, ``threads`` intra-op
+    threads (``None``: one per core), no spinning. Benchmarks that time a graph the runtime
+    does not run (the classifier alone) use the same."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spin by default, holding a core the pipeline's other stages
+    # (capture, render, encode) need: on 2 cores that halved the end-to-end rate.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 # provider -> the OrtValue device type its tensors live on
 DEVICE_TYPES = {"TensorrtExecutionProvider": "cuda", "CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
@@ -244,14 +258,7 @@ class OnnxBackend(Backend):
         if "TensorrtExecutionProvider" in names:
             self.trt_options = self._tensorrt_options(ort)
         providers = session_providers(names, self.trt_options)
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op threads spin by default, holding a core the pipeline's other stages
-        # (capture, render, encode) need: on 2 cores that halved the end-to-end rate.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = self._session(ort, opts, providers)
+        self.session = self._session(ort, session_options(ort, self.threads), providers)
         self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime {self.provider}"
