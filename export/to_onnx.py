@@ -3,6 +3,12 @@
 
     python export/to_onnx.py src/wysiwyc/assets/shapes_explainer.pt -o shapes_explainer.onnx
     python export/to_onnx.py src/wysiwyc/assets/shapes_classifier.pt --head reciprocam   # ReciproCAM head
+    python export/to_onnx.py classifier.onnx --head reciprocam --classes imagenet --activation softmax
+
+An ``.onnx`` classifier (input (B,3,H,W), logits (B,C)) gets the ReciproCAM head inserted
+into its own graph, without torch (:mod:`wysiwyc.export.onnx_insert`): ``--classes`` and
+``--activation`` say what its outputs are, ``--mean/--std/--no-normalize/--bgr`` how it
+takes its input; the parity check runs the fused graph against the classifier itself.
 
 Without ``-o`` the file goes to the current directory as ``CHECKPOINT-STEM[_HEAD].onnx``;
 an existing file is only replaced with ``--force``, and a file inside the installed
@@ -27,6 +33,8 @@ import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.formats import DEFAULT_TOP_K, FORMATS, GRAPH_ALIASES, GRAPHS, MANY_CLASSES, PRECISIONS
+from wysiwyc.scripting import image_size_arg
+from wysiwyc.spec import ACTIVATIONS, IMAGENET_MEAN, IMAGENET_STD
 
 ONNX = FORMATS["onnx"]
 
@@ -40,7 +48,8 @@ def _default_tolerances(key: str, precisions: tuple[str, ...]) -> str:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export a checkpoint to ONNX with a parity check.", add_help=add_help)
-    p.add_argument("checkpoint", help="explainer, mask-predictor or classifier checkpoint (.pt)")
+    p.add_argument("checkpoint", help="explainer, mask-predictor or classifier checkpoint (.pt), or a classifier "
+                                      ".onnx (with --head reciprocam, --classes and --activation)")
     p.add_argument("-o", "--output", default=None,
                    help="output .onnx (default: ./CHECKPOINT-STEM.onnx, ./STEM_HEAD.onnx with --head)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -58,13 +67,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "0: every class)")
     p.add_argument("--reciprocam-layer", default=None, metavar="MODULE",
                    help="--head reciprocam: the block whose output is masked (default: the deepest feature block, "
-                        "or a ViT's last encoder block)")
+                        "or a ViT's last encoder block); for an .onnx classifier a tensor name (default: the last "
+                        "4-D tensor before global pooling)")
     p.add_argument("--parity-data", default=None, metavar="DATA",
                    help="images for the parity check: shapes | voc:ROOT | coco:ROOT | folder:DIR (default: the "
                         "checkpoint's dataset; random images when it has none)")
     p.add_argument("--opset", type=int, default=20)
     p.add_argument("--batch", default="dynamic", help="N or dynamic (default)")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--image-size", type=int, nargs="+", default=None, metavar="H [W]",
+                   help="input size (default: the checkpoint's; an .onnx classifier's static input, else 224)")
     p.add_argument("--parity-samples", type=int, default=32, help="images for the parity check")
     p.add_argument("--tol-mask-abs", type=float, default=None,
                    help=f"fp32: max abs mask diff (default {_default_tolerances('masks_max_abs_diff', ('fp32',))})")
@@ -72,7 +83,23 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help=f"min mask IoU (default {_default_tolerances('mask_iou', ('fp16', 'int8'))})")
     p.add_argument("--tol-label-agreement", type=float, default=None,
                    help=f"int8: min label agreement (default {_default_tolerances('label_agreement', ('int8',))})")
+    add_onnx_classifier_args(p)
     return p
+
+
+def add_onnx_classifier_args(p: argparse.ArgumentParser) -> None:
+    """The flags that describe an .onnx classifier (a checkpoint has all this in its spec)."""
+    g = p.add_argument_group("an .onnx classifier")
+    g.add_argument("--classes", default=None, help="a text file with one class name per line, in logit order, "
+                                                   "or 'imagenet' for the 1000 ImageNet-1k names (required)")
+    g.add_argument("--activation", default=None, help=f"how its logits become probabilities: "
+                                                      f"{' | '.join(ACTIVATIONS)} (required)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel mean of images in [0,1] (ImageNet's by default)")
+    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel std (ImageNet's by default)")
+    g.add_argument("--no-normalize", action="store_true", help="the model takes images in [0,1] as they are")
+    g.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (mean/std then in BGR)")
 
 
 def say(msg: str) -> None:
@@ -160,9 +187,105 @@ def parity_images(data: str, n: int, size: tuple[int, int]) -> Any:
     return torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
 
 
+def is_onnx_classifier(path: str) -> bool:
+    """Whether the positional input is an .onnx classifier (the torch-free route)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def refuse_onnx_flags(args: argparse.Namespace) -> None:
+    """A checkpoint's spec has its class names and preprocessing: their flags are for .onnx.
+
+    Raises:
+        UserError: one of them given with a checkpoint.
+    """
+    given = [f for f, v in (("--classes", args.classes), ("--activation", args.activation), ("--mean", args.mean),
+                            ("--std", args.std), ("--no-normalize", args.no_normalize), ("--bgr", args.bgr)) if v]
+    if given:
+        raise UserError(f"{given[0]} describes an .onnx classifier; a checkpoint's spec has it already")
+
+
+def onnx_spec(args: argparse.Namespace, src: Path) -> Any:
+    """The :class:`~wysiwyc.spec.ModelSpec` of an .onnx classifier from the flags (input size:
+    ``--image-size``, else the graph's when static, else 224).
+
+    Raises:
+        UserError: a flag missing or one that does not apply to an .onnx classifier.
+    """
+    from wysiwyc.export.onnx_insert import read_classifier
+    from wysiwyc.spec import ModelSpec, read_class_names
+
+    if args.head != "reciprocam":
+        raise UserError("an .onnx classifier takes --head reciprocam (the head inserted into its graph)")
+    if not args.classes or args.activation not in ACTIVATIONS:
+        raise UserError(f"an .onnx classifier needs --classes FILE|imagenet and --activation "
+                        f"{'|'.join(ACTIVATIONS)} (what its outputs are)")
+    if args.no_normalize and (args.mean or args.std):
+        raise UserError("--no-normalize and --mean/--std contradict each other")
+    for flag, bad in (("--precision", args.precision != "fp32"), ("--graph", args.graph != "fused"),
+                      ("--batch", args.batch != "dynamic"), ("--calib", args.calib),
+                      ("--parity-data", args.parity_data)):
+        if bad:
+            raise UserError(f"{flag} does not apply to an .onnx classifier (fp32 fused graph, dynamic batch, "
+                            "parity on random images)")
+    names = read_class_names(args.classes)
+    size = image_size_arg(args.image_size, read_classifier(src).input_size or (224, 224))
+    mean, std = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if args.no_normalize else (
+        tuple(args.mean or IMAGENET_MEAN), tuple(args.std or IMAGENET_STD))
+    return ModelSpec(class_names=names, image_size=size, mean=mean, std=std, classifier_arch="onnx", dataset="",
+                     activation=args.activation, channel_order="bgr" if args.bgr else "rgb")
+
+
+def write_report(path: Path, payload: dict[str, Any]) -> None:
+    """The parity report as JSON, written atomically."""
+    import json
+
+    from wysiwyc.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def onnx_classifier_main(args: argparse.Namespace) -> int:
+    """``CLASSIFIER.onnx --head reciprocam``: insert the head into the graph, check the fused
+    graph's logits against the classifier's own on random images, write the report. No torch."""
+    from wysiwyc.export.onnx_insert import (LOGITS_TOLERANCE, parity_failures, parity_report, plan_reciprocam,
+                                            write_fused)
+
+    src = Path(args.checkpoint)
+    out, report_path = output_paths(src, args.output, args.head, args.force)
+    spec = onnx_spec(args, src)
+    k = top_k(args.top_k, spec.num_classes, "fused", "reciprocam")
+    plan = plan_reciprocam(src, spec, args.reciprocam_layer, k)  # a misuse is one line, before any progress
+    n, h, w = plan.nhw
+    say(f"inserting ReciproCAM into {src} at feature map {plan.feature!r} ({n}x{h}x{w}; {spec.num_classes} "
+        f"classes{f', top {k}' if k else ''}) ...")
+    meta = write_fused(plan, out)
+    say(f"parity check against {src} on {args.parity_samples} random images ...")
+    try:
+        report = parity_report(out, src, spec, args.parity_samples)
+    except UserError:
+        out.unlink(missing_ok=True)
+        raise
+    tol = {"logits_max_abs_diff": LOGITS_TOLERANCE}
+    failed = parity_failures(report, LOGITS_TOLERANCE)
+    report.update({"precision": "fp32", "tolerances": tol, "passed": not failed, "source": str(src),
+                   "onnx": str(out), "size_bytes": out.stat().st_size, **meta})
+    write_report(report_path, report)
+    print(" ".join(f"{key}={v:.3g}" for key, v in report.items() if isinstance(v, float)))
+    if failed:
+        out.unlink()
+        print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {report_path}")
+    return 0
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    if is_onnx_classifier(args.checkpoint):
+        return onnx_classifier_main(args)  # torch is never imported on this route
+    refuse_onnx_flags(args)
 
     from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_model,
                                             export_onnx, parity_report, write_json)
@@ -178,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     opts = ExportOptions(precision=args.precision, opset=args.opset, dynamic_batch=dynamic,
                          batch=2 if dynamic else int(args.batch),
-                         image_size=tuple(args.image_size) if args.image_size else None, graph=args.graph,
+                         image_size=image_size_arg(args.image_size, None), graph=args.graph,  # type: ignore[arg-type]
                          head=args.head)
     check_options(opts)  # a misuse is one line, before any progress line
     settings = {"layer": args.reciprocam_layer} if args.reciprocam_layer else {}
