@@ -16,9 +16,19 @@ gallery this way, from the masks its run computed; a method that skipped an imag
 Mask tiles are grey (white = kept); the overlay dims what the aggregated mask of the true
 classes removes (m⊙x, as the explanandum sees it). Pillow draws the PNG.
 
-Example::
+``--photos DIR|GLOB|skimage`` (real photographs, no ground truth; ``skimage``: scikit-image's
+sample photos): one row per photo — the photo with the classifier's top-1 name | for each
+method, the mask of each of the top-3 predicted classes as a jet heat map over the photo
+(caption: class and probability); with ``--runtime-model X.onnx``, first the same three
+masks as that export computes them in the runtime (ONNX Runtime, the graph a deployment
+runs) and last the runtime's own overlay of that export (its defaults: top 3 classes above
+its threshold).
+
+Examples::
 
     python bench/gallery.py --model src/wysiwyc/assets/shapes_explainer.pt --data shapes -o gallery.png
+    python bench/gallery.py --model mobilenet_v2.pt --photos skimage --methods reciprocam,gradcam \
+        --runtime-model mobilenet_v2_reciprocam.onnx -o photos.png
 """
 
 from __future__ import annotations
@@ -51,9 +61,102 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=2, help="tile upscaling factor")
     p.add_argument("--spurious", choices=("auto", "on", "off"), default="auto",
                    help="shapes: planted cue in the data (auto: as the model was trained)")
+    p.add_argument("--photos", default=None, metavar="DIR|GLOB|skimage",
+                   help="real photographs instead of a dataset: top-3 predicted classes per photo")
+    p.add_argument("--runtime-model", default=None, metavar="X.onnx",
+                   help="--photos: add the runtime's overlay of this export")
     p.add_argument("-o", "--output", required=True, help="PNG path")
     add_device_arg(p)
     return p
+
+
+SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def load_photos(source: str) -> list[tuple[str, object]]:
+    """(name, (H,W,3) uint8 RGB) of each photo: a folder, a glob, or ``skimage`` (its sample
+    photos :data:`SKIMAGE_PHOTOS`)."""
+    import glob
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    if source == "skimage":
+        from skimage import data
+
+        return [(n, np.asarray(getattr(data, n)())[..., :3]) for n in SKIMAGE_PHOTOS]
+    files = sorted(Path(source).glob("*")) if Path(source).is_dir() else sorted(Path(p) for p in glob.glob(source))
+    files = [f for f in files if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")]
+    if not files:
+        raise UserError(f"--photos {source}: no images")
+    return [(f.stem, np.asarray(Image.open(f).convert("RGB"))) for f in files]
+
+
+def photo_rows(model, photos: list, methods: list[str], runtime_model: str | None) -> list[list[tuple]]:  # noqa: ANN001
+    """The ``--photos`` rows (see the module doc)."""
+    import numpy as np
+    import torch
+
+    from wysiwyc.attribution import build_method
+    from wysiwyc.runtime.imageops import resize
+    from wysiwyc.runtime.overlay import Overlay
+
+    spec, names = model.spec, model.spec.class_names
+    overlay = Overlay(names, alpha=0.6, colormap="jet")  # one class per tile: a heat map reads best
+    h, w = spec.image_size
+    frames = np.stack([resize(img, (h, w)) for _, img in photos])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255).to(next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model.classify(x)
+    probs = (torch.softmax(logits, 1) if spec.activation == "softmax" else torch.sigmoid(logits)).cpu().numpy()
+    top = torch.from_numpy(np.argsort(-probs, 1, kind="stable")[:, :3].copy())
+    masks = {}
+    for m in methods:
+        method = build_method(m, model)
+        with torch.set_grad_enabled(method.needs_grad):
+            masks[m] = method(x, top.to(x.device)).detach().cpu().numpy()
+    exported, shown = _runtime_outputs(runtime_model, [img for _, img in photos], top, (h, w)) if runtime_model \
+        else ({}, None)
+    rows = []
+    for i, (name, _) in enumerate(photos):
+        c0 = int(top[i, 0])
+        row = [(frames[i], f"{name}: {names[c0]}", None, False)]
+        for m, mk in {**exported, **masks}.items():
+            for k, c in enumerate(top[i].tolist()):
+                tile = overlay.blend(frames[i], [c], mk[i, k:k + 1])
+                row.append((tile, f"{m}: {names[c]} {probs[i, c]:.2f}", None, False))
+        if shown is not None:
+            row.append((shown[i], "runtime overlay", None, False))
+        rows.append(row)
+    return rows
+
+
+def _runtime_outputs(path: str, images: list, top, size: tuple[int, int]) -> tuple[dict, list]:  # noqa: ANN001
+    """What the runtime makes of ``images`` with the export ``path``: ({label: masks (N,3,h,w)
+    of the classes ``top`` (N,3)}, the rendered overlays (its default threshold and top-k),
+    each resized to ``size``)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.cli import threshold
+    from wysiwyc.runtime.imageops import resize
+    from wysiwyc.runtime.overlay import Overlay, select_classes
+
+    masks, shown = [], []
+    with open_backend(path, provider="cpu") as be:
+        overlay = Overlay(list(be.spec.class_names))
+        for i, img in enumerate(images):
+            logits, raw = be.infer(be.preprocess([img]))
+            masks.append(be.masks_for(raw, 0, top[i].tolist(), size))
+            probs = be.probabilities(logits)[0]
+            classes = select_classes(probs, threshold(None, be.spec.activation), 3)
+            rendered = overlay.render(img, probs, classes, be.masks_for(raw, 0, classes, img.shape[:2]))
+            shown.append(resize(rendered, size))
+    label = f"{be.spec.kind} ONNX" if Path(path).suffix == ".onnx" else be.spec.kind
+    return {label: np.stack(masks)}, shown
 
 
 def pick_samples(ds, names: list[str], args) -> list:  # noqa: ANN001
@@ -83,8 +186,6 @@ def _grey(a):  # noqa: ANN001, ANN202 - (H,W) float in [0,1] -> (H,W,3) uint8
 
 
 def _outline(tile, region):  # noqa: ANN001, ANN202 - draw the boundary of a bool (H,W) region in green
-    import numpy as np
-
     inner = region.copy()
     inner[1:-1, 1:-1] &= region[:-2, 1:-1] & region[2:, 1:-1] & region[1:-1, :-2] & region[1:-1, 2:]
     out = tile.copy()
@@ -199,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     out = check_writable(args.output)
     model = load_model(args.model, device=resolve_device(args.device))
     spec = model.spec
+    if args.photos:
+        methods = [m.strip() for m in (args.methods or "reciprocam").split(",") if m.strip()]
+        rows = photo_rows(model, load_photos(args.photos), methods, args.runtime_model)
+        with atomic_path(out) as tmp:
+            draw_canvas(rows, 1).save(tmp, format="PNG")
+        print(f"wrote {out} ({len(rows)} photos, methods: {', '.join(methods)})")
+        return 0
     methods = parse_methods(args.methods, spec.kind)
     spurious = bool(spec.extra.get("spurious", False)) if args.spurious == "auto" else args.spurious == "on"
     ds = build_dataset(args.data, args.split, tuple(spec.image_size), **dataset_kwargs(args.data, None, spurious))
