@@ -104,7 +104,8 @@ PHOTO_GALLERY = (PY, "bench/gallery.py", "--model", "{tmp}/mobilenet_v2.pt", "--
                  "-o", "{out}/own_classifier_gallery.png")
 OWN_LATENCY = (PY, "bench/paper_scale.py", "--classifiers", "torchvision:mobilenet_v2,torchvision:vit_b_16",
                "--weights", "torchvision:mobilenet_v2={tmp}/mobilenet_v2.pth", "--methods", "classifier,reciprocam,gradcam",
-               "--top1-only", "gradcam", "--merge", "--out-dir", "{out}")
+               "--top1-only", "gradcam", "--merge", "--out-dir", "{out}",
+               "--record-as", "python bench/make_results.py --only own_classifier")
 
 STEPS: tuple[Step, ...] = (
     Step("quality", tuple(f"shapes_{kind}_quality.{ext}" for kind in ("explainer", "mask_predictor")

@@ -54,6 +54,7 @@ from _methods import REDUCED_SETTINGS, SLOW
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.fileio import atomic_path
+from wysiwyc.formats import DEFAULT_TOP_K, MANY_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIERS = ("resnet50", "vgg16")
@@ -78,6 +79,7 @@ class Row:
     rounds: int
     settings: str
     command: str = ""  # the run that measured it (a suite built in parts with --merge has several)
+    machine: str = ""  # where that run measured it
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -99,6 +101,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "class per run: all classes cost 20 runs)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (writes latency_paper_scale_gpu.* on cuda)")
     p.add_argument("--machine", default=None, help="machine description for the table (default: detected)")
+    p.add_argument("--record-as", default=None, metavar="COMMAND",
+                   help="the command recorded for this run's rows (default: this command line)")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows already in the output CSV that this run does not measure (measure a "
                         "suite in parts)")
@@ -299,10 +303,15 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
         models = {k: m.to(device) for k, m in models.items()}
         with torch.no_grad():
             top1 = models["classifier"].classify(x).argmax(1, keepdim=True)
-        top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()} | {"classifier"}
+        top1_only = {m.strip() for m in args.top1_only.split(",") if m.strip()}
         n_classes = models["classifier"].spec.num_classes
         for entry in todo:
-            for classes, cls in (("top-1", top1), ("all", torch.arange(n_classes).view(1, -1))):
+            scopes = [("top-1", top1), ("all", torch.arange(n_classes).view(1, -1))]
+            if entry.method == "classifier":  # logits only: no class to explain
+                scopes = [("-", top1)]
+            elif entry.backend != "torch" and n_classes > MANY_CLASSES:  # the export's top-k graph, whatever is asked
+                scopes = [(f"top-{DEFAULT_TOP_K} graph", top1)]
+            for classes, cls in scopes:
                 if classes == "all" and entry.method in top1_only:
                     continue
                 fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
@@ -325,7 +334,7 @@ def read_rows(path: Path) -> list[Row]:
         return []
     with path.open() as f:
         return [Row(**{**r, "ms_per_image": float(r["ms_per_image"]), "image_size": int(r["image_size"]),
-                       "rounds": int(r["rounds"])}) for r in csv.DictReader(f)]
+                       "rounds": int(r["rounds"]), "machine": r.get("machine") or ""}) for r in csv.DictReader(f)]
 
 
 def _no_grad(model, x):  # noqa: ANN001, ANN202
@@ -340,14 +349,19 @@ def markdown(rows: list[Row], command: str, machine: str = "", device: str = "cp
     classes). The header lists the commands that measured the rows (``command`` for rows
     that name none) and what the suite leaves out."""
     where = "GPU" if device.startswith("cuda") else "CPU"
-    commands = list(dict.fromkeys(r.command or command for r in rows)) or [command]
+    runs = list(dict.fromkeys((r.command or command, r.machine or machine) for r in rows)) or [(command, machine)]
     lines = [f"# Latency at paper scale ({where}, batch 1, ms per image)", ""]
-    if machine:
-        lines.append(f"Machine: {machine}.")
-    if len(commands) == 1:
-        lines.append(f"Command: `{commands[0]}`.")
+    machines = list(dict.fromkeys(m for _, m in runs if m))
+    if len(machines) == 1:
+        lines.append(f"Machine: {machines[0]}.")
+    if len(runs) == 1:
+        lines.append(f"Command: `{runs[0][0]}`.")
     else:
-        lines += ["Built in parts (`--merge` keeps the rows a run does not re-measure):", "", "```", *commands, "```"]
+        lines += ["Built in parts (`--merge` keeps the rows a run does not re-measure)"
+                  + (", each run on the machine named after it; compare rows of one run only:" if len(machines) > 1
+                     else ":"), "", "```"]
+        lines += [f"{c}    # {m}" if len(machines) > 1 and m else c for c, m in runs]
+        lines.append("```")
     lines += ["", f"Zoo classifiers: untrained weights (latency does not depend on them), {NUM_CLASSES} classes; "
               "a user model route (e.g. torchvision:mobilenet_v2): its own classes (masks of the top 5 in the "
               "ONNX export, as `export/to_onnx.py` does for many classes). × HEAD = this entry's time / that "
@@ -398,7 +412,7 @@ def write(rows: list[Row], out_dir: Path, command: str, machine: str = "", devic
     returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem(device)}.csv", out_dir / f"{stem(device)}.md"
-    rows = [replace(r, command=r.command or command) for r in rows]
+    rows = [replace(r, command=r.command or command, machine=r.machine or machine) for r in rows]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(Row.__dataclass_fields__))
     w.writeheader()
@@ -461,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.tiny:
         args.classifiers, args.size, args.repeats = "small_cnn", 32, 1
-    command = shlex.join(["python", "bench/paper_scale.py", *(argv if argv is not None else sys.argv[1:])])
+    command = args.record_as or shlex.join(["python", "bench/paper_scale.py", *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out_dir)
     mine = {a.strip() for a in args.classifiers.split(",")}
     measured = {m.strip() for m in args.methods.split(",")}

@@ -33,8 +33,8 @@ import _path  # noqa: F401  (checkout src/ on sys.path)
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.formats import DEFAULT_TOP_K, FORMATS, GRAPH_ALIASES, GRAPHS, MANY_CLASSES, PRECISIONS
-from wysiwyc.scripting import image_size_arg
-from wysiwyc.spec import ACTIVATIONS, IMAGENET_MEAN, IMAGENET_STD
+from wysiwyc.scripting import add_preprocessing_args, image_size_arg, preprocessing_from_args
+from wysiwyc.spec import ACTIVATIONS
 
 ONNX = FORMATS["onnx"]
 
@@ -94,12 +94,7 @@ def add_onnx_classifier_args(p: argparse.ArgumentParser) -> None:
                                                    "or 'imagenet' for the 1000 ImageNet-1k names (required)")
     g.add_argument("--activation", default=None, help=f"how its logits become probabilities: "
                                                       f"{' | '.join(ACTIVATIONS)} (required)")
-    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                   help="per-channel mean of images in [0,1] (ImageNet's by default)")
-    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                   help="per-channel std (ImageNet's by default)")
-    g.add_argument("--no-normalize", action="store_true", help="the model takes images in [0,1] as they are")
-    g.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (mean/std then in BGR)")
+    add_preprocessing_args(g)
 
 
 def say(msg: str) -> None:
@@ -219,8 +214,7 @@ def onnx_spec(args: argparse.Namespace, src: Path) -> Any:
     if not args.classes or args.activation not in ACTIVATIONS:
         raise UserError(f"an .onnx classifier needs --classes FILE|imagenet and --activation "
                         f"{'|'.join(ACTIVATIONS)} (what its outputs are)")
-    if args.no_normalize and (args.mean or args.std):
-        raise UserError("--no-normalize and --mean/--std contradict each other")
+    mean, std, bgr = preprocessing_from_args(args)
     for flag, bad in (("--precision", args.precision != "fp32"), ("--graph", args.graph != "fused"),
                       ("--batch", args.batch != "dynamic"), ("--calib", args.calib),
                       ("--parity-data", args.parity_data)):
@@ -229,10 +223,22 @@ def onnx_spec(args: argparse.Namespace, src: Path) -> Any:
                             "parity on random images)")
     names = read_class_names(args.classes)
     size = image_size_arg(args.image_size, read_classifier(src).input_size or (224, 224))
-    mean, std = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if args.no_normalize else (
-        tuple(args.mean or IMAGENET_MEAN), tuple(args.std or IMAGENET_STD))
     return ModelSpec(class_names=names, image_size=size, mean=mean, std=std, classifier_arch="onnx", dataset="",
-                     activation=args.activation, channel_order="bgr" if args.bgr else "rgb")
+                     activation=args.activation, channel_order="bgr" if bgr else "rgb")
+
+
+def finish(report: dict[str, Any], tol: dict[str, float], failed: list[str], out: Path, report_path: Path) -> int:
+    """Write the parity report; past a tolerance remove the export (exit 1), else say what
+    was written (exit 0)."""
+    report.update({"tolerances": tol, "passed": not failed, "onnx": str(out), "size_bytes": out.stat().st_size})
+    write_report(report_path, report)
+    print(" ".join(f"{k}={v:.3g}" for k, v in report.items() if isinstance(v, float)))
+    if failed:
+        out.unlink()
+        print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {report_path}")
+    return 0
 
 
 def write_report(path: Path, payload: dict[str, Any]) -> None:
@@ -267,17 +273,8 @@ def onnx_classifier_main(args: argparse.Namespace) -> int:
         out.unlink(missing_ok=True)
         raise
     tol = {"logits_max_abs_diff": LOGITS_TOLERANCE}
-    failed = parity_failures(report, LOGITS_TOLERANCE)
-    report.update({"precision": "fp32", "tolerances": tol, "passed": not failed, "source": str(src),
-                   "onnx": str(out), "size_bytes": out.stat().st_size, **meta})
-    write_report(report_path, report)
-    print(" ".join(f"{key}={v:.3g}" for key, v in report.items() if isinstance(v, float)))
-    if failed:
-        out.unlink()
-        print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
-        return 1
-    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {report_path}")
-    return 0
+    report.update({"precision": "fp32", "source": str(src), **meta})
+    return finish(report, tol, parity_failures(report, LOGITS_TOLERANCE), out, report_path)
 
 
 @cli_main
@@ -288,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     refuse_onnx_flags(args)
 
     from wysiwyc.export.onnx_export import (ExportOptions, check_options, check_tolerances, export_model,
-                                            export_onnx, parity_report, write_json)
+                                            export_onnx, parity_report)
     from wysiwyc.fileio import file_sha256
 
     ckpt = Path(args.checkpoint)
@@ -324,17 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     images = parity_images(args.parity_data or spec.dataset, n, size)
     report = parity_report(model, out, images, opts.top_k)
     tol = tolerances(args)
-    failed = check_tolerances(report, tol)
-    report.update({"precision": args.precision, "tolerances": tol, "passed": not failed,
-                   "onnx": str(out), "size_bytes": out.stat().st_size, **meta})
-    write_json(report_path, report)
-    print(" ".join(f"{k}={v:.3g}" for k, v in report.items() if isinstance(v, float)))
-    if failed:
-        out.unlink()
-        print(f"parity check FAILED ({'; '.join(failed)}): removed {out}", file=sys.stderr)
-        return 1
-    print(f"wrote {out} ({report['size_bytes'] / 1e6:.2f} MB) and {report_path}")
-    return 0
+    report.update({"precision": args.precision, **meta})
+    return finish(report, tol, check_tolerances(report, tol), out, report_path)
 
 
 if __name__ == "__main__":

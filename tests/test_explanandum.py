@@ -404,3 +404,25 @@ def test_a_pretrained_imagenet_network_labels_real_photos_and_puts_the_mask_on_t
         (la, ma), (lb, mb) = a(x), b(x)
     assert np.array_equal(ma.classes, mb.classes) and np.abs(la - lb).max() <= 1e-4
     assert np.abs(ma.masks - mb.masks).max() <= 1e-4
+
+
+@pytest.mark.parametrize("method, settings", [("gradcam", {}), ("gradcam++", {}), ("scorecam", {}), ("sise", {}),
+                                              ("reciprocam", {}), ("rise", {"n_masks": 16}),
+                                              ("extremal", {"iterations": 3})])
+def test_every_baseline_explains_a_user_model(factory, method, settings):
+    """The bench's methods read a user model through the same interface as the zoo's."""
+    from wysiwyc.attribution import build_method
+
+    import inhouse_nets
+
+    net = inhouse_nets.net().eval()
+    clf = freeze(HookedClassifier(net, [b[0] for b in find_blocks(net, (32, 32))], "factory:" + factory))
+    fused = FusedModel(ModelSpec(class_names=NAMES, image_size=(32, 32), classifier_arch="factory:" + factory,
+                                 activation="softmax"), clf).eval()
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    m = build_method(method, fused, **settings)
+    with torch.set_grad_enabled(m.needs_grad):
+        masks = m(x, torch.tensor([[1, 4], [0, 2]]))
+    assert masks.shape == (2, 2, 32, 32) and 0 <= float(masks.min()) <= float(masks.max()) <= 1
+    assert float(masks.flatten(2).std(-1).min()) > 0  # a map, not a constant

@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 README_MAX_LINES = 300
-SOURCE = re.compile(r"bench/results/([\w.\-]+\.(?:md|csv|json))")
+SOURCE = re.compile(r"bench/results/([\w.\-]+\.(?:md|csv|jsonl|json))")
 PENDING = "pending re-measurement"
 # a number: digits with optional thousands separators (space, thin space, comma), optional
 # decimals and exponent; a minus sign only at a word start ("COCO-2014" holds no number)

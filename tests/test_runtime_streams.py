@@ -312,14 +312,14 @@ def test_next_batch_timeout_returns_without_ending_the_stream():
     assert not stream._thread.is_alive()
 
 
-def test_source_specs_and_streams_files(tmp_path):
-    from wysiwyc.runtime.sources import SourceError, expand_source_specs, source_kind
+def test_source_values_and_streams_files(tmp_path):
+    from wysiwyc.runtime.sources import SourceError, expand_sources, source_kind
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "clip.avi").write_bytes(b"")
     (tmp_path / "cams.streams").write_text("# cameras of the hall\n0\n\nrtsp://10.0.0.5/s#frag  # door\n"
                                            "imgs\nclip.avi\ndemo\n/dev/video2\n")
-    specs = expand_source_specs([str(tmp_path / "cams.streams"), "demo"])
+    specs = expand_sources([str(tmp_path / "cams.streams"), "demo"])
     assert specs == ["0", "rtsp://10.0.0.5/s#frag", str(tmp_path / "imgs"), str(tmp_path / "clip.avi"), "demo",
                      "/dev/video2", "demo"]
     assert [source_kind(s) for s in specs] == ["camera", "url", "images", "video", "demo", "camera", "demo"]
@@ -328,7 +328,7 @@ def test_source_specs_and_streams_files(tmp_path):
         source_kind(str(tmp_path / "nothing"))
     (tmp_path / "empty.streams").write_text("# nothing\n")
     with pytest.raises(SourceError, match="lists no sources"):
-        expand_source_specs([str(tmp_path / "empty.streams")])
+        expand_sources([str(tmp_path / "empty.streams")])
 
 
 # -- item: live web view ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Example (the bundled demo Explainer)::
 from __future__ import annotations
 
 import argparse
+from typing import Any
 import json
 import sys
 import time
@@ -81,6 +82,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_with_config(get_args_parser(), argv)
 
 
+def build_head(args: argparse.Namespace, cspec: Any, classifier: Any, data_name: str,
+               size: tuple[int, int]) -> tuple[Any, Any]:
+    """The head's spec (the classifier's with the Explainer's fields) and the untrained head,
+    initialised as the flags ask."""
+    from wysiwyc.models.explainer import (head_from_spec, init_encoder_from_classifier, init_mask_bias,
+                                          load_backbone_weights)
+
+    kind = "rtis" if args.loss == "rtis" else "explainer"
+    arch_extra = {"unet": {"width": args.width, "levels": args.levels},
+                  "classifier_unet": {"width": args.width, "classifier_arch": cspec.classifier_arch}}.get(args.arch, {})
+    extra: dict = {"explainer": arch_extra}
+    if data_name == "shapes":
+        extra["spurious"] = bool(args.spurious)
+    spec = cspec.with_head(kind, args.arch, "sigmoid", extra, image_size=size, dataset=data_name)
+    head = head_from_spec(spec)
+    if args.backbone_weights:
+        print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
+    if args.arch == "classifier_unet" and args.encoder_init == "classifier":
+        print(f"encoder: {init_encoder_from_classifier(head, classifier)} tensors from the classifier")
+    if args.mask_init is not None:
+        init_mask_bias(head, args.mask_init, spec.num_classes)
+    return spec, head
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -91,28 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.training.rtis import RTISTask
     from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
-    from wysiwyc.models.explainer import (head_from_spec, init_encoder_from_classifier, init_mask_bias,
-                                          load_backbone_weights)
     from wysiwyc.training import FitConfig, Trainer
 
     setup = prepare_head_training(HeadDataConfig(**fields_from_args(HeadDataConfig, args)))
     out, device, cspec, classifier = setup.out, setup.device, setup.cspec, setup.classifier
     name, size, train_ds, val_ds = setup.data_name, setup.size, setup.train_ds, setup.val_ds
 
-    kind = "rtis" if args.loss == "rtis" else "explainer"
-    arch_extra = {"unet": {"width": args.width, "levels": args.levels},
-                  "classifier_unet": {"width": args.width, "classifier_arch": cspec.classifier_arch}}.get(args.arch, {})
-    extra: dict = {"explainer": arch_extra}
-    if name == "shapes":
-        extra["spurious"] = bool(args.spurious)
-    spec = cspec.with_head(kind, args.arch, "sigmoid", extra, image_size=size, dataset=name)
-    head = head_from_spec(spec)
-    if args.backbone_weights:
-        print(f"loaded {load_backbone_weights(head, args.backbone_weights)} backbone tensors")
-    if args.arch == "classifier_unet" and args.encoder_init == "classifier":
-        print(f"encoder: {init_encoder_from_classifier(head, classifier)} tensors from the classifier")
-    if args.mask_init is not None:
-        init_mask_bias(head, args.mask_init, spec.num_classes)
+    spec, head = build_head(args, cspec, classifier, name, size)
     weights = ExplainerLossWeights(**fields_from_args(ExplainerLossWeights, args))
     if args.loss == "rtis":
         weights = RTISLossWeights(area=args.rtis_area, smooth=args.rtis_smooth, preserve=args.rtis_preserve,

@@ -22,9 +22,9 @@ import sys
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
-from wysiwyc.errors import UserError, cli_main
-from wysiwyc.scripting import image_size_arg
-from wysiwyc.spec import ACTIVATIONS, IMAGENET_MEAN, IMAGENET_STD
+from wysiwyc.errors import cli_main
+from wysiwyc.scripting import add_preprocessing_args, image_size_arg, preprocessing_from_args
+from wysiwyc.spec import ACTIVATIONS
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -37,12 +37,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="how the model's logits become probabilities: softmax (one label per image) or "
                         "sigmoid (multi-label)")
     p.add_argument("--image-size", type=int, nargs="+", default=[224], metavar="H [W]", help="input size (224)")
-    p.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, metavar=("R", "G", "B"),
-                   help="per-channel mean of images in [0,1] (ImageNet's by default)")
-    p.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, metavar=("R", "G", "B"),
-                   help="per-channel std (ImageNet's by default)")
-    p.add_argument("--no-normalize", action="store_true", help="the model takes images in [0,1] as they are")
-    p.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (mean/std then in BGR)")
+    add_preprocessing_args(p)
     p.add_argument("--blocks", default=None,
                    help="comma-separated module names to read features from, shallow to deep (default: found)")
     p.add_argument("-o", "--output", required=True, help="the checkpoint to write (.pt)")
@@ -57,13 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.models.explanandum import wrap_classifier
 
     out = check_writable(args.output)
-    if args.no_normalize and (list(args.mean) != list(IMAGENET_MEAN) or list(args.std) != list(IMAGENET_STD)):
-        raise UserError("--no-normalize and --mean/--std contradict each other")
-    mean, std = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if args.no_normalize else (tuple(args.mean), tuple(args.std))
+    mean, std, bgr = preprocessing_from_args(args)
     size = image_size_arg(args.image_size, (224, 224))
     blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
     spec, state, clf = wrap_classifier(args.model, args.classes, args.activation, args.weights, size, mean, std,
-                                       args.bgr, blocks)
+                                       bgr, blocks)
     train = {"argv": sys.argv[1:] if argv is None else list(argv), "wrapped": args.model, "weights": args.weights}
     save_checkpoint(out, spec, state, train=train)
     print(f"{spec.classifier_arch}: {spec.num_classes} classes ({args.activation}) at {size[0]}x{size[1]}")

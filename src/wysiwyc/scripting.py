@@ -97,3 +97,29 @@ def fields_from_args(cls: type, args: argparse.Namespace) -> dict:
     """The keyword arguments of dataclass ``cls`` taken from the parsed flags of the same
     names (e.g. :class:`wysiwyc.training.setup.HeadDataConfig`, the loss weights)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+
+
+def add_preprocessing_args(p: argparse._ActionsContainer) -> None:
+    """``--mean``, ``--std``, ``--no-normalize``, ``--bgr``: how a user's classifier takes its
+    input (:func:`preprocessing_from_args` reads them)."""
+    p.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel mean of images in [0,1] (ImageNet's by default)")
+    p.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel std (ImageNet's by default)")
+    p.add_argument("--no-normalize", action="store_true", help="the model takes images in [0,1] as they are")
+    p.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (mean/std then in BGR)")
+
+
+def preprocessing_from_args(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """(mean, std, bgr) of :func:`add_preprocessing_args`' flags.
+
+    Raises:
+        UserError: ``--no-normalize`` together with ``--mean`` or ``--std``.
+    """
+    from .spec import IMAGENET_MEAN, IMAGENET_STD
+
+    if args.no_normalize and (args.mean or args.std):
+        raise UserError("--no-normalize and --mean/--std contradict each other")
+    if args.no_normalize:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bool(args.bgr)
+    return tuple(args.mean or IMAGENET_MEAN), tuple(args.std or IMAGENET_STD), bool(args.bgr)

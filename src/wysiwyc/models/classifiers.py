@@ -202,15 +202,7 @@ def build_classifier(arch: str, num_classes: int, weights: str | Path | None = N
     model = CLASSIFIERS.lookup(arch)(num_classes)
     state = None
     if weights is not None:
-        p = Path(weights)
-        if not p.is_file():
-            raise UserError(f"weights file not found: {p}")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"cannot read weights file {p}: {str(exc).splitlines()[0][:160]}") from exc
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = load_state(weights)
     elif pretrained:
         if arch not in _TV_ENUMS:
             raise UserError(f"{arch} has no torchvision pretrained weights")
@@ -227,6 +219,31 @@ def build_classifier(arch: str, num_classes: int, weights: str | Path | None = N
     if state is not None:
         load_torchvision_weights(model, state)
     return model
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local weights file (``weights_only``: no code runs on load);
+    a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped.
+
+    Raises:
+        UserError: missing or unreadable file, or one that holds no state dict.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"weights file not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "not a file of tensors and plain dicts"
+        raise UserError(f"cannot read weights file {p} ({first[:160]})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{p} holds no state dict (a mapping of names to tensors)")
+    return state
 
 
 def load_torchvision_weights(model: BlockClassifier, state: dict[str, torch.Tensor]) -> int:

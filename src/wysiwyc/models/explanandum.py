@@ -45,7 +45,7 @@ from torch import nn
 from ..errors import UserError, require
 from ..registry import Registry
 from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, read_class_names
-from .classifiers import Normalize, build_classifier
+from .classifiers import Normalize, build_classifier, load_state
 
 TORCHSCRIPT_KEY = "__torchscript__"
 
@@ -102,31 +102,6 @@ def split_arch(arch: str) -> tuple[str, str]:
 def is_foreign(arch: str) -> bool:
     """Whether ``arch`` is a user model route rather than a zoo name."""
     return split_arch(arch)[0] != "zoo"
-
-
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local weights file (``weights_only``: no code runs on load);
-    a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped.
-
-    Raises:
-        UserError: missing or unreadable file, or one that holds no state dict.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"weights file not found: {p}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if first.startswith("Weights only load failed"):
-            first = "not a file of tensors and plain dicts"
-        raise UserError(f"cannot read weights file {p} ({first[:160]})") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{p} holds no state dict (a mapping of names to tensors)")
-    return state
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], arch: str, source: str = "the weights") -> None:

@@ -38,7 +38,7 @@ from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
 from .progress import progress_for
 from .reader import FrameStream
-from .sources import SOURCES, Source, expand_source_specs, open_source, source_kind
+from .sources import SOURCES, Source, expand_sources, open_source, source_kind
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -126,7 +126,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      help="write the rendered video; several sources: a pattern with {stream} "
                           "(out_{stream}.mp4) or a folder (DIR/ gets stream0.mp4, stream1.mp4, ...)")
     out.add_argument("--save-masks", default=None, metavar="DIR",
-                     help="one .npz per frame: masks of every class at model resolution, probabilities and "
+                     help="one .npz per frame: masks of every class (a top-k model: its K) at model resolution, probabilities and "
                           "the frame's source size (wysiwyc.runtime.outputs.load_masks maps them back); "
                           "several sources: DIR/streamN/")
     out.add_argument("--json", default=None, metavar="FILE|-",
@@ -178,32 +178,32 @@ def pinned_classes(value: str | None, class_names: list[str]) -> list[int] | Non
     return out
 
 
-def source_specs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+def source_values(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """Every source the flags name, as (kind, target), in a fixed order: ``--source``
     (with ``.streams`` files expanded) first, then the per-kind flags."""
-    specs: list[tuple[str, str | None]] = [(source_kind(v), v) for v in expand_source_specs(args.source)]
+    sources: list[tuple[str, str | None]] = [(source_kind(v), v) for v in expand_sources(args.source)]
     for flag, kind in (("camera", "camera"), ("video", "video"), ("url", "url"), ("images", "images")):
-        specs += [(kind, v) for v in getattr(args, flag)]
+        sources += [(kind, v) for v in getattr(args, flag)]
     if args.demo:
-        specs.append(("demo", None))
-    if not specs:
+        sources.append(("demo", None))
+    if not sources:
         raise UserError("no source: give --source (or --camera, --video, --url, --images, --demo)")
-    return specs
+    return sources
 
 
 def run_batch_plan(args: argparse.Namespace) -> BatchPlan:
     """The run's :class:`~.batching.BatchPlan`: cameras and URLs are live, and so is every
     source with ``--realtime``."""
-    kinds = [kind for kind, _ in source_specs(args)]
+    kinds = [kind for kind, _ in source_values(args)]
     return batch_plan(args.batch, sum(args.realtime or SOURCES[k].live for k in kinds))
 
 
-def open_sources(specs: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0) -> list[Source]:
-    """Open every source now, so a bad one fails before anything runs (the ones already
-    open are closed again)."""
+def open_sources(named: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0) -> list[Source]:
+    """Open every (kind, target) source now, so a bad one fails before anything runs (the
+    ones already open are closed again)."""
     sources: list[Source] = []
     try:
-        for i, (kind, target) in enumerate(specs):
+        for i, (kind, target) in enumerate(named):
             kwargs = {"size": model_size[0], "seed": seed + i} if kind == "demo" else {}
             sources.append(open_source(kind, target, **kwargs))
     except BaseException:
@@ -345,7 +345,7 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
     overlay = Overlay(names, alpha=args.alpha, colormap=args.colormap, normalize=args.normalize)
     if args.summary:
         check_writable(args.summary)  # fail now, not after a long run
-    sources = open_sources(source_specs(args), backend.input_size, args.seed)
+    sources = open_sources(source_values(args), backend.input_size, args.seed)
     try:
         outputs = build_outputs(args, sources, names)
     except BaseException:

@@ -379,25 +379,25 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpe
 STREAMS_SUFFIX = ".streams"
 
 
-def _is_camera(spec: str) -> bool:
-    return spec.isdigit() or spec.startswith("/dev/video")
+def _is_camera(value: str) -> bool:
+    return value.isdigit() or value.startswith("/dev/video")
 
 
-def _is_url(spec: str) -> bool:
-    return "://" in spec
+def _is_url(value: str) -> bool:
+    return "://" in value
 
 
-def _is_images(spec: str) -> bool:
-    return (any(ch in spec for ch in "*?[") or Path(spec).is_dir()
-            or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
+def _is_images(value: str) -> bool:
+    return (any(ch in value for ch in "*?[") or Path(value).is_dir()
+            or Path(value).suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _is_video(spec: str) -> bool:
-    return Path(spec).is_file() or Path(spec).suffix.lower() in VIDEO_SUFFIXES
+def _is_video(value: str) -> bool:
+    return Path(value).is_file() or Path(value).suffix.lower() in VIDEO_SUFFIXES
 
 
 # How a ``--source`` value is read, first match wins: (kind, test). ``demo`` is a word.
-SOURCE_SPECS: list[tuple[str, Callable[[str], bool]]] = [
+SOURCE_TESTS: list[tuple[str, Callable[[str], bool]]] = [
     ("demo", lambda s: s == "demo"),
     ("camera", _is_camera),
     ("url", _is_url),
@@ -406,14 +406,14 @@ SOURCE_SPECS: list[tuple[str, Callable[[str], bool]]] = [
 ]
 
 
-def source_kind(spec: str) -> str:
+def source_kind(value: str) -> str:
     """The source kind of a ``--source`` value: ``0`` or ``/dev/video2`` a camera, a URL
     (``rtsp://``, ``http://`` ...) a network stream, a folder, glob or image file an image
     source, another file a video, ``demo`` the synthetic stream."""
-    for kind, test in SOURCE_SPECS:
-        if test(spec):
+    for kind, test in SOURCE_TESTS:
+        if test(value):
             return kind
-    raise SourceError(f"--source {spec}: no such file or folder, and not a camera index, URL or 'demo'")
+    raise SourceError(f"--source {value}: no such file or folder, and not a camera index, URL or 'demo'")
 
 
 def read_streams_file(path: str | os.PathLike[str]) -> list[str]:
@@ -426,25 +426,25 @@ def read_streams_file(path: str | os.PathLike[str]) -> list[str]:
         raise SourceError(f"cannot read streams file {p}: {exc.strerror}") from exc
     out = []
     for line in lines:
-        spec = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
-        if not spec:
+        value = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment: '#' at the start or after a space
+        if not value:
             continue
-        if not (_is_url(spec) or _is_camera(spec) or spec == "demo" or Path(spec).is_absolute()):
-            spec = str(p.parent / spec)
-        if spec.endswith(STREAMS_SUFFIX):
-            raise SourceError(f"{p}: a streams file cannot list another streams file ({spec})")
-        out.append(spec)
+        if not (_is_url(value) or _is_camera(value) or value == "demo" or Path(value).is_absolute()):
+            value = str(p.parent / value)
+        if value.endswith(STREAMS_SUFFIX):
+            raise SourceError(f"{p}: a streams file cannot list another streams file ({value})")
+        out.append(value)
     if not out:
         raise SourceError(f"streams file {p} lists no sources")
     return out
 
 
-def expand_source_specs(specs: list[str]) -> list[str]:
+def expand_sources(values: list[str]) -> list[str]:
     """``--source`` values with every ``.streams`` file replaced by the sources it lists."""
     out: list[str] = []
-    for spec in specs:
-        if spec.endswith(STREAMS_SUFFIX):
-            out += read_streams_file(spec)
+    for value in values:
+        if value.endswith(STREAMS_SUFFIX):
+            out += read_streams_file(value)
         else:
-            out.append(spec)
+            out.append(value)
     return out
