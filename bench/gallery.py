@@ -153,7 +153,8 @@ def _runtime_outputs(path: str, images: list, top, size: tuple[int, int]) -> tup
             masks.append(be.masks_for(raw, 0, top[i].tolist(), size))
             probs = be.probabilities(logits)[0]
             classes = select_classes(probs, threshold(None, be.spec.activation), 3)
-            rendered = overlay.render(img, probs, classes, be.masks_for(raw, 0, classes, img.shape[:2]))
+            rendered = overlay.render(img, probs, classes, be.masks_for(raw, 0, classes, be.input_size),
+                                      size=img.shape[:2])
             shown.append(resize(rendered, size))
     label = f"{be.spec.kind} ONNX" if Path(path).suffix == ".onnx" else be.spec.kind
     return {label: np.stack(masks)}, shown
