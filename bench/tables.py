@@ -123,18 +123,24 @@ def latency_tables(runs: list[dict]) -> list[str]:
         rows = groups[group]
         per_image = {id(b): b["stats"]["median"] / b["extra_info"]["batch"] for b in rows}
         ref = next((per_image[id(b)] for b in rows if b["extra_info"]["method"] == REFERENCE), None)
+        # the classifier alone on the same backend: torch, or ONNX Runtime for the [onnxruntime-*] entries
+        alone = {backend: per_image[id(b)] for b in rows for backend in ("torch", "onnxruntime")
+                 if b["extra_info"]["method"] == ("classifier" if backend == "torch" else "classifier[onnxruntime-fp32]")}
         info = rows[0]["extra_info"]
         lines += [f"### {group}", "",
                   f"{info.get('device_name', info['device'])}; classifier {info['classifier']}, "
                   f"explainer {info.get('head_arch', info.get('explainer_arch', '?'))}, "
                   f"{info['image_size']} px", "",
-                  "| method | median ms / call | min ms / call | ms / image | × explainer | rounds | settings |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | median ms / call | min ms / call | ms / image | × explainer | × classifier | rounds "
+                  "| settings |",
+                  "|---|---|---|---|---|---|---|---|"]
         for b in sorted(rows, key=lambda b: per_image[id(b)]):
             e, st = b["extra_info"], b["stats"]
             ratio = f"{per_image[id(b)] / ref:,.1f}×" if ref else "–"
+            yard = alone.get("onnxruntime" if "[onnxruntime" in e["method"] else "torch")
+            vs_clf = f"{per_image[id(b)] / yard:,.2f}×" if yard else "–"
             lines.append(f"| {e['method']} | {_latency_ms(st['median'])} | {_latency_ms(st['min'])} | "
-                         f"{_latency_ms(per_image[id(b)])} | {ratio} | {st['rounds']} | {e['settings']} |")
+                         f"{_latency_ms(per_image[id(b)])} | {ratio} | {vs_clf} | {st['rounds']} | {e['settings']} |")
         lines.append("")
     return lines
 
@@ -146,7 +152,10 @@ def latency_document(runs: list[dict], title: str) -> str:
             f"- machine: {m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}, "
             f"{m.get('cpu', {}).get('count', '?')} CPU threads, Python {m.get('python_version', '?')}",
             f"- run: {runs[0].get('datetime', '?')}; pytest-benchmark {runs[0].get('version', '?')}",
-            "- × explainer = per-image time / the Explainer's (torch) per-image time in the same table", ""]
+            "- × explainer = per-image time / the Explainer's (torch) per-image time in the same table",
+            "- × classifier = per-image time / the classifier alone's on the same backend (torch, or ONNX Runtime "
+            "for the onnxruntime entries) in the same table: what explaining costs on top of classifying; the "
+            "limit of a method that needs the classifier's own pass is 1.0×", ""]
     return "\n".join(head + latency_tables(runs))
 
 
@@ -198,9 +207,9 @@ def runtime_fps_table(payload: dict) -> str:
     rows = [b for b in payload.get("benchmarks", []) if "fps" in b.get("extra_info", {})]
     if not rows:
         raise UserError("no test_runtime_fps results in this JSON (run it with --benchmark-json)")
-    lines = ["| case | backend | frames | FPS | model-only FPS | FPS / model-only | end-to-end p50 / p95 ms "
-             "| infer p50 ms (per batch) | dropped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | backend | frames | FPS | model-only FPS | FPS / model-only | classifier-alone FPS "
+             "| × classifier | end-to-end p50 / p95 ms | infer p50 ms (per batch) | dropped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def opt(e: dict, key: str, fmt: str) -> str:
         return format(e[key], fmt) if key in e else "–"
@@ -209,6 +218,7 @@ def runtime_fps_table(payload: dict) -> str:
         e = b["extra_info"]
         lines.append(f"| {b['name']} | {e['backend']} | {e['frames']} | {e['fps']:.1f} | "
                      f"{opt(e, 'model_only_fps', '.1f')} | {opt(e, 'ratio', '.2f')} | "
+                     f"{opt(e, 'classifier_only_fps', '.1f')} | {opt(e, 'x_classifier', '.2f')} | "
                      f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} | "
                      f"{opt(e, 'dropped', 'd')} |")
     name, cpu, threads = machine(payload)

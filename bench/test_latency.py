@@ -12,7 +12,9 @@ parentheses are the ratios to the fastest entry of that group. Groups:
   per-image cost (``extra_info.per_image_ms`` in ``--benchmark-json``).
 
 The Explainer runs through torch and through ONNX Runtime (fp32 and static QDQ int8, exported
-and opened by :mod:`_methods` exactly as ``test_onnx_precision.py`` does) on the CPU. Slow
+and opened by :mod:`_methods` exactly as ``test_onnx_precision.py`` does) on the CPU. The
+classifier alone (``classifier``: logits only, torch and ONNX Runtime fp32) is every
+table's yardstick: what explaining costs on top of classifying (its limit is 1.0×). Slow
 methods (RISE, EP, SISE, Score-CAM) run a fixed small number of rounds (pedantic mode)
 because one call takes seconds to minutes.
 """
@@ -31,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _methods import DEFAULT_SETTINGS, REDUCED_SETTINGS  # noqa: E402
 
-METHODS = ["explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
-           "gradcam++", "scorecam", "sise", "rise", "extremal"]
-BATCHED = {"explainer", "explainer[onnxruntime-fp32]", "explainer[onnxruntime-int8]", "reciprocam", "gradcam",
-           "gradcam++", "extremal"}
+METHODS = ["classifier", "classifier[onnxruntime-fp32]", "explainer", "explainer[onnxruntime-fp32]",
+           "explainer[onnxruntime-int8]", "reciprocam", "gradcam", "gradcam++", "scorecam", "sise", "rise", "extremal"]
+BATCHED = {"classifier", "classifier[onnxruntime-fp32]", "explainer", "explainer[onnxruntime-fp32]",
+           "explainer[onnxruntime-int8]", "reciprocam", "gradcam", "gradcam++", "extremal"}
 SLOW_ROUNDS = {"rise": 1, "extremal": 1, "sise": 3, "scorecam": 3}
 CPU_HEAVY = {("extremal", "all classes"), ("extremal", 16)}  # minutes on 2 cores: --bench-full
 
@@ -58,11 +60,38 @@ def _ort_session(model, side: int, precision: str, tmp: Path, source: Path | Non
 _SESSIONS: dict = {}
 
 
+def _classifier_session(model, side: int, tmp: Path):  # noqa: ANN001, ANN202
+    """An ONNX Runtime session (the runtime's options) of the bench model's classifier alone:
+    the product's logits-only export of a plain classifier checkpoint."""
+    from dataclasses import replace
+
+    import onnxruntime as ort
+    from _methods import export_onnx
+
+    from wysiwyc.checkpoint import save_checkpoint
+    from wysiwyc.runtime.backends.onnxruntime import session_options
+
+    ckpt = tmp / "classifier.pt"
+    save_checkpoint(ckpt, replace(model.spec, kind="classifier", head_arch=None, mask_kind=None),
+                    model.classifier.state_dict())
+    path = export_onnx(ckpt, tmp / "classifier.onnx", "fp32", (side, side))
+    return ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
+
+
 def _runner(name: str, device: str, bench_model, reduced: bool, source: Path | None = None):  # noqa: ANN001, ANN202
     """A callable (images, classes) -> masks for a bench entry."""
     from wysiwyc.attribution import build_method
 
     model, side = bench_model(device)
+    if name == "classifier":
+        return lambda images, classes: model.classify(images)
+    if name == "classifier[onnxruntime-fp32]":
+        if device != "cpu":
+            pytest.skip("ONNX Runtime runs on the CPU provider here")
+        if "classifier" not in _SESSIONS:
+            _SESSIONS["classifier"] = _classifier_session(model, side, Path(tempfile.mkdtemp(prefix="wysiwyc-bench-")))
+        alone = _SESSIONS["classifier"]
+        return lambda images, classes: torch.from_numpy(alone.run(None, {"images": images.numpy()})[0])
     if name.startswith("explainer[onnxruntime"):
         if device != "cpu":
             pytest.skip("ONNX Runtime runs on the CPU provider here")
@@ -120,6 +149,11 @@ def test_latency(benchmark, bench_config, bench_model, method, batch, scope, dev
         out = benchmark.pedantic(call, rounds=SLOW_ROUNDS[method], iterations=1, warmup_rounds=0)
     else:
         out = benchmark(call)
-    assert out.shape == (batch, classes.shape[1], side, side)
+    # what was timed is what the entry promises: the logits, or masks of the asked classes in [0,1]
+    if method.startswith("classifier"):
+        assert out.shape == (batch, c) and torch.allclose(out.float(), model.classify(images).float(), atol=1e-4)
+    else:
+        assert out.shape == (batch, classes.shape[1], side, side)
+        assert 0 <= float(out.min()) <= float(out.max()) <= 1 and float(out.flatten(2).std(-1).max()) > 0
     stats = benchmark.stats.stats if hasattr(benchmark.stats, "stats") else benchmark.stats
     benchmark.extra_info["per_image_ms"] = 1000 * stats.median / batch

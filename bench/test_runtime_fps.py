@@ -64,12 +64,13 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, draw: bool = 
     from wysiwyc.runtime.sources import DemoSource
 
     be = open_backend(model, **backend_opts)
-    model_only = _model_only_fps(be, batch, frames, size)  # warms up too: first-run allocations
+    _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
     stream = FrameStream(DemoSource(size=size, seed=1))
     res = Pipeline(stream, be, Overlay(list(be.spec.class_names)), _shown(draw),
                    RunOptions(max_frames=frames, batch=batch)).run()
+    assert res.frames == frames, f"the pipeline delivered {res.frames} of {frames} frames"
     pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
+    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames}
 
@@ -85,13 +86,14 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     from wysiwyc.runtime.sources import DemoSource
 
     be = open_backend(model)
-    model_only = _model_only_fps(be, batch, frames, size)  # the ceiling of the pipeline
+    _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
     cond = threading.Condition()
     ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
     res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(draw),
                    RunOptions(max_frames=frames, batch=batch)).run()
+    assert res.frames == frames and all(r.frames > 0 for r in res.streams.values()), "a stream delivered nothing"
     pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, "model_only_fps": model_only, "ratio": res.fps / model_only,
+    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames,
             "streams": streams, "per_stream_frames": [res.streams[k].frames for k in sorted(res.streams)]}
@@ -113,6 +115,56 @@ def _clip(path: Path, frames: int, seed: int) -> Path:
         w.write(src.read()[..., ::-1].copy())
     w.release()
     return path
+
+
+_CLASSIFIERS: dict = {}
+
+
+def _classifier_only_fps(model: Path, batch: int, frames: int, size: int) -> float | None:
+    """The classifier alone (logits only, ONNX Runtime with the runtime's session options) of an
+    ``.onnx`` export whose checkpoint lies beside it, at ``batch``: the yardstick of what the
+    masks cost on top of classifying; ``None`` for another model."""
+    import time
+
+    import numpy as np
+
+    pt = model.with_suffix(".pt")
+    if model.suffix != ".onnx" or not pt.is_file():
+        return None
+    if pt not in _CLASSIFIERS:
+        import tempfile
+        from dataclasses import replace
+
+        import onnxruntime as ort
+        from _methods import export_onnx
+
+        from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+        from wysiwyc.runtime.backends.onnxruntime import session_options
+
+        ck = load_checkpoint(pt)
+        tmp = Path(tempfile.mkdtemp(prefix="wysiwyc-fps-"))
+        alone = save_checkpoint(tmp / "classifier.pt", replace(ck.spec, kind="classifier", head_arch=None,
+                                                               mask_kind=None), ck.classifier)
+        path = export_onnx(alone, tmp / "classifier.onnx", "fp32")
+        _CLASSIFIERS[pt] = ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
+    sess = _CLASSIFIERS[pt]
+    x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+    sess.run(None, {"images": x})
+    t0, n = time.perf_counter(), 0
+    while n < frames:
+        sess.run(None, {"images": x})
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float) -> dict:  # noqa: ANN001
+    """The model alone and the classifier alone at ``batch``, and the pipeline's rate against each."""
+    model_only = _model_only_fps(be, batch, frames, size)
+    out = {"model_only_fps": model_only, "ratio": fps / model_only}
+    clf = _classifier_only_fps(model, batch, frames, size)
+    if clf is not None:
+        out.update(classifier_only_fps=clf, x_classifier=clf / fps)
+    return out
 
 
 def _model_only_fps(be, batch: int, frames: int, size: int = STREAM_SIZE) -> float:  # noqa: ANN001

@@ -147,7 +147,10 @@ class Overlay:
             size: (h, w) of the image (default: the masks' size, or the frame's without masks).
         """
         h, w = size or (masks.shape[-2:] if len(classes) else frame.shape[:2])
-        img = self.blend(resize(frame, (h, w)), classes, masks)
+        if frame.shape[0] * frame.shape[1] < h * w:  # a small frame: blend at its size, upscale the result once
+            img = resize(self.blend(frame, classes, masks), (h, w))
+        else:
+            img = self.blend(resize(frame, (h, w)), classes, masks)
         text = _Text(img)
         scale = max(0.4, min(h, w) / 640)
         top = int(26 * scale)
