@@ -68,6 +68,8 @@ def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
              "extra_info": {**lat, "method": "explainer"}},
             {"group": group, "name": "g", "stats": {"median": 0.008, "min": 0.007, "rounds": 5},
              "extra_info": {**lat, "method": "gradcam"}},
+            {"group": group, "name": "c", "stats": {"median": 0.002, "min": 0.002, "rounds": 5},
+             "extra_info": {**lat, "method": "classifier"}},
             {"group": "p", "name": "fp32 batch 1", "stats": {"median": 0.002, "min": 0.002, "rounds": 9},
              "extra_info": {"precision": "fp32", "batch": 1, "size_mb": 6.1, "onnxruntime": "1.0", "parity": parity}},
             {"group": "runtime", "name": "demo", "stats": {"median": 3.0, "min": 3.0, "rounds": 1},
@@ -77,8 +79,10 @@ def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
     assert tables.main(["latency", str(path), "-o", str(tmp_path / "lat.md"), "--title", "T"]) == 0
     text = (tmp_path / "lat.md").read_text()
     assert text.startswith("# T\n") and "CPU X, 2 CPU threads" in text
-    assert "| explainer | 4.00 | 3.00 | 4.00 | 1.0× | 5 | paper defaults |" in text
-    assert "| gradcam | 8.00 | 7.00 | 8.00 | 2.0× | 5 | paper defaults |" in text
+    # × classifier: the classifier alone (2 ms) on the same backend is the yardstick
+    assert "| explainer | 4.00 | 3.00 | 4.00 | 1.0× | 2.00× | 5 | paper defaults |" in text
+    assert "| gradcam | 8.00 | 7.00 | 8.00 | 2.0× | 4.00× | 5 | paper defaults |" in text
+    assert "| classifier | 2.00 | 2.00 | 2.00 | 0.5× | 1.00× | 5 | paper defaults |" in text
     assert "fp32 batch 1" not in text and "demo" not in text  # other benchmarks' rows stay out
     assert tables.main(["onnx_precision", str(path), "-o", str(tmp_path / "p.md")]) == 0
     text = (tmp_path / "p.md").read_text()
@@ -86,6 +90,6 @@ def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
     assert "| fp32 | 6.10 | 2.00 | nan | 1.0e-05 | 2.0e-06 | 1.000 | 100.0 % |" in text and "parity on 32" in text
     capsys.readouterr()
     assert tables.main(["runtime_fps", str(path)]) == 0
-    assert "| demo | ort | 300 | 100.0 | – | – | 10.0 / 12.0 | 2.0 | – |" in capsys.readouterr().out
+    assert "| demo | ort | 300 | 100.0 | – | – | – | – | 10.0 / 12.0 | 2.0 | – |" in capsys.readouterr().out
     assert tables.main(["latency", str(tmp_path / "missing.json")]) == 2
     assert tables.main(["runtime_fps", str(tmp_path / "lat.md")]) == 2  # not JSON
