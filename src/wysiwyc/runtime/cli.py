@@ -14,18 +14,24 @@ Several sources run concurrently, one reader thread each, and share the model: a
 holds the newest frame of every live stream and the frames files have ready (see
 :mod:`.batching`). Streams are numbered 0.. in the order given; outputs are per stream.
 
-Exit status: 0 done (also after Ctrl-C or 'q'), 1 a live stream was lost for good,
-2 a user error (bad flag, missing model/camera/file, model mismatch), printed as one line.
+Exit status: 0 done (also after Ctrl-C, SIGTERM, SIGHUP or 'q': the outputs are finalised),
+1 a live stream was lost for good, 2 a user error (bad flag, missing model/camera/file, model
+mismatch), printed as one line; 128 + the signal number after a second stop signal (or one
+before the run has started), which stops at once and removes the unfinished files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from ..errors import UserError, cli_main
@@ -38,7 +44,7 @@ from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
 from .progress import progress_for
 from .reader import FrameStream
-from .sources import SOURCES, Source, expand_sources, open_source, source_kind
+from .sources import SOURCES, Source, expand_sources, open_source, redact_url, source_kind
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -119,6 +125,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     o.add_argument("--view-size", type=int, default=384,
                    help="upscale frames whose short side is below this many pixels before drawing")
 
+    _add_output_args(p)
+    return p
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """The ``outputs`` group: window, files, the web view and its access, status lines."""
     out = p.add_argument_group("outputs")
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                      help="preview window (default: when a display exists)")
@@ -135,9 +147,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     out.add_argument("--serve", default=None, metavar="HOST:PORT",
                      help="live web view: a page tiling every stream's overlay (MJPEG) and /stats.json "
                           "(port 0: a free one, printed at the start)")
+    out.add_argument("--serve-token", default=None, metavar="TOKEN",
+                     help="--serve: every request must carry this token (?token=TOKEN, or the header "
+                          "'Authorization: Bearer TOKEN') (default: a random one, printed with the URL, when "
+                          "HOST is not loopback; none on 127.0.0.1, ::1 or localhost)")
+    out.add_argument("--serve-no-auth", action="store_true",
+                     help="--serve beyond loopback without a token: anyone who reaches the port sees the streams")
+    out.add_argument("--serve-max-clients", type=int, default=None, metavar="N",
+                     help="--serve: requests served at once, each MJPEG viewer holding one; more get 503 "
+                          "(default: 8, or the streams + 2 when that is more, so one page always fits)")
     out.add_argument("--status-every", type=float, default=5.0, metavar="S",
                      help="without a window or a terminal: print frames and FPS every S seconds (0: never)")
-    return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -150,10 +170,16 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--view-size", args.view_size, lambda v: v >= 1),
                           ("--batch-wait", args.batch_wait, lambda v: v >= 0),
                           ("--status-every", args.status_every, lambda v: v >= 0),
+                          ("--serve-max-clients", args.serve_max_clients, lambda v: v >= 1),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1)):
         if val is not None and not ok(val):
             raise UserError(f"{flag} {val} is out of range")
+    if not args.serve:
+        for flag, val in (("--serve-token", args.serve_token), ("--serve-no-auth", args.serve_no_auth),
+                          ("--serve-max-clients", args.serve_max_clients)):
+            if val not in (None, False):
+                raise UserError(f"{flag} needs --serve HOST:PORT")
 
 
 SOFTMAX_THRESHOLD = 0.1
@@ -284,7 +310,7 @@ def summarize(res: RunResult, streams: list[FrameStream], model: dict[str, Any],
         "source": total, "streams": per,
         "model": model,
         "latency_ms": {k: {q: round(v, 3) for q, v in d.items()} for k, d in res.percentiles().items()},
-        "interrupted": res.interrupted, "stopped_by_user": res.stopped_by_user,
+        "interrupted": res.interrupted, "stopped_by_user": res.stopped_by_user, "stopped_by": res.stopped_by,
     }
 
 
@@ -292,7 +318,8 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
     src, model = summary["source"], summary["model"]
     w = lambda s="": print(s, file=file)  # noqa: E731
     w(f"runtime-explain: {summary['frames']} frames in {summary['seconds']:.2f} s = {summary['fps']:.1f} FPS"
-      + (" (interrupted)" if summary["interrupted"] else ""))
+      + (f" (interrupted{' by ' + summary['stopped_by'] if summary.get('stopped_by') else ''})"
+         if summary["interrupted"] else ""))
     streams = summary["streams"]
     if len(streams) == 1:
         policy = "live, newest frame" if src["live"] else f"buffered, batch ≤ {summary['max_batch']}"
@@ -338,8 +365,87 @@ def playback(src: Source, realtime: bool) -> dict[str, Any]:
     return {"live": True, "pace": src.fps or REALTIME_DEFAULT_FPS}
 
 
-def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, list[FrameStream]]:
-    """Open the sources and outputs the flags ask for and run ``backend`` over them."""
+# What service managers send: systemd and Kubernetes SIGTERM (`docker stop` too), a closed
+# terminal or `kill -HUP` SIGHUP, the terminal's Ctrl-C SIGINT.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP as a clean stop, while the CLI runs (a context manager).
+
+    The first signal asks the run to finish: :attr:`on_stop` is called with the signal's
+    name, the outputs are finalised and the CLI returns as usual. A second one, or a first
+    one while :attr:`on_stop` is unset (before the run), stops at once: every
+    :attr:`on_abort` callable removes its unfinished files and the process exits with
+    128 + the signal number. Handlers are installed only in the main thread, a signal that
+    was ignored (``nohup``) stays ignored, and the previous handlers come back on exit.
+    """
+
+    def __init__(self) -> None:
+        self.on_stop: Callable[[str], None] | None = None
+        self.on_abort: list[Callable[[], None]] = []
+        self.received: str | None = None  # the first stop signal's name
+        self._previous: dict[int, Any] = {}
+        self._wake = threading.Event()  # set by the handler only (and by __exit__, handlers restored)
+        self._watcher: threading.Thread | None = None
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)  # SIGHUP is POSIX-only
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        if self._previous:
+            # on_stop runs in this thread, not in the handler: the handler may interrupt the
+            # main thread while it holds a lock that on_stop needs
+            self._watcher = threading.Thread(target=self._watch, name="wysiwyc-signals", daemon=True)
+            self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+        if self._watcher is not None:
+            self._wake.set()
+            self._watcher.join()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.received is None and self.on_stop is not None:
+            self.received = name
+            self._wake.set()
+            return
+        self.abort(signum)
+
+    def _watch(self) -> None:
+        self._wake.wait()
+        stop, name = self.on_stop, self.received
+        if name is not None and stop is not None:
+            stop(name)
+            print(f"runtime-explain: {name}: finishing the outputs (send it again to stop at once)",
+                  file=sys.stderr, flush=True)
+
+    def abort(self, signum: int) -> None:
+        """Remove the unfinished files and exit now with 128 + ``signum`` (no cleanup runs:
+        the finished files are complete, the others are gone)."""
+        name = signal.Signals(signum).name
+        how = "again: stopping now" if self.received else "before the run: stopping now"
+        # os.write, not print: the signal may have interrupted a print to the same stream
+        with contextlib.suppress(OSError):
+            os.write(2, f"runtime-explain: {name} {how}; unfinished output files are removed\n".encode())
+        for abort in self.on_abort:
+            with contextlib.suppress(Exception):
+                abort()
+        os._exit(128 + signum)
+
+
+def run_model(args: argparse.Namespace, backend: Backend,
+              signals: StopSignals | None = None) -> tuple[RunResult, list[FrameStream]]:
+    """Open the sources and outputs the flags ask for and run ``backend`` over them;
+    ``signals``: the first stop signal finishes the run, a second removes its unfinished files."""
+    signals = signals if signals is not None else StopSignals()
     names = list(backend.spec.class_names)
     pinned = pinned_classes(args.classes, names)
     overlay = Overlay(names, alpha=args.alpha, colormap=args.colormap, normalize=args.normalize)
@@ -352,6 +458,7 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
         for src in sources:
             src.close()
         raise
+    signals.on_abort += [out.abort for out in outputs]  # a second signal: their unfinished files go
     cond = threading.Condition()  # shared: the batcher wakes on any stream's frame
     streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
                for i, src in enumerate(sources)]
@@ -359,10 +466,8 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
                       threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned, min_view=args.view_size,
                       batch_wait_s=args.batch_wait / 1e3)
     if args.serve:
-        from .serve import ViewServer
-
         try:
-            view = ViewServer(args.serve, [src.describe() for src in sources])
+            view = open_view(args, sources)
         except BaseException:
             for out in outputs:
                 out.close(ok=False)
@@ -370,8 +475,8 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
                 src.close()
             raise
         outputs.append(view)
-        print(f"runtime-explain: web view at {view.url}", file=sys.stderr, flush=True)
     pipeline = Pipeline(streams, backend, overlay, outputs, opts)
+    signals.on_stop = pipeline.interrupt  # from now on a stop signal finishes the run cleanly
     if args.serve:
         view.stats = pipeline.live_stats
     window = any(isinstance(o, WindowOutput) for o in outputs)
@@ -379,6 +484,30 @@ def run_model(args: argparse.Namespace, backend: Backend) -> tuple[RunResult, li
     with progress_for(label, args.max_frames, window, args.status_every) as bar:
         res = pipeline.run(progress=bar)
     return res, streams
+
+
+def open_view(args: argparse.Namespace, sources: list[Source]) -> Any:
+    """The ``--serve`` web view, its token decided by :func:`.serve.serve_token`; prints its
+    address (with a generated token, so the link opens the page)."""
+    from .serve import DEFAULT_MAX_CLIENTS, ViewServer, serve_token
+
+    token = serve_token(args.serve, args.serve_token, args.serve_no_auth)
+    cap = args.serve_max_clients or max(DEFAULT_MAX_CLIENTS, len(sources) + 2)
+    view = ViewServer(args.serve, [src.describe() for src in sources], token=token, max_clients=cap)
+    if token is None:
+        where = view.url
+    elif args.serve_token is None:
+        where = f"{view.login_url} (a new token: every request needs it)"
+    else:
+        where = f"{view.url} (requests need the --serve-token)"
+    print(f"runtime-explain: web view at {where}", file=sys.stderr, flush=True)
+    if args.serve_no_auth and token is None:
+        from .serve import is_loopback, parse_address
+
+        if not is_loopback(parse_address(args.serve)[0]):
+            print(f"warning: --serve-no-auth: anyone who can reach {args.serve} sees every stream",
+                  file=sys.stderr, flush=True)
+    return view
 
 
 def written_files(args: argparse.Namespace, count: int) -> list[str]:
@@ -393,19 +522,29 @@ def written_files(args: argparse.Namespace, count: int) -> list[str]:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    _check_args(args)
     # OpenCV/FFmpeg log every failed open and dropped connection to stderr; the runtime
     # reports those itself (one line, and counters in the summary).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    with StopSignals() as signals:
+        try:
+            return _main(args, signals)
+        except UserError as exc:  # a message may quote a source URL: never its credentials
+            raise UserError(redact_url(str(exc))) from None
+
+
+def _main(args: argparse.Namespace, signals: StopSignals) -> int:
+    _check_args(args)
     plan = run_batch_plan(args)
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
                       threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile,
                       top_k=args.top_k) as backend:
-        res, streams = run_model(args, backend)
+        res, streams = run_model(args, backend, signals)
+    signals.on_stop = lambda name: None  # the run is over: a first signal now lets the summary finish
     summary = summarize(res, streams, describe_model(args.model, backend), args)
     if args.summary:
         with atomic_path(args.summary) as tmp:
+            signals.on_abort.append(lambda: tmp.unlink(missing_ok=True))
             Path(tmp).write_text(json.dumps(summary, indent=2))
     print_summary(summary, written_files(args, len(streams)), sys.stderr if args.json == "-" else sys.stdout)
     lost = [s.lost for s in streams if s.lost]

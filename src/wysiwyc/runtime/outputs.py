@@ -2,8 +2,10 @@
 
 Every output is an :class:`Output` with ``write(record)`` and ``close(ok)``. Files are
 written under a temporary name and moved into place by ``close(ok=True)`` — also after
-Ctrl-C, so an interrupted recording is a complete, playable file — while ``close(ok=False)``
-(a crash) removes them: nothing half-written is left behind.
+Ctrl-C or a SIGTERM, so an interrupted recording is a complete, playable file — while
+``close(ok=False)`` (a crash) removes them: nothing half-written is left behind.
+:meth:`Output.abort` is the emergency exit (a second stop signal): it removes the
+temporaries at once, from any thread, and the output writes nothing more.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -81,6 +84,34 @@ class Output:
     def close(self, ok: bool = True) -> None:
         pass
 
+    def abort(self) -> None:
+        """Discard what is not finished (temporary files) right now, e.g. from a signal
+        handler before the process exits; finished files stay. Nothing is written after."""
+
+
+# How long abort() waits for a write in progress in another thread before removing its file.
+ABORT_WAIT_S = 2.0
+
+
+class _FileOutput(Output):
+    """An output writing temporary files: :meth:`abort` removes them. ``self.lock`` is held
+    while a temporary file is created or written, so abort never races a new one into being."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # re-entrant: abort may run in a signal handler inside close()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.lock.acquire(timeout=ABORT_WAIT_S)  # held from now on: no later write starts
+        self.aborted = True
+        for tmp in self.temporaries():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def temporaries(self) -> list[Path]:
+        """The temporary files this output may have on disk now."""
+        return []
+
 
 def display_available() -> bool:
     """Whether a window can be shown: a display server on Linux, always elsewhere."""
@@ -123,7 +154,7 @@ class WindowOutput(Output):
                 self.cv2.destroyWindow(self.title)
 
 
-class VideoOutput(Output):
+class VideoOutput(_FileOutput):
     """The rendered frames as a video file: ``.mp4``/``.m4v``/``.mov``/``.mkv`` in H.264
     where the installed encoders allow, else MPEG-4 Part 2 with a one-line warning;
     ``.avi`` in MJPEG (see :mod:`.encoders`). The size is the first frame's; later frames
@@ -137,6 +168,7 @@ class VideoOutput(Output):
 
     def __init__(self, path: str | os.PathLike[str], fps: float, stream: int | None = None,
                  encoder: str | None = None) -> None:
+        super().__init__()
         self.stream = stream
         self.path = check_writable(path)
         suffix = self.path.suffix.lower()
@@ -157,27 +189,34 @@ class VideoOutput(Output):
 
     def write(self, rec: FrameRecord) -> bool:
         img = rec.image
-        if self.writer is None:
-            self.size = img.shape[:2]
-            self.writer = open_encoder(self.encoder, self.tmp, self.fps, self.size)
-        if img.shape[:2] != self.size:
-            img = resize(img, self.size)
-        self.writer.write(img)
-        self.frames += 1
+        with self.lock:
+            if self.aborted:
+                return False
+            if self.writer is None:
+                self.size = img.shape[:2]
+                self.writer = open_encoder(self.encoder, self.tmp, self.fps, self.size)
+            if img.shape[:2] != self.size:
+                img = resize(img, self.size)
+            self.writer.write(img)
+            self.frames += 1
         return True
 
     def close(self, ok: bool = True) -> None:
-        if self.writer is not None:
-            self.writer.close()  # finishes the container: the file is playable now
-            self.writer = None
-        if ok and self.frames:
-            os.replace(self.tmp, self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
+        with self.lock:
+            if self.writer is not None:
+                self.writer.close()  # finishes the container: the file is playable now
+                self.writer = None
+            if ok and self.frames and not self.aborted:
+                os.replace(self.tmp, self.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.tmp.unlink()
+
+    def temporaries(self) -> list[Path]:
+        return [self.tmp]
 
 
-class MaskOutput(Output):
+class MaskOutput(_FileOutput):
     """One ``.npz`` per frame in a folder: ``masks`` uint8 (C,h,w) (mask × 255, model
     resolution, every class), ``probs`` float32 (C,), ``classes`` (C,) names and
     ``source_size`` int32 (2,) = the frame's (H, W) as the source delivered it. A top-k
@@ -193,7 +232,9 @@ class MaskOutput(Output):
     records = True
 
     def __init__(self, folder: str | os.PathLike[str], class_names: list[str], stream: int | None = None) -> None:
+        super().__init__()
         self.stream = stream
+        self._tmp: Path | None = None  # the file being written now
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -213,10 +254,18 @@ class MaskOutput(Output):
             extra["mask_classes"] = np.asarray(masks.classes, np.int64)
             masks = masks.masks
         masks = np.clip(masks * 255 + 0.5, 0, 255).astype(np.uint8)
-        np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes,
-                            source_size=np.asarray(rec.source_size, np.int32), **extra)
-        os.replace(tmp, dest)
+        with self.lock:
+            if self.aborted:
+                return False
+            self._tmp = tmp
+            np.savez_compressed(tmp, masks=masks, probs=rec.probs.astype(np.float32), classes=self.classes,
+                                source_size=np.asarray(rec.source_size, np.int32), **extra)
+            os.replace(tmp, dest)
+            self._tmp = None
         return True
+
+    def temporaries(self) -> list[Path]:
+        return [self._tmp] if self._tmp is not None else []
 
 
 def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarray:
@@ -234,7 +283,7 @@ def load_masks(path: str | os.PathLike[str], at_source: bool = True) -> np.ndarr
 JSON_MAX_CLASSES = 32
 
 
-class JsonLinesOutput(Output):
+class JsonLinesOutput(_FileOutput):
     """Per-frame predictions and timings as JSON lines, to a file or ``-`` (stdout); each
     line names its stream, frame number, the frame's source size (H, W) and, for image
     folders, the file. A model with more than :data:`JSON_MAX_CLASSES` classes lists the
@@ -243,6 +292,7 @@ class JsonLinesOutput(Output):
     records = True
 
     def __init__(self, target: str, class_names: list[str]) -> None:
+        super().__init__()
         self.class_names = list(class_names)
         self.stdout = target == "-"
         self.path = None if self.stdout else check_writable(target)
@@ -267,10 +317,14 @@ class JsonLinesOutput(Output):
         if self.stdout:
             self.fh.flush()
             return
-        self.fh.close()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
+        with self.lock:
+            self.fh.close()
+            if ok and not self.aborted:
+                os.replace(self.tmp, self.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.tmp.unlink()
+
+    def temporaries(self) -> list[Path]:
+        return [self.tmp] if self.tmp is not None else []
 

@@ -99,6 +99,7 @@ class RunResult:
     batches: int = 0
     interrupted: bool = False
     stopped_by_user: bool = False
+    stopped_by: str | None = None  # the signal that ended the run (``"SIGTERM"``), if one did
     streams: dict[int, StreamResult] = field(default_factory=dict)
 
     @property
@@ -177,6 +178,15 @@ class Pipeline:
 
     def stop(self) -> None:
         """Ask a running :meth:`run` (in another thread) to finish as after ``--max-frames``."""
+        self._stop.set()
+
+    def interrupt(self, reason: str = "SIGINT") -> None:
+        """Finish as after Ctrl-C, from another thread (e.g. on SIGTERM): the frames already
+        rendered are written, the files finalised, and the result says ``interrupted``
+        and ``stopped_by`` ``reason``. Before :meth:`run` it makes the run end at once."""
+        self.result.interrupted = True
+        if self.result.stopped_by is None:
+            self.result.stopped_by = reason
         self._stop.set()
 
     def live_stats(self) -> dict[str, Any]:
@@ -292,8 +302,8 @@ class Pipeline:
 
     # -- the run ------------------------------------------------------------------------
     def run(self, progress: Any = None) -> RunResult:
-        """Process until every source ends, ``max_frames``, an output asks to stop, :meth:`stop`
-        or Ctrl-C. A pipeline runs once (its streams are closed at the end).
+        """Process until every source ends, ``max_frames``, an output asks to stop, :meth:`stop`,
+        :meth:`interrupt` or Ctrl-C. A pipeline runs once (its streams are closed at the end).
 
         ``progress``: optional object with ``update(n)`` (e.g. a tqdm bar).
         Outputs are closed cleanly on every exit except an unexpected exception.

@@ -44,8 +44,29 @@ from .imageops import cv2_or_none
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+# ``scheme://user:password@`` (RFC 3986 user-info: no '/', '?', '#' or whitespace, nor the
+# quotes and brackets that end a URL quoted in JSON or HTML; greedy to the last '@', so an
+# unencoded '@' inside a password is covered too)
+_USERINFO = re.compile(r"""(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#"'<>]*@""")
+# query parameters that commonly carry a secret: password=, token=, api_key=, X-Amz-Signature=, ...
+_SECRET_PARAM = re.compile(r"""(?i)([?&;][\w.\-]*(?:pass|pwd|token|secret|key|auth|sig|credential)[\w.\-]*=)"""
+                           r"""[^&#;\s"'<>]*""")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked, for anything the runtime
+    shows or writes: ``rtsp://admin:secret@host/cam`` -> ``rtsp://***@host/cam`` and
+    ``...?token=abc`` -> ``...?token=***``; host, port and path stay readable."""
+    text = _USERINFO.sub(r"\1***@", str(text))
+    return _SECRET_PARAM.sub(r"\1***", text) if "=" in text else text
+
+
 class SourceError(UserError):
-    """A source cannot be opened (absent camera, missing file, unreachable stream)."""
+    """A source cannot be opened (absent camera, missing file, unreachable stream). Its
+    message has the credentials of any URL in it masked (:func:`redact_url`)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact_url(str(message)))
 
 
 class CorruptFrame(Exception):
@@ -100,6 +121,7 @@ class Source:
         self.name = ""  # name of the last frame read (image files)
 
     def describe(self) -> str:
+        """What the source is, for people (captions, summary, logs): never a credential."""
         return self.kind
 
     def open(self) -> None:
@@ -211,7 +233,7 @@ class CameraSource(_Capture):
         super().__init__(int(target) if str(target).isdigit() else str(target))
 
     def describe(self) -> str:
-        return f"camera {self.target}"
+        return redact_url(f"camera {self.target}")
 
     def _open(self) -> None:
         super()._open()
@@ -242,7 +264,7 @@ class UrlSource(_Capture):
         self.timeout_ms = int(timeout_s * 1000)
 
     def describe(self) -> str:
-        return f"url {self.target}"
+        return f"url {redact_url(self.target)}"  # the real URL only opens the stream
 
     def _capture(self, cv2: Any) -> Any:
         if str(self.target).startswith("rtsp://"):
@@ -252,7 +274,7 @@ class UrlSource(_Capture):
         return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
 
     def _open_error(self) -> str:
-        return f"cannot open stream {self.target} (unreachable, refused, or not a video stream)"
+        return f"cannot open stream {redact_url(self.target)} (unreachable, refused, or not a video stream)"
 
 
 @register_source("video")
@@ -269,7 +291,7 @@ class VideoFileSource(_Capture):
         self._bad = 0
 
     def describe(self) -> str:
-        return f"video {self.target}"
+        return redact_url(f"video {self.target}")
 
     def _open(self) -> None:
         if not Path(self.target).is_file():
@@ -305,7 +327,7 @@ class ImageFolderSource(Source):
         self._next = 0
 
     def describe(self) -> str:
-        return f"images {self.target} ({len(self.files)} files)"
+        return redact_url(f"images {self.target} ({len(self.files)} files)")
 
     def _open(self) -> None:
         t = self.target
