@@ -41,3 +41,33 @@ def test_temporal_scores_on_known_cases():
     assert s["still_flicker"] == pytest.approx(0.1) and s["flicker"] > s["motion"]
     smoothed = exp.smooth(noisy, 0.5)
     assert exp.scores(smoothed, gt, labels, max_lag=3)["still_flicker"] < s["still_flicker"]
+
+
+def test_runtime_smooth_averages_the_saved_masks_per_stream(tmp_path, capsys):
+    """runtime-explain --smooth 0.5 on a still clip of one frame repeated with noise: every
+    saved mask is the moving average of the unsmoothed run's masks, frame by frame."""
+    from wysiwyc.runtime import cli
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    from wysiwyc.data.shapes_render import ShapesRenderer
+
+    img = ShapesRenderer(split="test", size=64).generate(3)[0]
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        noisy = np.clip(img.astype(np.int16) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(frames / f"{k}.png")
+    runs = {}
+    for alpha in ("1", "0.5"):
+        out = tmp_path / f"m{alpha}"
+        assert cli.main(["--images", str(frames / "*.png"), "--save-masks", str(out), "--no-show", "--batch", "2",
+                         "--smooth", alpha]) == 0
+        runs[alpha] = [np.load(p)["masks"].astype(np.float32) / 255 for p in sorted(out.glob("*.npz"))]
+    expect = runs["1"][0]
+    for raw, smoothed in zip(runs["1"], runs["0.5"]):
+        expect = raw if expect is raw else 0.5 * raw + 0.5 * expect
+        assert np.abs(smoothed - expect).max() <= 2 / 255  # uint8 rounding, twice
+    assert cli.main(["--demo", "--max-frames", "1", "--no-show", "--smooth", "0"]) == 2
+    assert "--smooth 0.0 is out of range" in capsys.readouterr().err

@@ -120,6 +120,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     o.add_argument("--alpha", type=float, default=0.5, help="mask opacity at mask value 1")
     o.add_argument("--colormap", default="class", choices=COLORMAPS,
                    help="'class': a colour per class; else one heat map of the shown masks")
+    o.add_argument("--smooth", type=float, default=1.0, metavar="ALPHA",
+                   help="steadier masks on video: a moving average per stream and class, m = α·new + (1 − α)·"
+                        "previous, for the drawn and the saved masks; 1 = the masks as the model output them "
+                        "(bench/experiments/temporal.py measures flicker and lag)")
     o.add_argument("--normalize", action="store_true",
                    help="draw each mask divided by its maximum (default: the raw mask values)")
     o.add_argument("--view-size", type=int, default=384,
@@ -172,7 +176,8 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--status-every", args.status_every, lambda v: v >= 0),
                           ("--serve-max-clients", args.serve_max_clients, lambda v: v >= 1),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
-                          ("--alpha", args.alpha, lambda v: 0 <= v <= 1)):
+                          ("--alpha", args.alpha, lambda v: 0 <= v <= 1),
+                          ("--smooth", args.smooth, lambda v: 0 < v <= 1)):
         if val is not None and not ok(val):
             raise UserError(f"{flag} {val} is out of range")
     if not args.serve:
@@ -463,8 +468,8 @@ def run_model(args: argparse.Namespace, backend: Backend,
     streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
                for i, src in enumerate(sources)]
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
-                      threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned, min_view=args.view_size,
-                      batch_wait_s=args.batch_wait / 1e3)
+                      threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned,
+                      min_view=args.view_size, batch_wait_s=args.batch_wait / 1e3, smooth=args.smooth)
     if args.serve:
         try:
             view = open_view(args, sources)

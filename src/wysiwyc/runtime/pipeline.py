@@ -44,12 +44,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .backends import Backend
+from .backends.base import ClassMasks
 from .batching import Batcher
 from .imageops import view_size
 from .outputs import FrameRecord, Output
 from .overlay import Overlay, select_classes
 from .reader import POLL_S, FrameStream
+from .smoothing import MaskSmoother
 from .sources import Frame
 from .stats import StageTimings
 
@@ -67,6 +71,8 @@ class RunOptions:
         batch_wait_s: once a live stream has a frame, wait at most this long for the
             other live streams (seconds).
         depth: batches each stage queue holds (more smooths jitter, adds latency).
+        smooth: α of the per-stream, per-class moving average of the masks
+            (:mod:`.smoothing`; 1: the masks as the model output them).
     """
 
     max_frames: int | None = None
@@ -78,6 +84,7 @@ class RunOptions:
     min_view: int = 384
     batch_wait_s: float = 0.01
     depth: int = 1
+    smooth: float = 1.0
 
 
 @dataclass
@@ -170,6 +177,7 @@ class Pipeline:
         self.deferred = [o for o in outputs if not getattr(o, "main_thread", False)]
         self._route = {id(o): getattr(o, "stream", None) for o in outputs}
         self.batcher = Batcher(self.streams, opts.batch, opts.batch_wait_s)
+        self.smoother = MaskSmoother(opts.smooth) if opts.smooth < 1.0 else None
         self._live = {s.stream_id: s.live for s in self.streams}
         self._stop = threading.Event()  # ends the capture-side stages (limit, 'q', Ctrl-C, failure)
         self._failure: BaseException | None = None
@@ -384,23 +392,28 @@ class Pipeline:
         keep_going = True
         pre_ms, inf_ms = (b.t_ready - b.t_pre) * 1e3, (b.t_post - b.t_inf) * 1e3
         ta = time.perf_counter()
-        picks = [(select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned),
-                  view_size(f.image.shape, opts.min_view)) for i, f in enumerate(b.frames)]
-        # the whole batch's masks at once: on a GPU one wait for the device, not one per frame
-        upsampled = be.masks_for_batch(b.masks, picks) if self.draw else [None] * len(picks)
+        # the shown masks at the model's resolution: the overlay composites them there and
+        # upsamples the result once (the whole batch at once: on a GPU one wait, not one per frame)
+        picks = [(select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned), be.input_size)
+                 for i in range(len(b.frames))]
+        shown_all = be.masks_for_batch(b.masks, picks) if self.draw else [None] * len(picks)
         post_s = (time.perf_counter() - ta) / len(b.frames)
         for i, f in enumerate(b.frames):
-            shown, shown_masks = picks[i][0], upsampled[i]
+            shown, shown_masks = picks[i][0], shown_all[i]
             tb = time.perf_counter()
+            raw = None if b.raw is None else b.raw[i]
+            if self.smoother is not None:
+                shown_masks, raw = self._smooth(f.stream, shown, shown_masks, raw)
             img = f.image
             if self.draw:
                 fps = res.frames / (tb - t_start) if res.frames else 0.0
                 status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
-                img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status)
+                img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status,
+                                          size=view_size(f.image.shape, opts.min_view))
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
                        "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
-                              masks=None if b.raw is None else b.raw[i], source_size=f.image.shape[:2],
+                              masks=raw, source_size=f.image.shape[:2],
                               stream=f.stream)
             for out in self.inline:
                 if self._route[id(out)] in (None, f.stream):
@@ -415,6 +428,19 @@ class Pipeline:
                 while not self._put_out(q_out, rec):
                     pass
         return keep_going, ema_ms
+
+    def _smooth(self, stream: int, shown: list[int], shown_masks: Any, raw: Any) -> tuple[Any, Any]:
+        """One frame's masks through the stream's moving average: every class of the saved
+        masks when they are saved (the shown ones taken from them), else the shown ones."""
+        if raw is None:
+            return (None if shown_masks is None else self.smoother(stream, shown, shown_masks)), None
+        classes = [int(c) for c in raw.classes] if isinstance(raw, ClassMasks) else list(range(len(raw)))
+        smoothed = self.smoother(stream, classes, raw.masks if isinstance(raw, ClassMasks) else raw)
+        raw = ClassMasks(smoothed, raw.classes) if isinstance(raw, ClassMasks) else smoothed
+        if shown_masks is not None:
+            shown_masks = np.stack([smoothed[classes.index(c)] if c in classes else np.zeros(smoothed.shape[1:],
+                                    np.float32) for c in shown]) if shown else shown_masks
+        return shown_masks, raw
 
     def _put_out(self, q: queue.Queue, rec: FrameRecord) -> bool:
         """Records are never dropped: the outputs thread always drains until the end."""
