@@ -66,11 +66,20 @@ def test_cam_masks_all_classes_batched(fused, images):
     assert torch.allclose(both[:, 1:], one, atol=1e-5)
 
 
-def test_rise_masks_shape_and_shift():
+def test_rise_masks_are_seeded_crops_of_the_upsampled_grid_at_random_shifts():
     a = rise_masks(5, (10, 10), cells=2, p=0.5, seed=3)
     b = rise_masks(5, (10, 10), cells=2, p=0.5, seed=3)
     assert a.shape == (5, 1, 10, 10) and torch.equal(a, b)
     assert 0 <= a.min() and a.max() <= 1
+    # Petsiuk et al.: the 2x2 grid upsampled to (2+1)·5 px, cropped at a shift in [0, 5) per axis
+    gen = torch.Generator().manual_seed(3)
+    grid = (torch.rand(5, 1, 2, 2, generator=gen) < 0.5).float()
+    up = torch.nn.functional.interpolate(grid, size=(15, 15), mode="bilinear", align_corners=False)
+    dy, dx = torch.randint(0, 5, (5,), generator=gen), torch.randint(0, 5, (5,), generator=gen)
+    for i, (y, x) in enumerate(zip(dy.tolist(), dx.tolist())):
+        assert torch.equal(a[i], up[i, :, y:y + 10, x:x + 10]), i
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 1  # the masks are shifted differently
+    assert not torch.equal(a, up[:, :, :10, :10])  # and not all at the origin
 
 
 class _MeanModel:

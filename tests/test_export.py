@@ -71,15 +71,17 @@ def test_fp16_export_keeps_float32_io(tiny_explainer, tmp_path):
 
 
 def test_int8_is_symmetric_qdq(tiny_explainer, tmp_path):
+    """The structure of an int8 export (an untrained model, default tolerances); the trained
+    Explainer's int8 tolerances are test_export_product_tolerances.py's."""
     import onnx
     from onnx import numpy_helper
 
     out = tmp_path / "m8.onnx"
     rc = _to_onnx().main([str(tiny_explainer), "-o", str(out), "--precision", "int8", "--calib-samples", "16",
-                          "--parity-samples", "8", "--tol-mask-iou", "0.5", "--tol-label-agreement", "0.5"])
+                          "--parity-samples", "8"])
     assert rc == 0
     report = json.loads(Path(str(out) + ".report.json").read_text())
-    assert report["mask_iou"] >= 0.5 and report["wysiwyc.precision"] == "int8"
+    assert report["passed"] and report["wysiwyc.precision"] == "int8"
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -168,7 +168,7 @@ def test_frozen_classifier_statistics_do_not_move():
 
 # -- training script ---------------------------------------------------------------------
 @pytest.mark.slow
-def test_train_classifier_end_to_end_and_resume(tmp_path, capsys):
+def test_train_classifier_end_to_end_and_the_same_seed_gives_the_same_weights(tmp_path, capsys):
     mod = _script("train/train_classifier.py")
     out = tmp_path / "clf.pt"
     args = ["--train-length", "64", "--val-length", "32", "--test-length", "32", "--epochs", "1",

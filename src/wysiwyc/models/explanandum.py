@@ -276,7 +276,11 @@ def build_user_model(arch: str, num_classes: int | None = None, state: dict[str,
     if route == "torchscript":
         if state is None or TORCHSCRIPT_KEY not in state:
             raise UserError("a TorchScript classifier needs its file (wrap it with train/wrap_classifier.py)")
-        return torchscript_from_bytes(state[TORCHSCRIPT_KEY]).eval()
+        try:
+            return torchscript_from_bytes(state[TORCHSCRIPT_KEY]).eval()
+        except Exception as exc:  # torch.jit.load raises RuntimeError and friends for a foreign archive
+            raise UserError(f"the checkpoint's TorchScript classifier is not a loadable TorchScript file "
+                            f"({type(exc).__name__})") from exc
     model = ROUTES.lookup(route)(name, num_classes)
     if state is not None:
         load_weights(model, state, arch)

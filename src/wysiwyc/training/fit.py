@@ -158,6 +158,30 @@ def run_scale(ctx: DistContext, batch_size: int, accumulate: int, lr: float, lr_
                     lr * LR_SCALINGS[lr_scaling](k), amp)
 
 
+RESUME_KEYS = frozenset({"epoch", "best", "bad", "best_state", "best_metrics", "best_epoch", "history", "task",
+                         "optim", "rng"})
+
+
+def load_resume_state(path: str | Path) -> dict[str, Any]:
+    """A resume file written by :class:`Trainer` (``weights_only``: no code in it runs).
+
+    Raises:
+        UserError: a file that does not load as tensors and plain values, or lacks a resume
+            state's fields (one line; removing the file starts the run afresh).
+    """
+    p = Path(path)
+    try:
+        st = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.startswith("Weights only load failed"):
+            first = "not a torch file of tensors and plain dicts"
+        raise UserError(f"cannot resume from {p} ({first[:160]}); remove it to start afresh") from exc
+    if not isinstance(st, dict) or not RESUME_KEYS <= st.keys():
+        raise UserError(f"cannot resume from {p}: not a resume file of this training loop; remove it to start afresh")
+    return st
+
+
 class _StepModule(nn.Module):
     """The task's trainable modules as one module whose forward is a training step, so that
     DistributedDataParallel sees (and synchronises) exactly those parameters, whichever of
@@ -249,7 +273,7 @@ class Trainer:
         start_epoch, best = 0, (math.inf if cfg.mode == "min" else -math.inf)
         best_state, best_metrics, best_epoch, bad, history = None, {}, -1, 0, []
         if self.resume and self.resume_path is not None and self.resume_path.is_file():
-            st = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+            st = load_resume_state(self.resume_path)
             self.task.load_state_dict(st["task"])
             self.optim.load_state_dict(st["optim"])
             if self.sched is not None and st.get("sched"):
