@@ -247,15 +247,13 @@ def load_backbone_weights(head: ExplainerHead, path: str | Path) -> int:
     Raises:
         UserError: missing file, a U-Net (no backbone), or nothing matched.
     """
+    from .classifiers import load_state
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"backbone weights file not found: {p}")
     backbone = getattr(head.net, "backbone", None)
     if backbone is None:
         raise UserError("--backbone-weights needs a torchvision explainer (lraspp_mobilenet_v3, deeplabv3_resnet50)")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = load_state(p)  # a missing, unreadable or unsafe file: one line
     own = backbone.state_dict()
     # mobilenet backbones are IntermediateLayerGetter over `features`: names lose the prefix
     cand = {k.removeprefix("features."): v for k, v in state.items()}
