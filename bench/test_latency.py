@@ -84,7 +84,11 @@ def _runner(name: str, device: str, bench_model, reduced: bool, source: Path | N
 
     model, side = bench_model(device)
     if name == "classifier":
-        return lambda images, classes: model.classify(images)
+        def alone(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:  # noqa: ARG001 - logits only
+            with torch.no_grad():
+                return model.classify(images)
+
+        return alone
     if name == "classifier[onnxruntime-fp32]":
         if device != "cpu":
             pytest.skip("ONNX Runtime runs on the CPU provider here")

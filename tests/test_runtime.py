@@ -99,6 +99,25 @@ def test_blend_is_the_documented_formula():
     np.testing.assert_array_equal(out[2:], frame[2:])  # zero mask: frame untouched
 
 
+def test_composited_layers_equal_blending_each_class_in_turn():
+    """Three overlapping classes composited at the masks' resolution and blended once give
+    the frame blended with one layer after another (``out = out·(1 − αm) + colour·αm``),
+    to uint8 rounding; at a larger view the composite is upsampled once."""
+    rng = np.random.default_rng(0)
+    ov = Overlay(list(CLASSES), alpha=0.6)
+    frame = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    masks = rng.random((3, 8, 8), dtype=np.float32)
+    classes = [1, 4, 2]
+    expect = frame.astype(np.float64)
+    for c, m in zip(classes, masks):
+        w = 0.6 * m[..., None]
+        expect = expect * (1 - w) + class_colour(c) * w
+    out = ov.blend(frame, classes, masks)
+    assert np.abs(out.astype(np.float64) - expect).max() <= 1.0
+    view = ov.render(frame, np.full(6, 0.9, np.float32), classes, masks, size=(32, 32))
+    assert view.shape == (32, 32, 3)
+
+
 def test_select_classes():
     p = np.array([0.9, 0.2, 0.7, 0.55, 0.95, 0.1], np.float32)
     assert select_classes(p, 0.5, 3) == [4, 0, 2]

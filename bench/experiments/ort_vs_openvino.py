@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.fileio import atomic_path
 
     rows = measure(args)
-    command = shlex.join(["python", "bench/experiments/openvino.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "bench/experiments/ort_vs_openvino.py", *(argv if argv is not None else sys.argv[1:])])
     if args.md:
         with atomic_path(args.md) as tmp:
             Path(tmp).write_text(markdown(rows, command))

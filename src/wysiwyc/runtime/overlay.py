@@ -109,13 +109,15 @@ class Overlay:
         if self.colormap != "class":
             m = masks.max(axis=0)
             return colormap_lut(self.colormap)[np.clip(m * 255 + 0.5, 0, 255).astype(np.uint8)], self.alpha * m
-        premult = np.zeros((*masks.shape[1:], 3), np.float32)  # Σ colour_k·w_k·Π_{j>k}(1 − w_j)
-        keep = np.ones(masks.shape[1:], np.float32)  # Π_k (1 − w_k)
-        for c, m in zip(classes, masks):
-            w = self.alpha * m
-            premult = premult * (1 - w)[..., None] + class_colour(c) * w[..., None]
-            keep *= 1 - w
-        opacity = 1 - keep
+        w = self.alpha * masks  # (K,h,w): layer k's weight, drawn over layers 0..k-1
+        # each layer is seen through the layers drawn after it: Π_{j>k} (1 − w_j)
+        through = 1 - w  # becomes Π_{j≥k} (1 − w_j), last layer first (K is small: a loop beats cumprod)
+        for k in range(len(w) - 2, -1, -1):
+            through[k] *= through[k + 1]
+        seen = w * np.concatenate([through[1:], np.ones_like(w[:1])])
+        colours = np.stack([class_colour(c) for c in classes])  # (K,3)
+        premult = (seen.reshape(len(w), -1).T @ colours).reshape(*w.shape[1:], 3)  # Σ colour_k·seen_k
+        opacity = 1 - through[0]
         colour = premult / np.maximum(opacity, 1e-6)[..., None]  # straight colour: blended with the opacity
         return colour, opacity
 
