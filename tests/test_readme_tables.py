@@ -8,6 +8,10 @@ Pages: ``README.md`` and every ``docs/*.md``. Rules for each table (the pages' c
 * every number in the table's cells (thousands separators and ``%``/``×`` dropped; code
   spans, links and the header row skipped) appears in that file, as written or as a file
   number rounded to the decimals the page shows;
+* a cell with several numbers (a value with its ratios) finds them all on one line of a
+  Markdown/CSV source (one measurement, one row), and a table whose header is a header of
+  its Markdown source is a copy of it: each row's values are one of the source's rows, cell
+  for cell (its label may be reworded);
 * a table whose numbers have no committed source yet says ``pending re-measurement`` in
   that paragraph, and must then name no bench/results file (until it is measured; the
   command is in ``bench/make_results.py``);
@@ -58,11 +62,16 @@ def readme_tables(text: str) -> list[dict]:
                 k -= 1
             after = next((ln for ln in lines[j:j + 3] if ln.strip()), "")
             rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[start + 2:j]]
-            tables.append({"line": start + 1, "rows": rows, "before": "\n".join(para), "after": after})
+            tables.append({"line": start + 1, "rows": rows, "before": "\n".join(para), "after": after,
+                           "header": _cells(lines[start])})
             i = j
         else:
             i += 1
     return tables
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
 def numbers_in(cell: str) -> list[str]:
@@ -97,10 +106,8 @@ def appears(num: str, file_numbers: set[str], file_values: list[float]) -> bool:
 
 
 def file_numbers(path: Path) -> tuple[set[str], list[float]]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    found = {_plain(m.group(0)) for m in NUMBER.finditer(text)}
     # JSON/CSV floats with many digits are numbers too (NUMBER's boundaries already cover them)
-    return found, [float(x) for x in found]
+    return file_numbers_of(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def _page(path: Path) -> str:
@@ -156,6 +163,45 @@ def test_table_numbers_come_from_its_source(table):
     found, values = file_numbers(path)
     missing = sorted({n for n in nums if not appears(n, found, values)})
     assert not missing, f"{where}: numbers not in bench/results/{name}: {missing}"
+    apart = _cells_apart(table, path)
+    assert not apart, f"{where}: these cells' numbers are not on one line of bench/results/{name}: {apart}"
+    moved = _rows_moved(table, path)
+    assert not moved, f"{where}: a copy of a bench/results/{name} table, but these rows differ from it: {moved}"
+
+
+def _cells_apart(table: dict, path: Path) -> list[str]:
+    """Cells with several numbers (a value with its ratios) whose numbers appear on no single
+    line of a Markdown/CSV source: a cell is one measurement, so its numbers share a row."""
+    if path.suffix not in (".md", ".csv"):
+        return []
+    lines = [file_numbers_of(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    bad = []
+    for row in table["rows"]:
+        for cell in row:
+            nums = numbers_in(cell)
+            if len(nums) > 1 and not any(all(appears(n, f, v) for n in nums) for f, v in lines if f):
+                bad.append(cell)
+    return bad
+
+
+def _rows_moved(table: dict, path: Path) -> list[str]:
+    """A table whose header is a table header of its Markdown source is a copy of that table:
+    each of its rows must be one of the source's rows, cell for cell (the same row and column)."""
+    if path.suffix != ".md":
+        return []
+    source_lines = path.read_text(encoding="utf-8").splitlines()
+    if table["header"] not in [_cells(ln) for ln in source_lines if ln.startswith("|")]:
+        return []
+    def values(cells: list[str]) -> tuple[str, ...]:  # the row's label may be reworded, its values not
+        return tuple(c.replace("*", "") for c in cells[1:])
+
+    source_rows = {values(_cells(ln)) for ln in source_lines if ln.startswith("|")}
+    return [" | ".join(r) for r in table["rows"] if values(r) not in source_rows]
+
+
+def file_numbers_of(text: str) -> tuple[set[str], list[float]]:
+    found = {_plain(m.group(0)) for m in NUMBER.finditer(text)}
+    return found, [float(x) for x in found]
 
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -215,3 +261,15 @@ def test_anchor_slugs():
     assert _slug("Runtime: `runtime-explain`") == "runtime-runtime-explain"
     assert _slug("At the papers' scale") == "at-the-papers-scale"
     assert anchors("# A\n```\n# not a heading\n```\n## A\n") == {"a", "a-1"}
+
+
+def test_the_row_and_cell_checks_bite(tmp_path):
+    """A copied table with two values swapped between rows, and a cell whose value and ratio
+    come from different rows, are caught although every number is in the file."""
+    src = tmp_path / "r.md"
+    src.write_text("| method | ms | × |\n|---|---|---|\n| a | 1.50 | 1.0× |\n| b | 3.00 | 2.0× |\n")
+    copy = {"header": ["method", "ms", "×"], "rows": [["a", "3.00", "1.0×"], ["b", "1.50", "2.0×"]]}
+    assert _rows_moved(copy, src) == ["a | 3.00 | 1.0×", "b | 1.50 | 2.0×"]
+    assert _rows_moved({**copy, "rows": [["A (renamed)", "**1.50**", "1.0×"]]}, src) == []
+    merged = {"header": ["x", "y"], "rows": [["a", "1.50 (2.0×)"], ["b", "3.00 (2.0×)"]]}
+    assert _cells_apart(merged, src) == ["1.50 (2.0×)"]
