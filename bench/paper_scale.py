@@ -315,17 +315,46 @@ def measure(args: argparse.Namespace, say: Callable[[str], None] = print,
                 if classes == "all" and entry.method in top1_only:
                     continue
                 fn, settings = make_runner(entry, models, cls, x, tmp, args.tiny)
+                fn = checked(fn)
                 rounds = 1 if entry.slow else args.repeats
                 try:
                     ms = median_ms(fn, rounds, warmup=not entry.slow, sync=sync)
                 except UserError as exc:  # e.g. a CAM on a transformer, which has no feature maps
                     say(f"{arch} {entry.label}: not measured ({exc})")
                     break
+                check_output(fn.last, entry)
                 rows.append(Row(arch, entry.method, entry.head_arch, entry.backend, classes, ms, args.size, rounds,
                                 settings))
                 say(f"{arch} {entry.label} {classes}: {ms:.1f} ms/img ({rounds} round(s))")
                 on_row(rows)
     return rows
+
+
+def checked(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn``, keeping its last output (``.last``) for :func:`check_output`."""
+    def run() -> object:
+        run.last = fn()  # type: ignore[attr-defined]
+        return run.last  # type: ignore[attr-defined]
+
+    run.last = None  # type: ignore[attr-defined]
+    return run
+
+
+def check_output(out: object, entry: Entry) -> None:
+    """What was timed is what the entry promises: finite logits for the classifier alone,
+    masks in [0, 1] for everything else (the last array of the outputs).
+
+    Raises:
+        AssertionError: otherwise (a broken path must not report a fast number).
+    """
+    import numpy as np
+
+    arrays = out if isinstance(out, (tuple, list)) else (out,)
+    last = arrays[-1]
+    a = np.asarray(last.detach().float().cpu() if hasattr(last, "detach") else last, dtype=np.float64)
+    assert a.size and np.isfinite(a).all(), f"{entry.label}: non-finite output"
+    if entry.method != "classifier":
+        assert 0.0 <= a.min() and a.max() <= 1.0, f"{entry.label}: masks outside [0, 1]"
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -464,10 +493,12 @@ def test_paper_scale(benchmark, arch: str, entry: Entry, classes: str) -> None: 
     name = "explainer" if entry == Entry("explainer", "deeplabv3_resnet50") else entry.label
     benchmark.extra_info.update({"method": name, "batch": 1, "classes": classes, "classifier": arch,
                                  "head_arch": entry.head_arch, "backend": entry.backend, "settings": settings})
+    fn = checked(fn)
     if entry.slow:
         benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
     else:
         benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    check_output(fn.last, entry)
 
 
 @cli_main
