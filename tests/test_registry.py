@@ -51,7 +51,8 @@ def test_every_registry_is_a_registry():
         assert isinstance(reg, Registry) and len(reg) > 0
     assert {"explainer", "rtis", "mask_predictor"} == set(HEADS)
     assert {"shapes", "voc", "coco", "folder"} == set(DATASETS)
-    assert {"torch", "onnx", "engine"} == set(BACKENDS)
+    # one per file format, plus OpenVINO (--provider openvino) and Triton (triton:// URLs) where installed
+    assert {"torch", "onnx", "engine", "openvino"} <= set(BACKENDS) <= {"torch", "onnx", "engine", "openvino", "triton"}
     assert {"explainer", "mask_predictor", "rtis", "gradcam", "rise", "sise"} <= set(METHODS)
 
 

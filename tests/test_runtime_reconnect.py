@@ -237,3 +237,18 @@ def test_a_stall_whose_server_is_gone_loses_the_stream_without_hanging():
         finally:
             server.resume()
             stream.close()
+
+
+def test_cli_url_timeout_reopens_a_stalled_stream(tiny_onnx, tmp_path):
+    """--url-timeout 1: a camera that goes silent after 3 frames is reopened within a few
+    seconds and the run gets its frames from the new connection."""
+    pytest.importorskip("onnxruntime")
+    from wysiwyc.runtime import cli
+
+    summ = tmp_path / "S.json"
+    with MJPEGServer(stall_after=3, fps=50) as server:
+        rc = cli.main(["--url", server.url, "--model", str(tiny_onnx), "--url-timeout", "1", "--max-frames", "8",
+                       "--batch", "1", "--no-show", "--summary", str(summ)])
+        server.resume()
+    s = json.loads(summ.read_text())
+    assert rc == 0 and s["frames"] == 8 and s["source"]["reconnects"] >= 1 and server.connections >= 2

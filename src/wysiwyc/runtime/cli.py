@@ -78,10 +78,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="a synthetic shapes video generated on the fly")
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=None, metavar="X.pt|X.onnx|X.engine",
-                   help="model file; the backend follows the suffix (default: the bundled demo Explainer)")
-    m.add_argument("--provider", default="auto", choices=("auto", "tensorrt", "cuda", "cpu"),
-                   help="ONNX Runtime execution provider (default: best installed)")
+    m.add_argument("--model", default=None, metavar="X.pt|X.onnx|X.engine|triton://HOST:PORT/NAME",
+                   help="model file, the backend following the suffix, or a model on a Triton server "
+                        "(default: the bundled demo Explainer)")
+    m.add_argument("--provider", default="auto", choices=("auto", "tensorrt", "cuda", "cpu", "openvino"),
+                   help=".onnx models: the ONNX Runtime execution provider (default: best installed), or openvino: "
+                        "OpenVINO's CPU plugin instead of ONNX Runtime (the openvino extra; faster on small graphs "
+                        "such as the 64 px demo, slower at 224 px: see docs/benchmarks.md)")
     m.add_argument("--device", default="auto", help=".pt models: auto | cpu | cuda | cuda:N")
     m.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
                    help=".pt models: half precision (default: on for CUDA); ONNX on the TensorRT provider: "
@@ -90,6 +93,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="ONNX Runtime's TensorRT provider: engine cache folder, so engines are built once "
                         f"(default: {default_trt_cache()})")
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
+    m.add_argument("--triton-inflight", type=int, default=2, metavar="N",
+                   help="triton:// models: requests outstanding at once (each batch is sent when it is ready, "
+                        "so the server works while the pipeline prepares and draws)")
+    m.add_argument("--triton-retry", type=float, default=60.0, metavar="S",
+                   help="triton:// models: how long a server that went away mid-run is retried (with back-off) "
+                        "before the run gives up")
 
     s = p.add_argument_group("stream")
     s.add_argument("--max-frames", type=int, default=None,
@@ -108,6 +117,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "keep up with are dropped and counted")
     s.add_argument("--reconnect", type=int, default=5,
                    help="live streams: reopen attempts in a row after a drop, with back-off (0: give up)")
+    s.add_argument("--url-timeout", type=float, default=5.0, metavar="S",
+                   help="URL streams: opening or a read that waits longer than this is a drop (a stalled "
+                        "stream is reopened)")
     s.add_argument("--seed", type=int, default=0, help="--demo: scene seed (stream n uses seed + n)")
 
     o = p.add_argument_group("overlay")
@@ -169,7 +181,10 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--fps-limit", args.fps_limit, lambda v: v > 0),
                           ("--batch", args.batch, lambda v: v >= 1),
                           ("--threads", args.threads, lambda v: v >= 1),
+                          ("--triton-inflight", args.triton_inflight, lambda v: v >= 1),
+                          ("--triton-retry", args.triton_retry, lambda v: v >= 0),
                           ("--reconnect", args.reconnect, lambda v: v >= 0),
+                          ("--url-timeout", args.url_timeout, lambda v: v > 0),
                           ("--top-k", args.top_k, lambda v: v >= 0),
                           ("--view-size", args.view_size, lambda v: v >= 1),
                           ("--batch-wait", args.batch_wait, lambda v: v >= 0),
@@ -229,13 +244,18 @@ def run_batch_plan(args: argparse.Namespace) -> BatchPlan:
     return batch_plan(args.batch, sum(args.realtime or SOURCES[k].live for k in kinds))
 
 
-def open_sources(named: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0) -> list[Source]:
+def open_sources(named: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0,
+                 url_timeout: float = 5.0) -> list[Source]:
     """Open every (kind, target) source now, so a bad one fails before anything runs (the
     ones already open are closed again)."""
     sources: list[Source] = []
     try:
         for i, (kind, target) in enumerate(named):
-            kwargs = {"size": model_size[0], "seed": seed + i} if kind == "demo" else {}
+            kwargs: dict[str, Any] = {}
+            if kind == "demo":
+                kwargs = {"size": model_size[0], "seed": seed + i}
+            elif kind == "url":
+                kwargs = {"timeout_s": url_timeout}
             sources.append(open_source(kind, target, **kwargs))
     except BaseException:
         for src in sources:
@@ -345,6 +365,10 @@ def print_summary(summary: dict[str, Any], outputs: list[str], file: TextIO) -> 
         if d:
             w(f"  {stage:<13}{d['p50']:>9.2f}{d['p95']:>9.2f}{d['p99']:>9.2f}")
     w(f"  dropped {src['dropped']} · corrupt {src['corrupt']} · reconnects {src['reconnects']}")
+    server = summary.get("server")
+    if server:
+        w(f"  server  outages {server['outages']} ({server['outage_seconds']:.1f} s) · requests resent "
+          f"{server['requests_resent']} · frames lost {server['frames_lost']}")
     if src["corrupt_frames"]:
         w(f"  corrupt {corrupt_list(src['corrupt_frames'], src['corrupt'])}")
     for o in outputs:
@@ -456,7 +480,7 @@ def run_model(args: argparse.Namespace, backend: Backend,
     overlay = Overlay(names, alpha=args.alpha, colormap=args.colormap, normalize=args.normalize)
     if args.summary:
         check_writable(args.summary)  # fail now, not after a long run
-    sources = open_sources(source_values(args), backend.input_size, args.seed)
+    sources = open_sources(source_values(args), backend.input_size, args.seed, args.url_timeout)
     try:
         outputs = build_outputs(args, sources, names)
     except BaseException:
@@ -467,6 +491,8 @@ def run_model(args: argparse.Namespace, backend: Backend,
     cond = threading.Condition()  # shared: the batcher wakes on any stream's frame
     streams = [FrameStream(src, reconnect=args.reconnect, cond=cond, stream_id=i, **playback(src, args.realtime))
                for i, src in enumerate(sources)]
+    if hasattr(backend, "watch"):  # a served model: the frames dropped while its server is away are lost
+        backend.watch(lambda: sum(s.stats.dropped for s in streams))
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned,
                       min_view=args.view_size, batch_wait_s=args.batch_wait / 1e3, smooth=args.smooth)
@@ -543,10 +569,13 @@ def _main(args: argparse.Namespace, signals: StopSignals) -> int:
     plan = run_batch_plan(args)
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
                       threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile,
-                      top_k=args.top_k) as backend:
+                      top_k=args.top_k, triton_inflight=args.triton_inflight,
+                      triton_retry=args.triton_retry) as backend:
         res, streams = run_model(args, backend, signals)
     signals.on_stop = lambda name: None  # the run is over: a first signal now lets the summary finish
     summary = summarize(res, streams, describe_model(args.model, backend), args)
+    if hasattr(backend, "faults"):  # a served model: its server's outages and the frames lost in them
+        summary["server"] = backend.faults()
     if args.summary:
         with atomic_path(args.summary) as tmp:
             signals.on_abort.append(lambda: tmp.unlink(missing_ok=True))

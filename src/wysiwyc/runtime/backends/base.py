@@ -163,6 +163,8 @@ class Backend:
 
     def masks_for(self, masks: Any, i: int, classes: list[int], size: tuple[int, int]) -> np.ndarray:
         h, w = size
+        if not isinstance(masks, ClassMasks) and tuple(masks.shape[-2:]) == (h, w):  # at model resolution
+            return np.clip(np.asarray(masks[i, classes], dtype=np.float32), 0.0, 1.0)
         out = np.zeros((len(classes), h, w), dtype=np.float32)
         for k, c in enumerate(classes):
             if isinstance(masks, ClassMasks):
@@ -213,7 +215,10 @@ def group_by_shape(frames: list[np.ndarray]) -> list[tuple[tuple[int, ...], list
 # format (a key of wysiwyc.formats.FORMATS) -> its backend class
 BACKENDS: Registry[type[Backend]] = Registry("backend", plugins=(
     "wysiwyc.runtime.backends.onnxruntime", "wysiwyc.runtime.backends.tensorrt", "wysiwyc.runtime.backends.torch",
+    "wysiwyc.runtime.backends.triton", "wysiwyc.runtime.backends.openvino",
 ))
+# a model served by Triton Inference Server (--model triton://HOST:PORT/NAME), not a file
+TRITON_SCHEME = "triton://"
 register_backend = BACKENDS.register
 
 
@@ -231,20 +236,25 @@ def open_backend(path: str | os.PathLike[str] | None = None, **options: Any) -> 
     (close it, or use it in a ``with`` block).
 
     Args:
-        path: ``.pt`` / ``.onnx`` / ``.engine``; ``None`` = the bundled demo model.
+        path: ``.pt`` / ``.onnx`` / ``.engine``, or ``triton://HOST:PORT/NAME`` (a model on a
+            Triton server: the ``triton`` backend); ``None`` = the bundled demo model.
         options: backend options (``device``, ``fp16``, ``provider``, ``threads``);
             each backend takes the ones it understands.
 
     Raises:
         ModelError: missing file, unknown suffix, or a model the runtime cannot use.
     """
+    if isinstance(path, str) and path.lower().startswith(TRITON_SCHEME):
+        return BACKENDS["triton"](path, **options).open()
     p = Path(path) if path is not None else default_model()
     if not p.is_file():
         raise ModelError(f"model not found: {p}")
     fmt = format_for(p)
     if fmt is None or fmt.argument not in BACKENDS:
         raise ModelError(f"{p}: unknown model type {p.suffix!r}; use {known_files()}")
-    return BACKENDS[fmt.argument](p, **options).open()
+    # an .onnx export runs on ONNX Runtime unless OpenVINO is asked for (--provider openvino)
+    name = "openvino" if fmt.argument == "onnx" and options.get("provider") == "openvino" else fmt.argument
+    return BACKENDS[name](p, **options).open()
 
 
 def describe_model(path: str | os.PathLike[str] | None, backend: Backend) -> dict[str, Any]:
