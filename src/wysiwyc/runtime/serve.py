@@ -7,7 +7,10 @@ Standard library only (``http.server.ThreadingHTTPServer``, one thread per clien
   what browsers, VLC and OpenCV play);
 * ``/stream/N.jpg`` — its newest frame, one JPEG;
 * ``/stats.json`` — the run's live statistics (frames, FPS, per-stream counters, stage
-  percentiles).
+  percentiles);
+* ``/metrics`` — the same for Prometheus (text exposition format 0.0.4): per stream the
+  frames delivered, grabbed, dropped and corrupt, reconnects, FPS, and a histogram of each
+  stage's latency (:class:`Metrics`).
 
 Strangers are kept out: with a token (``--serve-token``, or one generated for a bind beyond
 loopback) every route answers 401/403 unless the request carries it, as ``?token=`` or
@@ -24,6 +27,7 @@ never queued), so one slow browser cannot hold memory or slow the run.
 from __future__ import annotations
 
 import contextlib
+import bisect
 import hmac
 import html
 import http.server
@@ -49,6 +53,7 @@ WAIT_S = 0.5
 # A client that sends no request, or stops reading its stream, for this long is dropped.
 CLIENT_TIMEOUT_S = 30.0
 DEFAULT_MAX_CLIENTS = 8
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -101,6 +106,83 @@ def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     return out.getvalue()
 
 
+# Prometheus histogram buckets of the stage latencies, in seconds (what Prometheus counts in)
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# the per-stream counters of the live statistics -> (metric, help)
+STREAM_COUNTERS = {
+    "grabbed": ("wysiwyc_frames_grabbed_total", "Frames the stream's reader decoded."),
+    "dropped": ("wysiwyc_frames_dropped_total", "Frames replaced by a newer one before the model took them."),
+    "corrupt": ("wysiwyc_frames_corrupt_total", "Corrupt frames or images skipped."),
+    "reconnects": ("wysiwyc_reconnects_total", "Times the stream was reopened after a drop."),
+}
+
+
+def _label(value: object) -> str:
+    """A label value, escaped as the exposition format wants (backslash, quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Cumulative per-stream frame counts and stage-latency histograms (Prometheus histograms
+    must only grow, so these are counted as frames arrive, not read off the run's bounded
+    windows) and their text exposition (format 0.0.4) with the live statistics' counters.
+
+    Args:
+        streams: how many streams the run has.
+    """
+
+    def __init__(self, streams: int) -> None:
+        self.lock = threading.Lock()
+        self.frames = [0] * streams
+        # (stream, stage) -> [count per bucket (the last: above every bound), sum in seconds]
+        self.hist: dict[tuple[int, str], list[Any]] = {}
+
+    def observe(self, stream: int, timings_ms: dict[str, float]) -> None:
+        """Count one delivered frame of ``stream`` and its stage latencies (ms)."""
+        with self.lock:
+            if not 0 <= stream < len(self.frames):
+                return
+            self.frames[stream] += 1
+            for stage, ms in timings_ms.items():
+                h = self.hist.get((stream, stage))
+                if h is None:
+                    h = self.hist[(stream, stage)] = [[0] * (len(LATENCY_BUCKETS_S) + 1), 0.0]
+                sec = float(ms) / 1e3
+                h[0][bisect.bisect_left(LATENCY_BUCKETS_S, sec)] += 1
+                h[1] += sec
+
+    def text(self, names: list[str], stats: dict[str, Any]) -> str:
+        """The exposition: ``names`` label the streams, ``stats`` is the live statistics
+        (``/stats.json``: its per-stream counters and FPS)."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str) -> None:
+            out.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}"])
+
+        family("wysiwyc_stream_info", "gauge", "The streams of the run (1 each), labelled with their source.")
+        out += [f'wysiwyc_stream_info{{stream="{i}",source="{_label(n)}"}} 1' for i, n in enumerate(names)]
+        with self.lock:
+            frames, hist = list(self.frames), {k: (list(v[0]), v[1]) for k, v in self.hist.items()}
+        family("wysiwyc_frames_total", "counter", "Frames delivered (inferred and rendered).")
+        out += [f'wysiwyc_frames_total{{stream="{i}"}} {n}' for i, n in enumerate(frames)]
+        per = [s for s in stats.get("streams", []) if isinstance(s, dict) and "stream" in s]
+        for key, (name, help_) in STREAM_COUNTERS.items():
+            family(name, "counter", help_)
+            out += [f'{name}{{stream="{s["stream"]}"}} {int(s.get(key, 0))}' for s in per]
+        family("wysiwyc_fps", "gauge", "Frames delivered per second since the run started.")
+        out += [f'wysiwyc_fps{{stream="{s["stream"]}"}} {float(s.get("fps", 0.0))}' for s in per]
+        family("wysiwyc_stage_latency_seconds", "histogram", "Per-frame latency of each pipeline stage.")
+        for (stream, stage), (counts, total) in sorted(hist.items()):
+            labels = f'stream="{stream}",stage="{_label(stage)}"'
+            running = 0
+            for bound, n in zip((*LATENCY_BUCKETS_S, "+Inf"), counts):
+                running += n
+                out.append(f'wysiwyc_stage_latency_seconds_bucket{{{labels},le="{bound}"}} {running}')
+            out += [f"wysiwyc_stage_latency_seconds_sum{{{labels}}} {total}",
+                    f"wysiwyc_stage_latency_seconds_count{{{labels}}} {running}"]
+        return "\n".join(out) + "\n"
+
+
 class _Slot:
     """The newest frame of one stream and its JPEG, encoded at most once."""
 
@@ -151,6 +233,7 @@ class ViewServer(Output):
         self.clients = threading.BoundedSemaphore(max_clients)
         self.cond = threading.Condition()
         self.slots = [_Slot() for _ in names]
+        self.metrics = Metrics(len(names))
         self.closed = False
         host, port = parse_address(address)
         try:
@@ -168,6 +251,8 @@ class ViewServer(Output):
 
     # -- Output ---------------------------------------------------------------------------
     def write(self, rec: FrameRecord) -> bool:
+        # the outputs thread hands records on once their timings are complete
+        self.metrics.observe(rec.stream, rec.timings_ms)
         if 0 <= rec.stream < len(self.slots):
             with self.cond:
                 slot = self.slots[rec.stream]
@@ -310,10 +395,12 @@ class _ViewHandler(http.server.BaseHTTPRequestHandler):
         elif path == "/stats.json":
             # masked here too: a library caller's statistics may name raw source URLs
             self._send(redact_url(json.dumps(view.stats())).encode(), "application/json")
+        elif path == "/metrics":
+            self._send(view.metrics.text(view.names, view.stats()).encode(), METRICS_TYPE)
         elif m and int(m.group(1)) < len(view.slots):
             self._stream(int(m.group(1)), once=m.group(2) == "jpg")
         else:
-            self._error(404, "not found: try /, /stream/N.mjpg, /stream/N.jpg, /stats.json")
+            self._error(404, "not found: try /, /stream/N.mjpg, /stream/N.jpg, /stats.json, /metrics")
 
     def _stream(self, stream: int, once: bool) -> None:
         view = self.view
