@@ -15,6 +15,7 @@ onnxruntime are imported inside the readers that need them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,27 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"model not found: {p}")
-    try:
-        import onnx
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:
         return _ort_metadata(p)
+    return {e.key: e.value for e in load_onnx(p).metadata_props}
+
+
+def load_onnx(path: str | os.PathLike[str]) -> Any:
+    """The ONNX proto of ``path`` without its external weights (``onnx`` must be installed:
+    callers without it read through ONNX Runtime instead).
+
+    Raises:
+        ModelFileError: a missing file or one that is not ONNX.
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model not found: {p}")
     try:
-        proto = onnx.load(str(p), load_external_data=False)
+        return onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ModelFileError(f"{p} is not an ONNX model ({type(exc).__name__})") from exc
-    return {e.key: e.value for e in proto.metadata_props}
 
 
 def _ort_metadata(p: Path) -> dict[str, str]:

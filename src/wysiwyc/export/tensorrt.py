@@ -41,7 +41,7 @@ from typing import Any
 from ..errors import UserError, require
 from ..fileio import atomic_path, file_sha256
 from ..formats import FORMATS, plan_batch_profile, plan_engine_build
-from ..modelfile import GRAPH_KEY, PRECISION_KEY, SOURCE_KEY, onnx_metadata, spec_from_metadata
+from ..modelfile import GRAPH_KEY, PRECISION_KEY, SOURCE_KEY, load_onnx, onnx_metadata, spec_from_metadata
 from ..sidecar import current_machine, write_sidecar
 
 
@@ -52,13 +52,8 @@ def trt_major(version: str) -> int:
 # -- build --------------------------------------------------------------------------------
 def _load_onnx(path: Path) -> Any:
     """The ONNX proto without external weights (raises UserError for a missing/non-ONNX file)."""
-    onnx = require("onnx", "export", "reading the ONNX model")
-    if not path.is_file():
-        raise UserError(f"ONNX model not found: {path}")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise UserError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    require("onnx", "export", "reading the ONNX model")
+    return load_onnx(path)
 
 
 def onnx_static_batch(path: Path) -> int | None:

@@ -33,6 +33,7 @@ use. Stdlib-only at import time; ``onnx`` (or ``onnxruntime``) is imported to re
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -48,7 +49,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..formats import GRAPHS, MANY_CLASSES, TOPK_OUTPUTS
-from ..modelfile import GRAPH_KEY, PRECISION_KEY, SPEC_KEY, onnx_metadata, spec_from_metadata
+from ..modelfile import GRAPH_KEY, PRECISION_KEY, SPEC_KEY, load_onnx, onnx_metadata, spec_from_metadata
 from ..spec import ModelSpec
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
@@ -122,14 +123,9 @@ class ModelPlan:
 def graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]]]:
     """(inputs, outputs) of an ONNX graph, in graph order: name -> (Triton data type, shape),
     a symbolic dimension as -1. Read with ``onnx`` (weights not loaded), else ONNX Runtime."""
-    try:
-        import onnx
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:
         return _ort_io(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise UserError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    proto = load_onnx(path)
 
     def one(v: Any) -> tuple[str, list[int]]:
         t = v.type.tensor_type
