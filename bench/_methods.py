@@ -100,3 +100,18 @@ def open_session(path: str | os.PathLike[str]) -> Any:
     from wysiwyc.runtime.backends import open_backend
 
     return open_backend(path, provider="cpu")
+
+
+def write_rows(rows: list[dict], command: str, md: str | None, markdown: str, json_path: str | None) -> None:
+    """An experiment's result files, each written atomically when asked for: ``markdown`` to
+    ``md``, and ``{"command", "rows"}`` as JSON to ``json_path``."""
+    import json
+
+    from wysiwyc.fileio import atomic_path
+
+    if md:
+        with atomic_path(md) as tmp:
+            Path(tmp).write_text(markdown)
+    if json_path:
+        with atomic_path(json_path) as tmp:
+            Path(tmp).write_text(json.dumps({"command": command, "rows": rows}, indent=2))

@@ -148,16 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import shlex
 
-    from wysiwyc.fileio import atomic_path
+    from _methods import write_rows
 
     rows = measure(args)
     command = shlex.join(["python", "bench/experiments/ort_vs_openvino.py", *(argv if argv is not None else sys.argv[1:])])
-    if args.md:
-        with atomic_path(args.md) as tmp:
-            Path(tmp).write_text(markdown(rows, command))
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    write_rows(rows, command, args.md, markdown(rows, command), args.json)
     return 0
 
 

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     import shlex
 
-    from wysiwyc.fileio import atomic_path
+    from _methods import write_rows
 
     images, gt, labels = make_clip(args.scenes, args.frames, args.noise, args.seed)
     rows = []
@@ -168,12 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     command = shlex.join(["python", "bench/experiments/temporal.py", *(argv if argv is not None else sys.argv[1:])])
-    if args.md:
-        with atomic_path(args.md) as tmp:
-            Path(tmp).write_text(markdown(rows, args, command))
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    write_rows(rows, command, args.md, markdown(rows, args, command), args.json)
     return 0
 
 
