@@ -6,6 +6,9 @@ Shared model fixtures are in ``conftest.py``.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,3 +29,22 @@ def load_script(rel: str) -> ModuleType:
     finally:
         sys.path.pop(0)
     return mod
+
+
+# runtime-explain from the checkout, as a separate process (signals, web view)
+RUNTIME = [sys.executable, str(ROOT / "runtime" / "explain.py")]
+RUNTIME_ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def default_signals() -> None:
+    """In the child: the default dispositions, as a service manager starts it (a test runner
+    started in the background hands its children an ignored SIGINT, nohup an ignored SIGHUP)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def start_runtime(cwd: Path, *args: str) -> subprocess.Popen:
+    """``runtime-explain args`` in ``cwd``, its output in stdout.txt and stderr.txt there."""
+    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
+        return subprocess.Popen([*RUNTIME, *args], cwd=cwd, env=RUNTIME_ENV, stdout=out, stderr=err,
+                                preexec_fn=default_signals)

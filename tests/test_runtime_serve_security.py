@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import signal
 import subprocess
@@ -18,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _helpers import RUNTIME, RUNTIME_ENV, start_runtime
 from wysiwyc.errors import UserError
 from wysiwyc.runtime.outputs import FrameRecord
 from wysiwyc.runtime.serve import ViewServer, is_loopback, serve_token
 from wysiwyc.runtime.sources import SourceError, UrlSource, redact_url
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = [sys.executable, str(ROOT / "runtime" / "explain.py")]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 SECRET_URL = "rtsp://admin:secret@127.0.0.1:9/cam"
 TOKEN = "tok-123"
 ROUTES = ["/", "/index.html", "/stats.json", "/stream/0.jpg", "/stream/1.mjpg", "/stream/9.jpg", "/nothing"]
@@ -189,23 +186,11 @@ def _clean(*texts: str) -> None:
 
 
 def test_a_stream_that_cannot_open_is_reported_without_its_credentials(tmp_path: Path) -> None:
-    r = subprocess.run([*RUNTIME, "--url", SECRET_URL, "--no-show", "--reconnect", "0"], cwd=tmp_path, env=ENV,
+    r = subprocess.run([*RUNTIME, "--url", SECRET_URL, "--no-show", "--reconnect", "0"], cwd=tmp_path, env=RUNTIME_ENV,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "rtsp://***@127.0.0.1:9/cam" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     _clean(r.stdout, r.stderr)
-
-
-def _default_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    """``runtime-explain args`` in ``cwd``, its output in stdout.txt and stderr.txt there."""
-    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
-        return subprocess.Popen([*RUNTIME, *args], cwd=cwd, env=ENV, stdout=out, stderr=err,
-                                preexec_fn=_default_signals)
 
 
 def _web_view_url(proc: subprocess.Popen, cwd: Path) -> str:
@@ -251,7 +236,7 @@ def test_a_run_with_a_credentialed_stream_and_an_open_bind_keeps_both_safe(tmp_p
 
     with MJPEGServer(frames_per_connection=None, fps=15) as camera:
         source = camera.url.replace("http://", "http://admin:secret@") + "?token=secret-param"
-        proc = _start(tmp_path, "--source", source, "--no-show", "--status-every", "1", "--json", "frames.jsonl",
+        proc = start_runtime(tmp_path, "--source", source, "--no-show", "--status-every", "1", "--json", "frames.jsonl",
                       "--summary", "s.json", "--serve", "0.0.0.0:0")
         try:
             url = _web_view_url(proc, tmp_path)
@@ -273,7 +258,7 @@ def test_a_run_with_a_credentialed_stream_and_an_open_bind_keeps_both_safe(tmp_p
 
 
 def test_serve_no_auth_serves_an_open_bind_without_a_token_and_warns(tmp_path: Path) -> None:
-    proc = _start(tmp_path, "--demo", "--no-show", "--fps-limit", "10", "--status-every", "1",
+    proc = start_runtime(tmp_path, "--demo", "--no-show", "--fps-limit", "10", "--status-every", "1",
                   "--serve", "0.0.0.0:0", "--serve-no-auth")
     try:
         url = _web_view_url(proc, tmp_path)

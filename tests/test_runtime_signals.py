@@ -5,7 +5,6 @@ file, and the handlers exist only while the CLI runs."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,28 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _helpers import RUNTIME_ENV, default_signals, start_runtime
+
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = [sys.executable, str(ROOT / "runtime" / "explain.py")]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 OUTPUTS = ["--output", "out.mp4", "--json", "frames.jsonl", "--summary", "s.json", "--save-masks", "masks/"]
 STOP_S = 15  # a stopped run must be gone within this many seconds
-
-
-def _default_signals() -> None:
-    """In the child: the default dispositions, as a service manager starts it (a test runner
-    started in the background hands its children an ignored SIGINT, nohup an ignored SIGHUP)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    """``runtime-explain args`` in ``cwd``, its output in stdout.txt and stderr.txt there."""
-    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
-        return subprocess.Popen([*RUNTIME, *args], cwd=cwd, env=ENV, stdout=out, stderr=err,
-                                preexec_fn=_default_signals)
 
 
 def _wait_for(cond, proc: subprocess.Popen, what: str, timeout: float = 90.0) -> None:
@@ -87,7 +71,7 @@ def _video_frames(path: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_stop_signal_finalises_every_output(tmp_path: Path, sig: signal.Signals) -> None:
-    proc = _start(tmp_path, "--demo", "--no-show", "--fps-limit", "30", "--status-every", "0", *OUTPUTS)
+    proc = start_runtime(tmp_path, "--demo", "--no-show", "--fps-limit", "30", "--status-every", "0", *OUTPUTS)
     _wait_for(lambda: _lines_written(tmp_path), proc, "JSON lines")
     rc, secs = _stop(proc, sig, cwd=tmp_path)
     err = (tmp_path / "stderr.txt").read_text()
@@ -123,7 +107,7 @@ def _complete_or_absent(cwd: Path) -> None:
 
 
 def test_second_signal_stops_at_once_and_leaves_nothing_half_written(tmp_path: Path) -> None:
-    proc = _start(tmp_path, "--demo", "--no-show", "--fps-limit", "30", "--status-every", "0", *OUTPUTS)
+    proc = start_runtime(tmp_path, "--demo", "--no-show", "--fps-limit", "30", "--status-every", "0", *OUTPUTS)
     _wait_for(lambda: _lines_written(tmp_path), proc, "JSON lines")
     rc, secs = _stop(proc, signal.SIGTERM, signal.SIGTERM, cwd=tmp_path)
     err = (tmp_path / "stderr.txt").read_text()
@@ -153,8 +137,8 @@ ABORT_SCRIPT = textwrap.dedent("""
 
 
 def test_second_signal_removes_unfinished_files_and_exits_with_the_signal(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", ABORT_SCRIPT, str(tmp_path)], env=ENV, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_signals)
+    proc = subprocess.Popen([sys.executable, "-c", ABORT_SCRIPT, str(tmp_path)], env=RUNTIME_ENV, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=default_signals)
     _wait_for(lambda: (tmp_path / "ready").exists(), proc, "the script's start", timeout=60)
     proc.send_signal(signal.SIGHUP)
     _wait_for(lambda: (tmp_path / "stopping").exists(), proc, "on_stop", timeout=STOP_S)
