@@ -131,7 +131,7 @@ def scores(masks, gt, labels, max_lag: int) -> dict[str, float]:  # noqa: ANN001
     still_flick = (d_m * still).sum((-2, -1)) / np.maximum(still.sum((-2, -1)), 1)
     lags = [float(iou(masks[:, k:], gt[:, :gt.shape[1] - k])[np.broadcast_to(sel, (masks.shape[0], masks.shape[1] - k,
                                                                                  masks.shape[2]))].mean())
-            for k in range(max_lag + 1)]
+            for k in range(min(max_lag, masks.shape[1] - 1) + 1)]  # a lag shorter than the scene
     both = np.broadcast_to(sel, flick.shape)
     return {"per_class_iou": float(per_iou[np.broadcast_to(sel, per_iou.shape)].mean()),
             "flicker": float(flick[both].mean()), "motion": float(d_g.mean((-2, -1))[both].mean()),
