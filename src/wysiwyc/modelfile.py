@@ -67,7 +67,12 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise ModelFileError(f"model not found: {p}")
     if importlib.util.find_spec("onnx") is None:
         return _ort_metadata(p)
-    return {e.key: e.value for e in load_onnx(p).metadata_props}
+    return metadata_props(load_onnx(p))
+
+
+def metadata_props(proto: Any) -> dict[str, str]:
+    """The ``metadata_props`` of a loaded ONNX proto, as a dict."""
+    return {e.key: e.value for e in proto.metadata_props}
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:

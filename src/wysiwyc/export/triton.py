@@ -49,7 +49,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..formats import GRAPHS, MANY_CLASSES, TOPK_OUTPUTS
-from ..modelfile import GRAPH_KEY, PRECISION_KEY, SPEC_KEY, load_onnx, onnx_metadata, spec_from_metadata
+from ..modelfile import (GRAPH_KEY, PRECISION_KEY, SPEC_KEY, load_onnx, metadata_props, onnx_metadata,
+                         spec_from_metadata)
 from ..spec import ModelSpec
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
@@ -120,12 +121,15 @@ class ModelPlan:
 
 
 # -- reading the model -------------------------------------------------------------------------
-def graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]]]:
+def graph_io(path: Path, proto: Any = None) -> tuple[dict[str, tuple[str, list[int]]],
+                                                      dict[str, tuple[str, list[int]]]]:
     """(inputs, outputs) of an ONNX graph, in graph order: name -> (Triton data type, shape),
-    a symbolic dimension as -1. Read with ``onnx`` (weights not loaded), else ONNX Runtime."""
-    if importlib.util.find_spec("onnx") is None:
-        return _ort_io(path)
-    proto = load_onnx(path)
+    a symbolic dimension as -1. From ``proto`` when the caller has loaded it, else read with
+    ``onnx`` (weights not loaded), else ONNX Runtime."""
+    if proto is None:
+        if importlib.util.find_spec("onnx") is None:
+            return _ort_io(path)
+        proto = load_onnx(path)
 
     def one(v: Any) -> tuple[str, list[int]]:
         t = v.type.tensor_type
@@ -154,14 +158,16 @@ def _ort_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tup
     return {v.name: one(v) for v in sess.get_inputs()}, {v.name: one(v) for v in sess.get_outputs()}
 
 
-def external_data_files(path: Path) -> list[Path]:
+def external_data_files(path: Path, proto: Any = None) -> list[Path]:
     """The files an ONNX keeps its large weights in (``location`` of external tensors), which
-    travel with it; ``[]`` without ``onnx`` (then nothing can be external-data-aware)."""
+    travel with it; ``[]`` without ``onnx`` (then nothing can be external-data-aware).
+    ``proto``: the loaded ONNX when the caller has it."""
     try:
         import onnx
     except ImportError:
         return []
-    proto = onnx.load(str(path), load_external_data=False)
+    if proto is None:
+        proto = load_onnx(path)
     names = {e.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
              for e in t.external_data if e.key == "location"}
     return [path.parent / n for n in sorted(names)]
@@ -206,12 +212,14 @@ def plan_onnx(src: Path, opts: TritonOptions, backend: str) -> ModelPlan:
     Raises:
         UserError: not a wysiwyc fused export, or options it cannot take.
     """
-    meta = onnx_metadata(src)
+    # One parse of the file serves the metadata, the graph's inputs/outputs and its external data.
+    proto = load_onnx(src) if importlib.util.find_spec("onnx") is not None else None
+    meta = metadata_props(proto) if proto is not None else onnx_metadata(src)
     spec = spec_from_metadata(meta, src)
     if meta.get(GRAPH_KEY, "fused") != "fused":
         raise UserError(f"{src} is a {meta[GRAPH_KEY]!r} graph; Triton serves the fused graph: export with "
                         "--graph fused (the default)")
-    ins, outs = graph_io(src)
+    ins, outs = graph_io(src, proto)
     _check_fused_io(src, ins, outs, spec)
     static = ins["images"][1][0]
     if static > 0 and opts.max_batch_size is not None:
@@ -222,7 +230,7 @@ def plan_onnx(src: Path, opts: TritonOptions, backend: str) -> ModelPlan:
     plan = ModelPlan(name="", backend=backend, max_batch_size=max_batch, inputs=_tensors(ins, max_batch > 0, spec),
                      outputs=_tensors(outs, max_batch > 0, spec), spec=spec, model_file=src,
                      kind=opts.kind or ("KIND_GPU" if opts.trt_accelerator else "KIND_CPU"),
-                     extra_files=external_data_files(src))
+                     extra_files=external_data_files(src, proto))
     if opts.trt_accelerator:
         plan.accelerator = {"precision_mode": TRT_PRECISION_MODES.get(meta.get(PRECISION_KEY, "fp32"), "FP16"),
                             "max_workspace_size_bytes": str(2 << 30), "trt_engine_cache_enable": "1",
