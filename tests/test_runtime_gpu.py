@@ -263,6 +263,10 @@ def test_pipeline_waits_for_the_device_once_per_batch_in_infer(demo_onnx):
             super().__init__(path)
             self.calls: list[str] = []
 
+        def _open(self):
+            super()._open()
+            self.masks_on_device = True  # as the torch backend on CUDA
+
         def _run(self, x):
             self.calls.append(f"run {threading.current_thread().name}")
             return super()._run(x)

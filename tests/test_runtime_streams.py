@@ -414,7 +414,8 @@ def test_realtime_flag_makes_file_sources_paced_live_streams():
 
 
 def test_nothing_is_drawn_when_no_output_shows_the_overlay() -> None:
-    """JSON lines or mask files only: no mask upsampling and no overlay, the frame as captured."""
+    """JSON lines or mask files only: no mask taken and no overlay, the frame as captured; an
+    output that shows frames gets each drawn once, its masks taken as it is drawn."""
     from wysiwyc.runtime.backends import open_backend
     from wysiwyc.runtime.outputs import Output
     from wysiwyc.runtime.overlay import Overlay
@@ -434,13 +435,13 @@ def test_nothing_is_drawn_when_no_output_shows_the_overlay() -> None:
     for draws in (False, True):
         be = open_backend(None)
         calls = []
-        real = be.masks_for_batch
-        be.masks_for_batch = lambda masks, picks, real=real: calls.append(len(picks)) or real(masks, picks)
+        real = be.masks_for
+        be.masks_for = lambda masks, i, classes, size, real=real: calls.append(i) or real(masks, i, classes, size)
         sink = Sink(draws)
         res = Pipeline(FrameStream(DemoSource(size=64, seed=3)), be, Overlay(list(be.spec.class_names)), [sink],
                        RunOptions(max_frames=16, batch=4)).run()
         assert res.frames == 16
-        counts[draws] = sum(calls)
+        counts[draws] = len(calls)
         shapes = {im.shape for im in sink.images}
         if draws:
             assert (64, 64, 3) not in shapes  # drawn at the view size

@@ -36,10 +36,21 @@ class BatchPlan:
     Attributes:
         batch: frames per batch from buffered streams (``--batch``).
         live: live streams, one frame each per batch.
+        runs: batches in the model at once (``--runs``; ``None``: :attr:`model_runs`' default).
     """
 
     batch: int
     live: int
+    runs: int | None = None
+
+    @property
+    def model_runs(self) -> int:
+        """Batches in the model at once: ``runs`` when given, else two when every stream is
+        buffered (throughput: two single-threaded CPU runs never wait for each other) and one
+        with a live stream (a second batch in flight would only make live frames older)."""
+        if self.runs is not None:
+            return max(1, self.runs)
+        return 1 if self.live else 2
 
     @property
     def max_batch(self) -> int:
@@ -52,9 +63,10 @@ class BatchPlan:
         return 1, max(1, self.batch), self.max_batch
 
 
-def batch_plan(batch: int, live_streams: int) -> BatchPlan:
-    """The batching of a run with ``--batch batch`` and ``live_streams`` live streams."""
-    return BatchPlan(max(1, int(batch)), max(0, int(live_streams)))
+def batch_plan(batch: int, live_streams: int, runs: int | None = None) -> BatchPlan:
+    """The batching of a run with ``--batch batch``, ``live_streams`` live streams and
+    ``--runs runs``."""
+    return BatchPlan(max(1, int(batch)), max(0, int(live_streams)), None if runs is None else max(1, int(runs)))
 
 
 class Batcher:

@@ -93,6 +93,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="ONNX Runtime's TensorRT provider: engine cache folder, so engines are built once "
                         f"(default: {default_trt_cache()})")
     m.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
+    m.add_argument("--runs", type=int, default=None, metavar="N",
+                   help="batches in the model at once, each in its own thread with its share of --threads "
+                        "(ONNX Runtime on a CPU; default: 2 when every source is a file, folder or --demo, "
+                        "1 with a live source)")
     m.add_argument("--triton-inflight", type=int, default=2, metavar="N",
                    help="triton:// models: requests outstanding at once (each batch is sent when it is ready, "
                         "so the server works while the pipeline prepares and draws)")
@@ -172,6 +176,9 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--serve-max-clients", type=int, default=None, metavar="N",
                      help="--serve: requests served at once, each MJPEG viewer holding one; more get 503 "
                           "(default: 8, or the streams + 2 when that is more, so one page always fits)")
+    out.add_argument("--serve-fps", type=float, default=None, metavar="FPS",
+                     help="--serve: frames a second each MJPEG viewer gets at most; only those are drawn and "
+                          "encoded (default: 30)")
     out.add_argument("--status-every", type=float, default=5.0, metavar="S",
                      help="without a window or a terminal: print frames and FPS every S seconds (0: never)")
 
@@ -181,6 +188,7 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--fps-limit", args.fps_limit, lambda v: v > 0),
                           ("--batch", args.batch, lambda v: v >= 1),
                           ("--threads", args.threads, lambda v: v >= 1),
+                          ("--runs", args.runs, lambda v: v >= 1),
                           ("--triton-inflight", args.triton_inflight, lambda v: v >= 1),
                           ("--triton-retry", args.triton_retry, lambda v: v >= 0),
                           ("--reconnect", args.reconnect, lambda v: v >= 0),
@@ -190,6 +198,7 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--batch-wait", args.batch_wait, lambda v: v >= 0),
                           ("--status-every", args.status_every, lambda v: v >= 0),
                           ("--serve-max-clients", args.serve_max_clients, lambda v: v >= 1),
+                          ("--serve-fps", args.serve_fps, lambda v: v > 0),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1),
                           ("--smooth", args.smooth, lambda v: 0 < v <= 1)):
@@ -197,7 +206,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {val} is out of range")
     if not args.serve:
         for flag, val in (("--serve-token", args.serve_token), ("--serve-no-auth", args.serve_no_auth),
-                          ("--serve-max-clients", args.serve_max_clients)):
+                          ("--serve-max-clients", args.serve_max_clients), ("--serve-fps", args.serve_fps)):
             if val not in (None, False):
                 raise UserError(f"{flag} needs --serve HOST:PORT")
 
@@ -241,7 +250,7 @@ def run_batch_plan(args: argparse.Namespace) -> BatchPlan:
     """The run's :class:`~.batching.BatchPlan`: cameras and URLs are live, and so is every
     source with ``--realtime``."""
     kinds = [kind for kind, _ in source_values(args)]
-    return batch_plan(args.batch, sum(args.realtime or SOURCES[k].live for k in kinds))
+    return batch_plan(args.batch, sum(args.realtime or SOURCES[k].live for k in kinds), args.runs)
 
 
 def open_sources(named: list[tuple[str, str | None]], model_size: tuple[int, int], seed: int = 0,
@@ -495,7 +504,8 @@ def run_model(args: argparse.Namespace, backend: Backend,
         backend.watch(lambda: sum(s.stats.dropped for s in streams))
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned,
-                      min_view=args.view_size, batch_wait_s=args.batch_wait / 1e3, smooth=args.smooth)
+                      min_view=args.view_size, batch_wait_s=args.batch_wait / 1e3, smooth=args.smooth,
+                      runs=run_batch_plan(args).model_runs)
     if args.serve:
         try:
             view = open_view(args, sources)
@@ -520,11 +530,12 @@ def run_model(args: argparse.Namespace, backend: Backend,
 def open_view(args: argparse.Namespace, sources: list[Source]) -> Any:
     """The ``--serve`` web view, its token decided by :func:`.serve.serve_token`; prints its
     address (with a generated token, so the link opens the page)."""
-    from .serve import DEFAULT_MAX_CLIENTS, ViewServer, serve_token
+    from .serve import DEFAULT_FPS, DEFAULT_MAX_CLIENTS, ViewServer, serve_token
 
     token = serve_token(args.serve, args.serve_token, args.serve_no_auth)
     cap = args.serve_max_clients or max(DEFAULT_MAX_CLIENTS, len(sources) + 2)
-    view = ViewServer(args.serve, [src.describe() for src in sources], token=token, max_clients=cap)
+    view = ViewServer(args.serve, [src.describe() for src in sources], token=token, max_clients=cap,
+                      fps=args.serve_fps or DEFAULT_FPS)
     if token is None:
         where = view.url
     elif args.serve_token is None:
@@ -568,7 +579,7 @@ def _main(args: argparse.Namespace, signals: StopSignals) -> int:
     _check_args(args)
     plan = run_batch_plan(args)
     with open_backend(args.model, provider=args.provider, device=args.device, fp16=args.fp16,
-                      threads=args.threads, trt_cache=args.trt_cache, batch_range=plan.profile,
+                      threads=args.threads, runs=plan.model_runs, trt_cache=args.trt_cache, batch_range=plan.profile,
                       top_k=args.top_k, triton_inflight=args.triton_inflight,
                       triton_retry=args.triton_retry) as backend:
         res, streams = run_model(args, backend, signals)

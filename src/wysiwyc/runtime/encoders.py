@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import UserError, require
 from ..registry import Registry
+from .imageops import swap_rb
 
 H264_CRF = 23  # libx264's default quality: visually clean overlays at a few Mbit/s
 H264_MAXRATE = "4M"  # bits per second ceiling (with a 8 Mbit buffer)
@@ -116,7 +117,7 @@ class _OpenCV(Encoder):
             raise UserError(f"cannot write video {path} (no encoder for {self.fourcc} in this OpenCV build)")
 
     def write(self, rgb: np.ndarray) -> None:
-        self.writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+        self.writer.write(swap_rb(rgb))
 
     def close(self) -> None:
         self.writer.release()  # writes the container index: the file is playable now

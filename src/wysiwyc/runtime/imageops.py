@@ -9,7 +9,9 @@ the torch backends agree to within rounding.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -23,6 +25,32 @@ def cv2_or_none() -> ModuleType | None:
     except ImportError:
         return None
     return cv2
+
+
+@contextlib.contextmanager
+def opencv_single_threaded() -> Iterator[None]:
+    """OpenCV's own thread pool off for the block (restored after): the runtime's stages
+    already run in parallel, and a resize split across OpenCV's pool only wakes threads
+    that compete with the model for the same cores."""
+    cv2 = cv2_or_none()
+    if cv2 is None:
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def swap_rb(image: np.ndarray) -> np.ndarray:
+    """(H,W,3) RGB <-> BGR, or (H,W,4) BGRA -> RGB: a new contiguous uint8 (H,W,3) array.
+    OpenCV does it in one SIMD pass; numpy's reversed-stride copy is some 50× slower."""
+    cv2 = cv2_or_none()
+    if cv2 is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4):
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(image[..., 2::-1])
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -24,37 +25,53 @@ import numpy as np
 from ..errors import UserError, require
 from ..fileio import check_writable
 from .encoders import PREFERENCE, Encoder, choose_encoder, encoder_codec, open_encoder
-from .imageops import resize
+from .imageops import resize, swap_rb
 
 _WARNED: set[str] = set()  # encoder warnings already printed (once per run, not per stream)
 
 
-@dataclass
 class FrameRecord:
     """Everything known about one processed frame.
 
     Attributes:
         index, name: the frame's position in its source and its file name (images).
-        image: the rendered frame (h,w,3) uint8 RGB.
+        image: the rendered frame (h,w,3) uint8 RGB. The pipeline passes a function that
+            draws it, called on the first read (once, in whichever thread reads first): an
+            output that shows a frame draws it, and a frame nobody shows is never drawn (the
+            web view draws only the frames a client fetches, the window those the screen
+            shows).
         probs: (C,) class probabilities.
         shown: indices of the classes drawn.
-        masks: (C,h0,w0) float32 masks at model resolution, when an output asked for them.
         timings_ms: per-stage latency of this frame.
         t: seconds since the run started.
+        masks: (C,h0,w0) float32 masks at model resolution, when an output asked for them.
         source_size: (H, W) of the frame as the source delivered it.
         stream: the number of the stream it came from.
     """
 
-    index: int
-    name: str
-    image: np.ndarray
-    probs: np.ndarray
-    shown: list[int]
-    timings_ms: dict[str, float]
-    t: float
-    masks: np.ndarray | None = None
-    source_size: tuple[int, int] = (0, 0)
-    stream: int = 0
+    __slots__ = ("index", "name", "_image", "_lock", "probs", "shown", "timings_ms", "t", "masks",
+                 "source_size", "stream")
+
+    def __init__(self, index: int, name: str, image: np.ndarray | Callable[[], np.ndarray], probs: np.ndarray,
+                 shown: list[int], timings_ms: dict[str, float], t: float, masks: np.ndarray | None = None,
+                 source_size: tuple[int, int] = (0, 0), stream: int = 0) -> None:
+        self.index, self.name, self._image, self.probs, self.shown = index, name, image, probs, shown
+        self.timings_ms, self.t, self.masks, self.source_size, self.stream = timings_ms, t, masks, source_size, stream
+        self._lock = threading.Lock() if callable(image) else None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._lock is None:
+            return self._image
+        with self._lock:  # two outputs in two threads may ask at once: it is drawn once
+            if callable(self._image):
+                self._image = self._image()
+        return self._image
+
+    @property
+    def drawn(self) -> bool:
+        """Whether :attr:`image` exists yet (it is drawn on its first read)."""
+        return not callable(self._image)
 
 
 class Output:
@@ -122,24 +139,34 @@ def display_available() -> bool:
 
 class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
-    off with one notice instead of failing."""
+    off with one notice instead of failing.
+
+    It shows at most ``max_fps`` frames a second (a screen refreshes 60 times a second: a
+    frame that arrives sooner after the last one shown would never be seen, so it is
+    neither drawn nor shown); a live camera's 30 FPS are all shown."""
 
     draws = True
 
     main_thread = True
 
-    def __init__(self, title: str = "wysiwyc", stream: int | None = None) -> None:
+    def __init__(self, title: str = "wysiwyc", stream: int | None = None, max_fps: float = 60.0) -> None:
         self.cv2 = require("cv2", "video", "the preview window")
         self.title = title
         self.stream = stream
         self.enabled = True
+        self.period = 1.0 / max_fps
+        self.last: float | None = None
 
     def write(self, rec: FrameRecord) -> bool:
         if not self.enabled:
             return True
+        now = time.perf_counter()
+        if self.last is not None and now - self.last < self.period:
+            return True
+        self.last = now
         cv2 = self.cv2
         try:
-            cv2.imshow(self.title, rec.image[..., ::-1])
+            cv2.imshow(self.title, swap_rb(rec.image))
             key = cv2.waitKey(1) & 0xFF
         except cv2.error:
             print("note: this OpenCV build cannot open windows (headless); continuing without one "

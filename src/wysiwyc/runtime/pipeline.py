@@ -8,11 +8,18 @@ the GIL, so the stages really overlap:
 * capture — one reader thread per source (:class:`~.reader.FrameStream`);
 * preprocess — a thread builds a batch across the streams (:class:`~.batching.Batcher`)
   and resizes/scales it to the model input;
-* infer — a thread runs the model and turns logits into probabilities;
-* postprocess + render — the calling thread picks the classes, upsamples the shown masks,
-  draws the overlay and shows it (an OpenCV window must live in this thread);
+* infer — a thread runs the model and turns logits into probabilities; with
+  ``RunOptions.runs`` > 1 that many threads each run a batch at once (a CPU backend gives
+  each its share of the cores) and hand the results on in batch order;
+* postprocess + render — the calling thread picks the classes and the shown masks, and
+  shows the window (an OpenCV window must live in this thread);
 * outputs — a thread writes the files (video, masks, JSON lines) and feeds the web view,
   in frame order, after each frame's timings are complete.
+
+The overlay is drawn where it is first needed — by the window for the frames it shows, by
+the video writer, by the web view for the frames a client fetches (:class:`~.outputs.FrameRecord`):
+a frame no output shows is never drawn, and nothing is drawn without a window, video or
+web view.
 
 Stages, as reported (milliseconds per frame):
 
@@ -23,8 +30,9 @@ Stages, as reported (milliseconds per frame):
   device time lands here and not in a later stage;
 * ``postprocess`` — class choice, upsampling the shown masks (done for the whole batch at
   once, each frame carrying its share);
-* ``render`` — drawing the overlay and showing it in the window;
-* ``end_to_end`` — from the frame's decode to the end of its render, queue waits between
+* ``render`` — the render stage in the calling thread: the shown masks' moving average
+  (``--smooth``), and drawing and showing the window's frames;
+* ``end_to_end`` — from the frame's decode to the end of its render stage, queue waits between
   stages included. For live sources this includes the time the frame waited for the
   model (its age); for buffered sources (files, ``--demo``) the time spent in the
   decode-ahead queue is excluded, because it is buffering by design and not latency a
@@ -49,14 +57,15 @@ import numpy as np
 from .backends import Backend
 from .backends.base import ClassMasks
 from .batching import Batcher
-from .imageops import view_size
+from .imageops import opencv_single_threaded, view_size
 from .outputs import FrameRecord, Output
-from .overlay import Overlay, select_classes
+from .overlay import Overlay, select_classes_batch
 from .reader import POLL_S, FrameStream
 from .smoothing import MaskSmoother
 from .sources import Frame
 from .stats import StageTimings
 
+STATUS_S = 0.25  # seconds between refreshes of the overlay's status line
 STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "end_to_end")
 
 
@@ -73,6 +82,8 @@ class RunOptions:
         depth: batches each stage queue holds (more smooths jitter, adds latency).
         smooth: α of the per-stream, per-class moving average of the masks
             (:mod:`.smoothing`; 1: the masks as the model output them).
+        runs: batches in the model at once (each in its own infer thread, handed on in
+            order), at most the backend's ``concurrent_runs``.
     """
 
     max_frames: int | None = None
@@ -85,6 +96,7 @@ class RunOptions:
     batch_wait_s: float = 0.01
     depth: int = 1
     smooth: float = 1.0
+    runs: int = 1
 
 
 @dataclass
@@ -133,6 +145,7 @@ class _Batch:
     """A batch on its way through the stages (times: ``perf_counter`` seconds)."""
 
     frames: list[Frame]
+    seq: int = 0  # the batch's place in the run: infer threads hand batches on in this order
     x: Any = None
     t_pre: float = 0.0  # preprocess started
     t_ready: float = 0.0  # preprocess done (the wait for the model follows)
@@ -146,6 +159,15 @@ class _Batch:
 
 
 _END = object()  # the end of the work, passed down the stage queues
+
+
+@dataclass
+class _EndOfBatches:
+    """The end of the work for one infer thread, in the batch order (the first one passes
+    :data:`_END` on)."""
+
+    seq: int
+    first: bool
 
 
 class Pipeline:
@@ -177,11 +199,15 @@ class Pipeline:
         self.deferred = [o for o in outputs if not getattr(o, "main_thread", False)]
         self._route = {id(o): getattr(o, "stream", None) for o in outputs}
         self.batcher = Batcher(self.streams, opts.batch, opts.batch_wait_s)
+        self.runs = max(1, min(int(opts.runs), int(getattr(backend, "concurrent_runs", 1))))
+        self._turn = 0  # the next batch (seq) the infer threads may hand on
+        self._turn_cond = threading.Condition()
         self.smoother = MaskSmoother(opts.smooth) if opts.smooth < 1.0 else None
         self._live = {s.stream_id: s.live for s in self.streams}
         self._stop = threading.Event()  # ends the capture-side stages (limit, 'q', Ctrl-C, failure)
         self._failure: BaseException | None = None
         self._t_start: float | None = None
+        self._status = ("", -1.0)  # the overlay's status line and when it was last refreshed
         self.result = RunResult()  # live view of the run (the web view reads it)
 
     def stop(self) -> None:
@@ -254,7 +280,7 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------
     def _prepare(self, out: queue.Queue, t_start: float) -> None:
         opts, be = self.opts, self.backend
-        sent = 0
+        sent = seq = 0
         while not self._stop.is_set():
             left = None if opts.max_frames is None else opts.max_frames - sent
             if left is not None and left <= 0:
@@ -266,20 +292,28 @@ class Pipeline:
             frames = self.batcher.next_batch(limit=left, stop=self._stop)
             if not frames:
                 break
-            b = _Batch(frames, t_pre=time.perf_counter())
+            b = _Batch(frames, seq=seq, t_pre=time.perf_counter())
             b.x = be.preprocess([f.image for f in frames])
             b.t_ready = time.perf_counter()
-            sent += len(frames)
+            sent, seq = sent + len(frames), seq + 1
             if not self._put(out, b):
                 return
-        self._put(out, _END)
+        for k in range(self.runs):
+            self._put(out, _EndOfBatches(seq + k, first=k == 0))
 
     def _infer(self, inp: queue.Queue, out: queue.Queue) -> None:
+        """One infer thread (of ``runs``): batches in, results out in batch order."""
         be = self.backend
         while True:
             b = self._get(inp)
             if b is _END:
                 self._put(out, _END)
+                return
+            if isinstance(b, _EndOfBatches):
+                if self._await_turn(b.seq):
+                    if b.first:
+                        self._put(out, _END)
+                    self._next_turn()
                 return
             b.t_inf = time.perf_counter()
             b.logits, b.masks = be.infer(b.x)
@@ -290,23 +324,42 @@ class Pipeline:
             if self.want_masks:
                 b.raw = be.raw_masks(b.masks)
                 b.shared_s = (time.perf_counter() - b.t_post) / len(b.frames)
-            if not self._put(out, b):
+            if not self._await_turn(b.seq):
                 return
+            handed = self._put(out, b)
+            self._next_turn()
+            if not handed:
+                return
+
+    def _await_turn(self, seq: int) -> bool:
+        """Wait until batch ``seq`` is the next to hand on; ``False`` when the run stops first."""
+        with self._turn_cond:
+            while self._turn != seq:
+                if self._stop.is_set():
+                    return False
+                self._turn_cond.wait(POLL_S)
+        return True
+
+    def _next_turn(self) -> None:
+        with self._turn_cond:
+            self._turn += 1
+            self._turn_cond.notify_all()
 
     def _write(self, inp: queue.Queue) -> None:
         """Outputs thread: every record it is given, in order, until :data:`_END` (it does
         not stop with the run, so a stopped or interrupted run still finishes its files)."""
         while True:
             try:
-                rec = inp.get(timeout=POLL_S)
+                recs = inp.get(timeout=POLL_S)
             except queue.Empty:
                 continue  # the run always sends _END, also when it fails or is interrupted
-            if rec is _END:
+            if recs is _END:
                 return
-            for o in self.deferred:
-                if self._route[id(o)] in (None, rec.stream):
-                    if not o.write(rec):
-                        self._stop.set()
+            for rec in recs:
+                for o in self.deferred:
+                    if self._route[id(o)] in (None, rec.stream):
+                        if not o.write(rec):
+                            self._stop.set()
 
     # -- the run ------------------------------------------------------------------------
     def run(self, progress: Any = None) -> RunResult:
@@ -316,6 +369,10 @@ class Pipeline:
         ``progress``: optional object with ``update(n)`` (e.g. a tqdm bar).
         Outputs are closed cleanly on every exit except an unexpected exception.
         """
+        with opencv_single_threaded():
+            return self._run(progress)
+
+    def _run(self, progress: Any) -> RunResult:
         opts, res = self.opts, self.result
         depth = max(1, int(opts.depth))
         # live frames waiting for the model only grow stale: one prepared batch is enough
@@ -323,15 +380,17 @@ class Pipeline:
         q_inf: queue.Queue = queue.Queue(1 if any(s.live for s in self.streams) else depth)
         q_post: queue.Queue = queue.Queue(depth)
         # the outputs queue is bounded too: a slow disk or encoder slows the run instead
-        # of holding every rendered frame in memory
-        q_out: queue.Queue = queue.Queue(depth * max(1, opts.batch))
+        # of holding every rendered frame in memory; it carries one batch's records per item
+        # (one hand-off and one wake-up of the outputs thread per batch, not per frame)
+        q_out: queue.Queue = queue.Queue(depth + 1)
         t_start = time.perf_counter()
         self._t_start = t_start
         ok = False
         writer = threading.Thread(target=self._write_guarded, args=(q_out,), name="wysiwyc-outputs", daemon=True)
         writer.start()
-        workers = [self._worker("preprocess", lambda: self._prepare(q_inf, t_start)),
-                   self._worker("infer", lambda: self._infer(q_inf, q_post))]
+        workers = [self._worker("preprocess", lambda: self._prepare(q_inf, t_start))]
+        workers += [self._worker(f"infer-{k}" if self.runs > 1 else "infer", lambda: self._infer(q_inf, q_post))
+                    for k in range(self.runs)]
         ema_ms: float | None = None
         try:
             while True:
@@ -392,24 +451,25 @@ class Pipeline:
         keep_going = True
         pre_ms, inf_ms = (b.t_ready - b.t_pre) * 1e3, (b.t_post - b.t_inf) * 1e3
         ta = time.perf_counter()
-        # the shown masks at the model's resolution: the overlay composites them there and
-        # upsamples the result once (the whole batch at once: on a GPU one wait, not one per frame)
-        picks = [(select_classes(b.probs[i], opts.threshold, opts.top_k, opts.pinned), be.input_size)
-                 for i in range(len(b.frames))]
-        shown_all = be.masks_for_batch(b.masks, picks) if self.draw else [None] * len(picks)
+        shown_sets = select_classes_batch(b.probs, opts.threshold, opts.top_k, opts.pinned)
+        # the shown masks at the model's resolution (the overlay composites them there and
+        # upsamples the result once), taken when a frame is drawn; the moving average needs
+        # every frame's now, and a device backend takes the whole batch at once (one wait)
+        eager = self.draw and (self.smoother is not None or be.masks_on_device)
+        shown_all = (be.masks_for_batch(b.masks, [(c, be.input_size) for c in shown_sets]) if eager
+                     else [None] * len(shown_sets))
         post_s = (time.perf_counter() - ta) / len(b.frames)
+        recs = []
         for i, f in enumerate(b.frames):
-            shown, shown_masks = picks[i][0], shown_all[i]
+            shown, shown_masks = shown_sets[i], shown_all[i]
             tb = time.perf_counter()
             raw = None if b.raw is None else b.raw[i]
             if self.smoother is not None:
                 shown_masks, raw = self._smooth(f.stream, shown, shown_masks, raw)
             img = f.image
-            if self.draw:
-                fps = res.frames / (tb - t_start) if res.frames else 0.0
-                status = f"{be.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
-                img = self.overlay.render(f.image, b.probs[i], shown, shown_masks, status,
-                                          size=view_size(f.image.shape, opts.min_view))
+            if self.draw:  # drawn when an output first reads rec.image (never, for a frame nobody shows)
+                img = self._drawing(f.image, b.probs[i], shown, shown_masks, (b.masks, i),
+                                    self._status_line(tb, t_start, ema_ms))
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
                        "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
@@ -424,10 +484,33 @@ class Pipeline:
             timings["end_to_end"] = (tc - since) * 1e3 + f.capture_ms
             ema_ms = timings["end_to_end"] if ema_ms is None else 0.9 * ema_ms + 0.1 * timings["end_to_end"]
             res.record(f.stream, timings)
-            if self.deferred:
-                while not self._put_out(q_out, rec):
-                    pass
+            recs.append(rec)
+        if self.deferred:
+            while not self._put_out(q_out, recs):
+                pass
         return keep_going, ema_ms
+
+    def _drawing(self, image: np.ndarray, probs: np.ndarray, shown: list[int], shown_masks: Any,
+                 batch_slot: tuple[Any, int], status: str) -> Any:
+        """A function that draws this frame's overlay (its masks taken from ``batch_slot``, the
+        batch's masks and the frame's place in it, unless already given)."""
+        be, size = self.backend, view_size(image.shape, self.opts.min_view)
+
+        def draw() -> np.ndarray:
+            masks = shown_masks if shown_masks is not None else be.masks_for(*batch_slot, shown, be.input_size)
+            return self.overlay.render(image, probs, shown, masks, status, size=size)
+
+        return draw
+
+    def _status_line(self, now: float, t_start: float, ema_ms: float | None) -> str:
+        """The overlay's status line (backend, latency, FPS), refreshed STATUS_S apart: digits
+        that change every frame cannot be read, and a steady line is drawn from a cached sprite."""
+        line, t = self._status
+        if now - t >= STATUS_S:
+            fps = self.result.frames / (now - t_start) if self.result.frames else 0.0
+            line = f"{self.backend.name}  {ema_ms or 0:.1f} ms  {fps:.0f} FPS"
+            self._status = (line, now)
+        return line
 
     def _smooth(self, stream: int, shown: list[int], shown_masks: Any, raw: Any) -> tuple[Any, Any]:
         """One frame's masks through the stream's moving average: every class of the saved
@@ -442,12 +525,12 @@ class Pipeline:
                                     np.float32) for c in shown]) if shown else shown_masks
         return shown_masks, raw
 
-    def _put_out(self, q: queue.Queue, rec: FrameRecord) -> bool:
+    def _put_out(self, q: queue.Queue, recs: list[FrameRecord]) -> bool:
         """Records are never dropped: the outputs thread always drains until the end."""
         if self._failure is not None:
             return True  # the outputs failed; the run is ending
         try:
-            q.put(rec, timeout=POLL_S)
+            q.put(recs, timeout=POLL_S)
             return True
         except queue.Full:
             return False

@@ -18,10 +18,12 @@ loopback) every route answers 401/403 unless the request carries it, as ``?token
 viewer holds one while it watches), the rest get 503; methods other than GET and HEAD get
 405. Captions are shown with URL credentials masked (:func:`~.sources.redact_url`).
 
-Frames are JPEG-encoded only when a client asks, once per frame however many clients
-watch, in the client's thread: an unwatched view costs the pipeline a reference per frame.
-A client slower than the stream gets the newest frame each time (frames are skipped,
-never queued), so one slow browser cannot hold memory or slow the run.
+Frames are drawn and JPEG-encoded only when a client asks, once per frame however many
+clients watch, in the client's thread: an unwatched view costs the pipeline a reference
+per frame, and a watched one the frames it sends. An MJPEG client gets at most ``fps``
+frames a second (``--serve-fps``, default 30: what a browser shows smoothly; a 1000 FPS
+run would otherwise spend a core on JPEGs nobody can see), each the newest frame: frames
+are skipped, never queued, so one slow browser cannot hold memory or slow the run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .imageops import cv2_or_none
+from .imageops import cv2_or_none, swap_rb
 from .outputs import FrameRecord, Output
 from .sources import redact_url
 
@@ -53,6 +56,7 @@ WAIT_S = 0.5
 # A client that sends no request, or stops reading its stream, for this long is dropped.
 CLIENT_TIMEOUT_S = 30.0
 DEFAULT_MAX_CLIENTS = 8
+DEFAULT_FPS = 30.0  # frames a second an MJPEG client gets at most
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -94,7 +98,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     """(H,W,3) uint8 RGB -> JPEG bytes (OpenCV when installed, else Pillow)."""
     cv2 = cv2_or_none()
     if cv2 is not None:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", swap_rb(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
             return buf.tobytes()
     import io
@@ -184,11 +188,12 @@ class Metrics:
 
 
 class _Slot:
-    """The newest frame of one stream and its JPEG, encoded at most once."""
+    """The newest frame of one stream (its record, drawn when a client asks) and its JPEG,
+    encoded at most once."""
 
     def __init__(self) -> None:
         self.seq = 0
-        self.image: np.ndarray | None = None
+        self.rec: FrameRecord | None = None
         self.jpeg_seq = -1
         self.jpeg = b""
 
@@ -215,6 +220,7 @@ class ViewServer(Output):
         token: required on every request (``?token=`` or ``Authorization: Bearer``);
             ``None``: no token (see :func:`serve_token` for the CLI's rule).
         max_clients: requests served at once; more get 503.
+        fps: frames a second an MJPEG client gets at most.
 
     Attributes:
         url: the page's address without the token; :attr:`login_url` carries it.
@@ -223,9 +229,13 @@ class ViewServer(Output):
     draws = True
 
     def __init__(self, address: str, names: list[str], stats: Callable[[], dict[str, Any]] | None = None,
-                 quality: int = 80, token: str | None = None, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+                 quality: int = 80, token: str | None = None, max_clients: int = DEFAULT_MAX_CLIENTS,
+                 fps: float = DEFAULT_FPS) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.period = 1.0 / fps
         self.names = [redact_url(n) for n in names]
         self.stats = stats or (lambda: {})
         self.quality = int(quality)
@@ -256,7 +266,7 @@ class ViewServer(Output):
         if 0 <= rec.stream < len(self.slots):
             with self.cond:
                 slot = self.slots[rec.stream]
-                slot.image, slot.seq = rec.image, slot.seq + 1
+                slot.rec, slot.seq = rec, slot.seq + 1
                 self.cond.notify_all()
         return True
 
@@ -273,14 +283,14 @@ class ViewServer(Output):
         ``None`` when the server closes first. Waits in slices of :data:`WAIT_S`."""
         slot = self.slots[stream]
         with self.cond:
-            while slot.seq <= after or slot.image is None:
+            while slot.seq <= after or slot.rec is None:
                 if self.closed:
                     return None
                 self.cond.wait(WAIT_S)
-            seq, image = slot.seq, slot.image
+            seq, rec = slot.seq, slot.rec
             if slot.jpeg_seq == seq:
                 return seq, slot.jpeg
-        data = encode_jpeg(image, self.quality)  # outside the lock: other streams go on
+        data = encode_jpeg(rec.image, self.quality)  # drawn and encoded outside the lock: other streams go on
         with self.cond:
             if slot.jpeg_seq < seq:
                 slot.jpeg_seq, slot.jpeg = seq, data
@@ -416,12 +426,15 @@ class _ViewHandler(http.server.BaseHTTPRequestHandler):
             return
         self._mjpeg_headers()
         # a client that closed, reset or stopped reading (the socket timeout) just ends its stream
+        due = time.monotonic()
         with contextlib.suppress(OSError):
             while got is not None:
                 seq, data = got
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                  + f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
+                due = max(due + view.period, time.monotonic())  # behind (a stall): no burst to catch up
+                time.sleep(max(0.0, due - time.monotonic()))
                 got = view.frame(stream, after=seq)
 
     def _mjpeg_headers(self) -> None:

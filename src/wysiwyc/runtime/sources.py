@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import UserError, require
 from ..registry import Registry
-from .imageops import cv2_or_none
+from .imageops import cv2_or_none, swap_rb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -220,7 +220,7 @@ def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
         frame = np.repeat(frame[..., None], 3, axis=2)
     if frame.ndim != 3 or frame.shape[2] < 3 or frame.dtype != np.uint8:
         raise CorruptFrame(f"unexpected frame {frame.dtype} {frame.shape}")
-    return np.ascontiguousarray(frame[..., 2::-1])  # BGR(A) -> RGB
+    return swap_rb(np.ascontiguousarray(frame))  # BGR(A) -> RGB
 
 
 @register_source("camera")

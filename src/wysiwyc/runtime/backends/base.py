@@ -94,6 +94,10 @@ class Backend:
         spec: the model spec (class names, input size, ...), once open.
         name: what really runs, e.g. ``onnxruntime CPUExecutionProvider``.
         fixed_batch: the batch size a static-shape model requires, or ``None``.
+        concurrent_runs: batches :meth:`infer` may run at once from different threads (1:
+            one at a time; a CPU ONNX Runtime session opened with ``runs=2`` takes two).
+        masks_on_device: :meth:`infer`'s masks stay on a GPU (the pipeline then takes a whole
+            batch's shown masks at once, with one wait for the device).
         is_open: between :meth:`open` and :meth:`close`.
     """
 
@@ -103,6 +107,8 @@ class Backend:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.fixed_batch: int | None = None
+        self.concurrent_runs = 1
+        self.masks_on_device = False
         self.is_open = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -201,6 +207,13 @@ class Backend:
 
     def _run(self, x: Any) -> tuple[Any, Any]:
         raise NotImplementedError
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def group_by_shape(frames: list[np.ndarray]) -> list[tuple[tuple[int, ...], list[int]]]:

@@ -28,7 +28,7 @@ import numpy as np
 from ...errors import require
 from ...formats import GRAPHS, TOPK_OUTPUTS, plan_batch_profile
 from ...modelfile import PRECISION_KEY, spec_from_metadata
-from .base import Backend, ModelError, register_backend
+from .base import Backend, ModelError, available_cores, register_backend
 
 # precision of the ONNX (its ``wysiwyc.precision``) -> the TensorRT precision flags:
 # an fp32 graph may run in fp16 (TensorRT keeps layers that need it in fp32); an fp16
@@ -217,7 +217,13 @@ class OnnxBackend(Backend):
     Args:
         path: an ``.onnx`` file written by ``export/to_onnx.py``.
         provider: ``auto`` | ``tensorrt`` | ``cuda`` | ``cpu``.
-        threads: intra-op threads (``None``: ONNX Runtime's default, one per core).
+        threads: intra-op threads, all runs together (``None``: one per core).
+        runs: batches the pipeline keeps in flight at once (:attr:`concurrent_runs`). On the
+            CPU provider each of ``runs`` concurrent runs gets ``threads // runs`` intra-op
+            threads: a run split over every core stalls whenever another stage of the
+            pipeline (drawing, encoding) takes one of them — its threads meet at a barrier
+            after every operator — while single-threaded runs side by side never wait for
+            each other. The device providers run one batch at a time.
         iobinding: run through IOBinding (``None``: on the CUDA and TensorRT providers).
         trt_cache: the TensorRT provider's engine cache folder (``None``: the user cache dir).
         batch_range: (min, opt, max) batch sizes the run uses, for the TensorRT profile.
@@ -226,9 +232,10 @@ class OnnxBackend(Backend):
 
     def __init__(self, path: Path, provider: str = "auto", threads: int | None = None,
                  iobinding: bool | None = None, trt_cache: str | os.PathLike[str] | None = None,
-                 batch_range: tuple[int, int, int] = (1, 8, 8), fp16: bool | None = None, **_: Any) -> None:
+                 batch_range: tuple[int, int, int] = (1, 8, 8), fp16: bool | None = None, runs: int = 1,
+                 **_: Any) -> None:
         super().__init__(path)
-        self.provider_choice, self.threads = provider, threads
+        self.provider_choice, self.threads, self.runs = provider, threads, max(1, int(runs))
         self.iobinding_choice, self.trt_cache, self.fp16_choice = iobinding, trt_cache, fp16
         self.batch_range = batch_range
         self.runner: BoundRunner | None = None
@@ -258,7 +265,11 @@ class OnnxBackend(Backend):
         if "TensorrtExecutionProvider" in names:
             self.trt_options = self._tensorrt_options(ort)
         providers = session_providers(names, self.trt_options)
-        self.session = self._session(ort, session_options(ort, self.threads), providers)
+        threads = self.threads
+        if names[0] == "CPUExecutionProvider" and self.runs > 1:
+            threads = max(1, (threads or available_cores()) // self.runs)
+            self.concurrent_runs = self.runs
+        self.session = self._session(ort, session_options(ort, threads), providers)
         self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime {self.provider}"
@@ -267,8 +278,9 @@ class OnnxBackend(Backend):
         if bind is None:
             bind = DEVICE_TYPES.get(self.provider, "cpu") != "cpu"
         self.runner = BoundRunner(self.session, ort, self.outputs) if bind else None
-        if self.runner is not None:
+        if self.runner is not None:  # its bound buffers serve one run at a time
             self.name += " (IOBinding)"
+            self.concurrent_runs = 1
 
     def _session(self, ort: Any, opts: Any, providers: list[Any]) -> Any:
         try:

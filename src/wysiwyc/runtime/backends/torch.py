@@ -52,6 +52,7 @@ class TorchBackend(Backend):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self.device = torch.device(device)
+        self.masks_on_device = self.device.type == "cuda"
         self._pinned: Any = None  # CUDA: the reused pinned uint8 buffer frames are uploaded from
         self._upload_done: Any = None
         model = _with_head(load_model(self.path, device=self.device))
