@@ -221,7 +221,8 @@ def test_demo_with_every_output(models, tmp_path, capsys):
     assert rc == 0
     s = json.loads(summ.read_text())
     assert s["frames"] == 12 and s["source"]["dropped"] == 0 and s["model"]["backend"].startswith("onnxruntime")
-    assert set(s["latency_ms"]) == {"capture", "preprocess", "infer", "postprocess", "render", "end_to_end"}
+    assert set(s["latency_ms"]) == {"capture", "preprocess", "infer", "postprocess", "render", "draw", "end_to_end"}
+    assert s["latency_ms"]["draw"]["p50"] > 0  # the video writer drew every frame
     assert s["batches"] >= 3  # batches of up to 4
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and cap.read()[1].shape == (384, 384, 3)

@@ -32,6 +32,9 @@ Stages, as reported (milliseconds per frame):
   once, each frame carrying its share);
 * ``render`` — the render stage in the calling thread: the shown masks' moving average
   (``--smooth``), and drawing and showing the window's frames;
+* ``draw`` — drawing one frame's overlay, wherever it is drawn (window, video writer, web
+  view), over the frames that are drawn (not part of ``end_to_end`` when an output in
+  another thread draws it);
 * ``end_to_end`` — from the frame's decode to the end of its render stage, queue waits between
   stages included. For live sources this includes the time the frame waited for the
   model (its age); for buffered sources (files, ``--demo``) the time spent in the
@@ -66,7 +69,7 @@ from .sources import Frame
 from .stats import StageTimings
 
 STATUS_S = 0.25  # seconds between refreshes of the overlay's status line
-STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "end_to_end")
+STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "draw", "end_to_end")
 
 
 @dataclass
@@ -208,6 +211,7 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._t_start: float | None = None
         self._status = ("", -1.0)  # the overlay's status line and when it was last refreshed
+        self._draw_lock = threading.Lock()  # frames are drawn in several threads; their times land here
         self.result = RunResult()  # live view of the run (the web view reads it)
 
     def stop(self) -> None:
@@ -469,7 +473,7 @@ class Pipeline:
             img = f.image
             if self.draw:  # drawn when an output first reads rec.image (never, for a frame nobody shows)
                 img = self._drawing(f.image, b.probs[i], shown, shown_masks, (b.masks, i),
-                                    self._status_line(tb, t_start, ema_ms))
+                                    self._status_line(tb, t_start, ema_ms), f.stream)
             timings = {"capture": f.capture_ms, "preprocess": pre_ms, "infer": inf_ms,
                        "postprocess": (post_s + b.shared_s) * 1e3}
             rec = FrameRecord(f.index, f.name, img, b.probs[i], shown, timings, tb - t_start,
@@ -491,14 +495,22 @@ class Pipeline:
         return keep_going, ema_ms
 
     def _drawing(self, image: np.ndarray, probs: np.ndarray, shown: list[int], shown_masks: Any,
-                 batch_slot: tuple[Any, int], status: str) -> Any:
+                 batch_slot: tuple[Any, int], status: str, stream: int) -> Any:
         """A function that draws this frame's overlay (its masks taken from ``batch_slot``, the
         batch's masks and the frame's place in it, unless already given)."""
         be, size = self.backend, view_size(image.shape, self.opts.min_view)
 
         def draw() -> np.ndarray:
+            t0 = time.perf_counter()
             masks = shown_masks if shown_masks is not None else be.masks_for(*batch_slot, shown, be.input_size)
-            return self.overlay.render(image, probs, shown, masks, status, size=size)
+            out = self.overlay.render(image, probs, shown, masks, status, size=size)
+            ms = (time.perf_counter() - t0) * 1e3
+            with self._draw_lock:
+                self.result.timings["draw"].add(ms)
+                per = self.result.streams.get(stream)
+                if per is not None:
+                    per.timings["draw"].add(ms)
+            return out
 
         return draw
 
