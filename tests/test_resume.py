@@ -1,7 +1,9 @@
 """Each training script interrupted mid-run and continued with ``--resume`` ends where the
 uninterrupted run ends: the same weights (to float tolerance) and the same per-epoch losses.
 
-A finished fit removes its ``OUT.last.pt``, so "``--epochs N``, then ``--resume --epochs M``"
+A finished fit removes its ``OUT.last.pt`` (the mask predictor's filter stage keeps its own,
+marked finished, until the checkpoint is written, so a run resumed in the generator stage
+does not train the filter again), so "``--epochs N``, then ``--resume --epochs M``"
 starts afresh, and the classifier's cosine schedule spans the run's own ``--epochs``: the
 honest stop is an interruption. It is Ctrl-C (KeyboardInterrupt, exit 130) raised after the
 first optimisation step of a chosen epoch, so the script dies with that epoch half done and
@@ -98,9 +100,10 @@ def _same_metrics(got: dict, want: dict) -> None:
 
 
 def _interrupt_and_resume(script: str, args: list[str], tmp_path: Path, fits: Fits, capsys: pytest.CaptureFixture[str],
-                          stop: int, stage: str | None = None) -> None:
+                          stop: int, stage: str | None = None, done: tuple[str, ...] = ()) -> None:
     """Run ``script`` through, then interrupted in epoch ``stop`` (of ``stage``) and resumed;
-    the two must end the same."""
+    the two must end the same. ``done``: the stages finished before ``stage``, which the resumed
+    run takes from their kept resume files without training them again."""
     main = load_script(script).main
     whole, run = tmp_path / "whole.pt", tmp_path / "run.pt"
     resume = Path(f"{run}.{stage}.last.pt" if stage else f"{run}.last.pt")
@@ -118,9 +121,20 @@ def _interrupt_and_resume(script: str, args: list[str], tmp_path: Path, fits: Fi
     assert saved["epoch"] == stop - 2 and len(saved["history"]) == stop - 1  # the epochs before the stop
     fits.stop, fits.histories, fits.finals = None, [], []
 
-    assert main([*args, "--resume", "-o", str(run)]) == 0
-    assert f"resumed from {resume} at epoch {stop}" in capsys.readouterr().out
-    assert not resume.exists()  # removed by the finished fit
+    for d in done:  # kept, marked finished, until the script has written its checkpoint
+        assert torch.load(f"{run}.{d}.last.pt", map_location="cpu", weights_only=True)["finished"] is True
+    steps = []
+    real_step = Trainer._optimisation_step
+    counting = lambda self, *a: steps.append(str(self.resume_path)) or real_step(self, *a)  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_optimisation_step", counting)
+        assert main([*args, "--resume", "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {resume} at epoch {stop}" in out
+    for d in done:
+        assert f"resumed from {run}.{d}.last.pt: this fit had finished" in out
+        assert not any(p.endswith(f".{d}.last.pt") for p in steps)  # not a single step of it again
+    assert not resume.exists() and not any(Path(f"{run}.{d}.last.pt").exists() for d in done)
 
     assert len(fits.histories) == len(reference)
     for got, want in zip(fits.histories, reference):
@@ -162,7 +176,8 @@ def test_train_mask_predictor_resumed_in_either_stage_matches_the_uninterrupted_
     """Two fits, each with its own resume file; the generator's step decay halves every epoch."""
     args = [*TINY, "--classifier", str(tiny_classifier), "--width", "8", "--targets", "labels",
             "--filter-epochs", "3", "--epochs", "3", "--lr-step-epochs", "1"]
-    _interrupt_and_resume("train/train_mask_predictor.py", args, tmp_path, fits, capsys, stop=2, stage=stage)
+    _interrupt_and_resume("train/train_mask_predictor.py", args, tmp_path, fits, capsys, stop=2, stage=stage,
+                          done=("filter",) if stage == "generator" else ())
 
 
 def test_a_foreign_resume_file_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ on sys.path)
 
@@ -83,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                                  bgr=spec.channel_order == "bgr")
         cfg = FitConfig(epochs=epochs, monitor="val_loss", mode="min", patience=args.patience,
                         max_steps_per_epoch=args.steps_per_epoch, lr_step_epochs=step, **fit_kw)
+        # a finished stage keeps its resume file until the checkpoint is written, so a run
+        # resumed in a later stage does not train the earlier ones again
         result = Trainer(task, train_loader, val_loader, cfg, device, resume_path=f"{out}.{stage}.last.pt",
-                         resume=args.resume, dist=ctx).fit()
+                         resume=args.resume, dist=ctx, keep_finished=stage != stages[-1][0]).fit()
         task.load_state_dict(result.best_state)
         history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch, **result.throughput}
     if not ctx.is_main:  # rank 0 writes the checkpoint
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     config["scale"] = scale.to_dict()
     save_checkpoint(out, spec, classifier_state(classifier), head.cpu().state_dict(), train=config,
                     metrics=metrics)
+    for stage, _, _ in stages:
+        Path(f"{out}.{stage}.last.pt").unlink(missing_ok=True)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))
     print(f"wrote {out}")
     return 0

@@ -216,7 +216,10 @@ class Trainer:
         device: where to train.
         resume_path: file for the per-epoch resume state; when it exists and ``resume``
             is true the loop continues from it (written by rank 0, read by every rank, so a
-            multi-node job needs it on a shared filesystem). Removed after a successful fit.
+            multi-node job needs it on a shared filesystem). Removed after a successful fit,
+            unless ``keep_finished``: then it is kept, marked finished, and a resumed fit
+            returns its result without training (a multi-stage script resumed in a later stage
+            does not redo the stages before it; the script removes the files at its end).
         dist: this process's place in a ``torchrun`` job (default: a world of one on ``device``).
 
     A step consumes ``config.accumulate`` batches of ``train_loader``; its shuffle order comes
@@ -226,8 +229,9 @@ class Trainer:
 
     def __init__(self, task: Task, train_loader: DataLoader, val_loader: Iterable[Any] | None,
                  config: FitConfig, device: torch.device, resume_path: str | Path | None = None,
-                 resume: bool = False, dist: DistContext | None = None) -> None:
+                 resume: bool = False, dist: DistContext | None = None, keep_finished: bool = False) -> None:
         self.task, self.train_loader, self.val_loader = task, train_loader, val_loader
+        self.keep_finished = keep_finished
         self.cfg, self.device = config, device
         self.ctx = dist or DistContext(device=device)
         self.resume_path = Path(resume_path) if resume_path else None
@@ -275,6 +279,11 @@ class Trainer:
         if self.resume and self.resume_path is not None and self.resume_path.is_file():
             st = load_resume_state(self.resume_path)
             self.task.load_state_dict(st["task"])
+            if st.get("finished"):
+                self._print(f"resumed from {self.resume_path}: this fit had finished (best epoch {st['best_epoch']})")
+                torch.set_rng_state(st["rng"])
+                return FitResult(st["best_state"], st["best_metrics"], st["best_epoch"], st["history"],
+                                 bool(st.get("stopped", False)), dict(st.get("throughput") or {}))
             self.optim.load_state_dict(st["optim"])
             if self.sched is not None and st.get("sched"):
                 self.sched.load_state_dict(st["sched"])
@@ -320,9 +329,13 @@ class Trainer:
                 self._print(f"early stopping: {cfg.monitor} did not improve for {bad} epochs")
                 break
         assert best_state is not None, "no epoch ran (epochs must be >= 1)"
-        if self.ctx.is_main and self.resume_path is not None and self.resume_path.exists():
+        throughput = self._throughput(steps, seconds)
+        if self.keep_finished:
+            self._save_resume(cfg.epochs - 1, best, bad, best_state, best_metrics, best_epoch, history,
+                              finished={"stopped": stopped, "throughput": throughput})
+        elif self.ctx.is_main and self.resume_path is not None and self.resume_path.exists():
             os.remove(self.resume_path)
-        return FitResult(best_state, best_metrics, best_epoch, history, stopped, self._throughput(steps, seconds))
+        return FitResult(best_state, best_metrics, best_epoch, history, stopped, throughput)
 
     def _throughput(self, steps: int, seconds: float) -> dict[str, float]:
         """Optimisation steps and training samples per second of the epochs this process ran
@@ -394,10 +407,13 @@ class Trainer:
         return logs
 
     def _save_resume(self, epoch: int, best: float, bad: int, best_state: Any, best_metrics: dict[str, float],
-                     best_epoch: int, history: list[dict[str, float]]) -> None:
+                     best_epoch: int, history: list[dict[str, float]], finished: dict[str, Any] | None = None) -> None:
+        """The resume state after ``epoch``; ``finished`` (the fit's end: ``stopped`` and
+        ``throughput``) marks a finished fit kept for a later stage's resume."""
         if self.resume_path is None or not self.ctx.is_main:
             return
         st = {
+            **({"finished": True, **finished} if finished is not None else {}),
             "epoch": epoch, "best": best, "bad": bad, "best_state": best_state, "best_metrics": best_metrics,
             "best_epoch": best_epoch, "history": history, "task": self.task.state_dict(),
             "optim": self.optim.state_dict(), "sched": self.sched.state_dict() if self.sched else None,
