@@ -281,3 +281,24 @@ def test_the_batch_plan_runs_two_batches_for_buffered_sources_and_one_for_live()
     assert batch_plan(8, 1, runs=3).model_runs == 3
     with pytest.raises(UserError, match="--runs 0 is out of range"):
         cli._check_args(cli.get_args_parser().parse_args(["--demo", "--runs", "0"]))
+
+
+def test_a_model_failure_in_one_of_two_runs_ends_the_run_with_that_error():
+    class Failing(_SlowBackend):
+        calls = 0
+
+        def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with self.lock:
+                self.calls += 1
+                n = self.calls
+            if n == 4:
+                raise RuntimeError("the model failed")
+            return super()._run(x)
+
+    be = Failing(2).open()
+    out = _Collect()
+    with pytest.raises(RuntimeError, match="the model failed"):
+        Pipeline(FrameStream(DemoSource(size=16)), be, Overlay(["a", "b", "c"]), [out],
+                 RunOptions(max_frames=200, batch=2, runs=2)).run()
+    assert len(out.seen) < 200
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("wysiwyc-")]  # nothing left running
