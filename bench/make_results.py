@@ -12,7 +12,8 @@ new temporary folder) — never into ``bench/results/``, whose files are the com
 measurements. Each step prints its command before it runs; a failing step stops the run
 (exit 1). ``tests/test_readme_tables.py`` checks that the README's numbers are in these
 files. The paper-scale latency suite (``bench/paper_scale.py``) runs only with
-``--paper-scale``.
+``--paper-scale``; the window's FPS (``window``: it opens windows under ``xvfb-run``) only
+with ``--display``, from an environment whose OpenCV has a GUI (``pip install -e ".[cpu,gui]"``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Step:
             ``{tmp}`` a scratch folder, ``{python}`` this interpreter.
         quick: the same with small limits (same outputs).
         paper_scale: only with ``--paper-scale`` (hours on a CPU).
+        display: only with ``--display``: it opens windows, so it needs a display (``xvfb-run``
+            is in the command) and an OpenCV with a GUI (run make_results from a ``[cpu,gui]``
+            environment).
     """
 
     name: str
@@ -53,6 +57,7 @@ class Step:
     full: tuple[tuple[str, ...], ...]
     quick: tuple[tuple[str, ...], ...]
     paper_scale: bool = False
+    display: bool = False
 
 
 def _pytest(*args: str) -> tuple[str, ...]:
@@ -93,6 +98,8 @@ OPENVINO = (PY, "bench/experiments/ort_vs_openvino.py", "--md", "{out}/ort_vs_op
             "--json", "{out}/ort_vs_openvino_cpu.json")
 OVERLAY = (PY, "bench/experiments/overlay_before_after.py", "--png", "{out}/overlay_before_after.png",
            "--md", "{out}/overlay_before_after.md")
+WINDOW = ("xvfb-run", "-a", "-s", "-screen 0 1024x768x24", PY, "bench/experiments/window_fps.py",
+          "--md", "{out}/runtime_window_fps.md")
 MODELS = (PY, "bench/tables.py", "models", *(f"src/wysiwyc/assets/shapes_{k}.pt" for k in
                                             ("classifier", "explainer", "mask_predictor", "rtis")),
           "-o", "{out}/bundled_models.md")
@@ -153,6 +160,8 @@ STEPS: tuple[Step, ...] = (
           (*OWN_LATENCY[:3], "torchvision:mobilenet_v2", *OWN_LATENCY[4:], "--repeats", "1"))),
     Step("paper_scale", ("latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
          (PAPER,), ((*PAPER, "--tiny"),), paper_scale=True),
+    Step("window", ("runtime_window_fps.md",), ((*WINDOW, "--frames", "6000"),), ((*WINDOW, "--frames", "300"),),
+         display=True),
 )
 
 
@@ -163,12 +172,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="output folder (default: bench/results; with --quick a new temporary folder)")
     p.add_argument("--only", default=None, help=f"comma-separated steps: {', '.join(s.name for s in STEPS)}")
     p.add_argument("--paper-scale", action="store_true", help="also the paper-scale latency suite (hours on a CPU)")
+    p.add_argument("--display", action="store_true",
+                   help="also the steps that open windows (under xvfb-run; run from a [cpu,gui] environment)")
     p.add_argument("--list", action="store_true", help="print the commands and exit")
     return p
 
 
-def select(only: str | None, paper_scale: bool) -> list[Step]:
-    """The steps to run: ``only`` (comma-separated names) or all; paper-scale ones on request.
+def select(only: str | None, paper_scale: bool, display: bool = False) -> list[Step]:
+    """The steps to run: ``only`` (comma-separated names) or all; paper-scale and display ones
+    on request.
 
     Raises:
         UserError: an unknown step name.
@@ -179,7 +191,7 @@ def select(only: str | None, paper_scale: bool) -> list[Step]:
         if unknown:
             raise UserError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(s.name for s in STEPS)}")
         return [s for s in STEPS if s.name in names]
-    return [s for s in STEPS if paper_scale or not s.paper_scale]
+    return [s for s in STEPS if (paper_scale or not s.paper_scale) and (display or not s.display)]
 
 
 def output_dir(out: str | None, quick: bool) -> Path:
@@ -215,7 +227,7 @@ def commands(step: Step, quick: bool, out: Path, tmp: Path) -> list[list[str]]:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    steps = select(args.only, args.paper_scale)
+    steps = select(args.only, args.paper_scale, args.display)
     out = output_dir(args.out, args.quick)
     if args.list:
         for step in steps:

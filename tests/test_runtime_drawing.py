@@ -74,7 +74,7 @@ class _FakeHighGui:
     def imshow(self, title: str, image: np.ndarray) -> None:
         self.shown.append(image)
 
-    def waitKey(self, ms: int) -> int:  # noqa: N802 (OpenCV's name)
+    def pollKey(self) -> int:  # noqa: N802 (OpenCV's name)
         return -1
 
     def destroyWindow(self, title: str) -> None:  # noqa: N802
@@ -82,6 +82,7 @@ class _FakeHighGui:
 
 
 def test_the_window_draws_and_shows_at_most_max_fps_frames_a_second():
+    assert WindowOutput().period == pytest.approx(1 / 30)  # video's rate by default
     win = WindowOutput(max_fps=10)
     win.cv2 = gui = _FakeHighGui()
     draws = [Counter(k) for k in range(30)]
@@ -94,6 +95,34 @@ def test_the_window_draws_and_shows_at_most_max_fps_frames_a_second():
     late = Counter(99)
     win.write(_record(late))
     assert len(gui.shown) == 2 and late.calls == 1
+
+
+def test_the_window_keeps_its_rate_when_frames_come_in_batches(monkeypatch):
+    """Batches of 8 frames every 10 ms (800 FPS) for 3 s: 30 frames a second shown, evenly;
+    after a 1 s stall no burst of frames to catch up."""
+    from wysiwyc.runtime import outputs
+
+    clock = [100.0]
+    monkeypatch.setattr(outputs.time, "perf_counter", lambda: clock[0])
+    win = WindowOutput()
+    win.cv2 = gui = _FakeHighGui()
+    shown_at = []
+    for _ in range(300):
+        for _ in range(8):
+            n = len(gui.shown)
+            win.write(_record(np.zeros((2, 2, 3), np.uint8)))
+            if len(gui.shown) > n:
+                shown_at.append(clock[0])
+        clock[0] += 0.01
+    assert 88 <= len(shown_at) <= 91  # 30 a second
+    assert max(np.diff(shown_at)) <= 0.05 and min(np.diff(shown_at)) >= 0.02
+    clock[0] += 1.0  # a stall
+    before = len(gui.shown)
+    for _ in range(3):  # 30 ms of batches after it: one frame, not a burst
+        for _ in range(8):
+            win.write(_record(np.zeros((2, 2, 3), np.uint8)))
+        clock[0] += 0.01
+    assert len(gui.shown) - before == 1
 
 
 # -- the web view ----------------------------------------------------------------------------
@@ -126,11 +155,13 @@ def test_the_web_view_draws_and_sends_only_what_a_client_gets_at_its_pace():
     assert all(d.calls <= 1 for d in draws)
 
 
-def test_serve_fps_is_checked_and_needs_serve(capsys):
-    for argv in (["--demo", "--serve", "127.0.0.1:0", "--serve-fps", "0"], ["--demo", "--serve-fps", "15"]):
+def test_serve_fps_and_show_fps_are_checked(capsys):
+    for argv in (["--demo", "--serve", "127.0.0.1:0", "--serve-fps", "0"], ["--demo", "--serve-fps", "15"],
+                 ["--demo", "--show-fps", "-1"]):
         assert cli.main(argv + ["--no-show", "--max-frames", "1"]) == 2
     err = capsys.readouterr().err
     assert "--serve-fps 0.0 is out of range" in err and "--serve-fps needs --serve" in err
+    assert "--show-fps -1.0 is out of range" in err
 
 
 # -- labels ----------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ from ..fileio import atomic_path, check_writable
 from .backends import Backend, describe_model, open_backend
 from .backends.onnxruntime import default_trt_cache
 from .batching import BatchPlan, batch_plan
-from .outputs import JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput, display_available
+from .outputs import (DISPLAY_FPS, JsonLinesOutput, MaskOutput, Output, VideoOutput, WindowOutput,
+                      display_available)
 from .overlay import COLORMAPS, Overlay
 from .pipeline import STAGES, Pipeline, RunOptions, RunResult
 from .progress import progress_for
@@ -154,6 +155,8 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("outputs")
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                      help="preview window (default: when a display exists)")
+    out.add_argument("--show-fps", type=float, default=None, metavar="FPS",
+                     help="frames a second the window shows at most; only those are drawn (default: 30)")
     out.add_argument("--output", default=None, metavar="OUT.mp4",
                      help="write the rendered video; several sources: a pattern with {stream} "
                           "(out_{stream}.mp4) or a folder (DIR/ gets stream0.mp4, stream1.mp4, ...)")
@@ -199,6 +202,7 @@ def _check_args(args: argparse.Namespace) -> None:
                           ("--status-every", args.status_every, lambda v: v >= 0),
                           ("--serve-max-clients", args.serve_max_clients, lambda v: v >= 1),
                           ("--serve-fps", args.serve_fps, lambda v: v > 0),
+                          ("--show-fps", args.show_fps, lambda v: v > 0),
                           ("--threshold", args.threshold, lambda v: 0 <= v <= 1),
                           ("--alpha", args.alpha, lambda v: 0 <= v <= 1),
                           ("--smooth", args.smooth, lambda v: 0 < v <= 1)):
@@ -300,7 +304,7 @@ def build_outputs(args: argparse.Namespace, sources: list[Source], class_names: 
         for i, src in enumerate(sources):
             tag = f" [{i}] {src.describe()}" if n > 1 else ""
             if show:
-                outputs.append(WindowOutput(f"wysiwyc{tag}", stream=i))
+                outputs.append(WindowOutput(f"wysiwyc{tag}", stream=i, max_fps=args.show_fps or DISPLAY_FPS))
             if args.output:
                 path = stream_path(args.output, i, n, "stream{stream}.mp4")
                 outputs.append(VideoOutput(path, args.fps_limit or src.fps or 30.0, stream=i))

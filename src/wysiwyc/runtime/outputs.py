@@ -137,37 +137,45 @@ def display_available() -> bool:
     return True
 
 
+# Frames a second a window or a web-view client is shown at most: video's rate.
+DISPLAY_FPS = 30.0
+
+
 class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing.
 
-    It shows at most ``max_fps`` frames a second (a screen refreshes 60 times a second: a
-    frame that arrives sooner after the last one shown would never be seen, so it is
-    neither drawn nor shown); a live camera's 30 FPS are all shown."""
+    It shows at most ``max_fps`` frames a second (default :data:`DISPLAY_FPS`, video's rate):
+    a frame that arrives sooner after the last one shown is neither drawn nor shown — each
+    shown frame costs the GUI toolkit and the display server a few milliseconds, while a
+    file or ``--demo`` runs at hundreds of frames a second; a camera's 30 FPS are all shown."""
 
     draws = True
 
     main_thread = True
 
-    def __init__(self, title: str = "wysiwyc", stream: int | None = None, max_fps: float = 60.0) -> None:
+    def __init__(self, title: str = "wysiwyc", stream: int | None = None, max_fps: float = DISPLAY_FPS) -> None:
         self.cv2 = require("cv2", "video", "the preview window")
         self.title = title
         self.stream = stream
         self.enabled = True
         self.period = 1.0 / max_fps
-        self.last: float | None = None
+        self.due = 0.0  # when the next frame may be shown (perf_counter seconds)
 
     def write(self, rec: FrameRecord) -> bool:
         if not self.enabled:
             return True
         now = time.perf_counter()
-        if self.last is not None and now - self.last < self.period:
+        if now < self.due:
             return True
-        self.last = now
+        # frames come in batches: schedule from the last due time (max_fps on average), or
+        # from now after a stall (no burst to catch up)
+        self.due = self.due + self.period if now - self.due < self.period else now + self.period
         cv2 = self.cv2
         try:
             cv2.imshow(self.title, swap_rb(rec.image))
-            key = cv2.waitKey(1) & 0xFF
+            # pollKey handles the window's events without waitKey's 1 ms wait (OpenCV >= 4.5.4)
+            key = (cv2.pollKey() if hasattr(cv2, "pollKey") else cv2.waitKey(1)) & 0xFF
         except cv2.error:
             print("note: this OpenCV build cannot open windows (headless); continuing without one "
                   "(--no-show hides this)", file=sys.stderr)

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import UserError
 from .imageops import cv2_or_none, swap_rb
-from .outputs import FrameRecord, Output
+from .outputs import DISPLAY_FPS, FrameRecord, Output
 from .sources import redact_url
 
 # Longest wait of a client thread for a new frame before it re-checks the server state.
@@ -56,7 +56,7 @@ WAIT_S = 0.5
 # A client that sends no request, or stops reading its stream, for this long is dropped.
 CLIENT_TIMEOUT_S = 30.0
 DEFAULT_MAX_CLIENTS = 8
-DEFAULT_FPS = 30.0  # frames a second an MJPEG client gets at most
+DEFAULT_FPS = DISPLAY_FPS  # frames a second an MJPEG client gets at most
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -433,8 +433,9 @@ class _ViewHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                  + f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
-                due = max(due + view.period, time.monotonic())  # behind (a stall): no burst to catch up
-                time.sleep(max(0.0, due - time.monotonic()))
+                now = time.monotonic()  # the next frame one period on; after a stall, from now (no burst)
+                due = due + view.period if now - due < view.period else now + view.period
+                time.sleep(max(0.0, due - now))
                 got = view.frame(stream, after=seq)
 
     def _mjpeg_headers(self) -> None:

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""End-to-end FPS with the desktop window open, against the model alone and nothing drawn.
+
+    xvfb-run -a python bench/experiments/window_fps.py --md bench/results/runtime_window_fps.md
+
+Needs what a window needs: an OpenCV with a GUI (``pip install -e ".[cpu,gui]"``) and a
+display (``xvfb-run`` gives a virtual one); without them it stops with one line (exit 2).
+
+The real pipeline of ``runtime-explain`` on 1 and 4 ``--demo`` streams of the bundled demo
+Explainer (ONNX Runtime, batches of up to 8, two batches in the model at once as the CLI runs
+buffered sources) for ``--frames`` frames, each case twice: with the real
+:class:`~wysiwyc.runtime.outputs.WindowOutput` s, one per stream as ``runtime-explain`` opens
+them (``cv2.imshow`` + ``pollKey``; each draws and shows at most 30 frames a second), and
+with nothing drawn; then the model alone on ready
+batches, as many at once. Reported: FPS, the ratio to the model alone, and the frames the
+window drew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
+
+from wysiwyc.errors import UserError, cli_main
+from wysiwyc.fileio import atomic_path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "src" / "wysiwyc" / "assets" / "shapes_explainer.onnx"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Runtime FPS with the desktop window open.", add_help=add_help)
+    p.add_argument("--frames", type=int, default=1500, help="frames per case (default 1500)")
+    p.add_argument("--md", default=None, help="write the table here (Markdown)")
+    return p
+
+
+def _check_window() -> None:
+    """One line and exit 2 unless a window can really open here."""
+    from wysiwyc.runtime.outputs import display_available
+
+    if not display_available():
+        raise UserError("no display: run it under xvfb-run (or on a desktop)")
+    import cv2
+
+    try:
+        cv2.namedWindow("wysiwyc-probe")
+        cv2.destroyWindow("wysiwyc-probe")
+    except cv2.error as exc:
+        raise UserError("this OpenCV has no GUI (headless): pip install -e '.[cpu,gui]'") from exc
+
+
+def _model_only(be, frames: int, batch: int = 8) -> float:  # noqa: ANN001
+    """The model alone on ready batches, ``be.concurrent_runs`` at once (frames per second)."""
+    from wysiwyc.runtime.sources import DemoSource
+
+    x = be.preprocess([DemoSource(size=64).read()] * batch)
+    be.infer(x)
+    left, lock = [frames], threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= batch
+            be.infer(x)
+
+    threads = [threading.Thread(target=work) for _ in range(be.concurrent_runs)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (frames - left[0]) / (time.perf_counter() - t0)
+
+
+def _case(be, streams: int, frames: int, window: bool) -> tuple[float, int]:  # noqa: ANN001
+    """(FPS, frames the window drew) of one run."""
+    from wysiwyc.runtime.batching import batch_plan
+    from wysiwyc.runtime.outputs import WindowOutput
+    from wysiwyc.runtime.overlay import Overlay
+    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
+    from wysiwyc.runtime.reader import FrameStream
+    from wysiwyc.runtime.sources import DemoSource
+
+    cond = threading.Condition()
+    ss = [FrameStream(DemoSource(size=64, seed=k), cond=cond, stream_id=k) for k in range(streams)]
+    # one window per stream, as runtime-explain opens them
+    outs = [WindowOutput(f"wysiwyc [{k}]", stream=k) for k in range(streams)] if window else []
+    pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), outs,
+                    RunOptions(max_frames=frames, batch=8, runs=batch_plan(8, 0).model_runs))
+    res = pipe.run()
+    if res.frames != frames:
+        raise RuntimeError(f"the pipeline delivered {res.frames} of {frames} frames")
+    drawn = res.timings["draw"].count
+    if window and drawn == 0:
+        raise RuntimeError("the window drew nothing")
+    return res.fps, drawn
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    _check_window()
+    from wysiwyc.runtime.backends import open_backend
+    from wysiwyc.runtime.batching import batch_plan
+
+    be = open_backend(DEMO, runs=batch_plan(8, 0).model_runs)
+    _model_only(be, 64)  # warm-up
+    rows = []
+    for streams in (1, 4):
+        for window in (True, False):
+            fps, drawn = _case(be, streams, args.frames, window)
+            model = _model_only(be, args.frames)
+            case = f"demo explainer 64px onnxruntime fp32, {streams} demo stream(s), batch≤8, " + (
+                "window shown" if window else "nothing drawn")
+            rows.append(f"| {case} | {be.concurrent_runs} | {args.frames} | {fps:.1f} | {model:.1f} | "
+                        f"{fps / model:.2f} | {drawn} |")
+            print(rows[-1], flush=True)
+    import platform
+
+    text = ("# Runtime FPS with the desktop window open\n\n"
+            "Command: `python bench/make_results.py --only window --display` (`xvfb-run -a python "
+            "bench/experiments/window_fps.py`, from a `[cpu,gui]` environment).\n\n"
+            "| case | runs | frames | FPS | model-only FPS | FPS / model-only | frames drawn |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({_cpu_name()}, "
+            f"{os.cpu_count()} CPU threads), display {os.environ.get('DISPLAY', '?')} (Xvfb), "
+            f"python {platform.python_version()}.\n")
+    if args.md:
+        with atomic_path(args.md) as tmp:
+            Path(tmp).write_text(text)
+        print(f"wrote {args.md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
