@@ -48,6 +48,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _rate import rate  # noqa: E402
+
 FRAMES = 300
 
 
@@ -201,34 +203,6 @@ def _clip(path: Path, frames: int, seed: int) -> Path:
 _CLASSIFIERS: dict = {}
 
 
-def _rate(call, batch: int, frames: int, runs: int = 1) -> float:  # noqa: ANN001
-    """Frames per second of ``call()`` (one batch of ``batch`` frames) made from ``runs`` threads
-    at once until ``frames`` frames are done, after one untimed call."""
-    import threading
-    import time
-
-    call()
-    left = [frames]
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if left[0] <= 0:
-                    return
-                left[0] -= batch
-            call()
-
-    threads = [threading.Thread(target=work) for _ in range(runs)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done = frames - left[0]
-    return done / (time.perf_counter() - t0)
-
-
 def _classifier_only_fps(model: Path, batch: int, frames: int, size: int, runs: int = 1) -> float | None:
     """The classifier alone (logits only) of an ``.onnx`` export whose checkpoint lies beside it,
     at ``batch``, on ONNX Runtime as the runtime would run it (its session options, ``runs``
@@ -258,7 +232,7 @@ def _classifier_only_fps(model: Path, batch: int, frames: int, size: int, runs: 
                                                       providers=["CPUExecutionProvider"])
     sess = _CLASSIFIERS[pt, runs]
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-    return _rate(lambda: sess.run(None, {"images": x}), batch, frames, runs)
+    return rate(lambda: sess.run(None, {"images": x}), batch, frames, runs)
 
 
 def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float) -> dict:  # noqa: ANN001
@@ -278,7 +252,7 @@ def _model_only_fps(be, batch: int, frames: int, size: int = STREAM_SIZE) -> flo
     from wysiwyc.runtime.sources import DemoSource
 
     x = be.preprocess([DemoSource(size=size).read()] * batch)
-    return _rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
+    return rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
 
 
 def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdir: Path, batch: int = 8) -> dict:

@@ -58,27 +58,12 @@ def _check_window() -> None:
 
 def _model_only(be, frames: int, batch: int = 8) -> float:  # noqa: ANN001
     """The model alone on ready batches, ``be.concurrent_runs`` at once (frames per second)."""
+    from _rate import rate
+
     from wysiwyc.runtime.sources import DemoSource
 
     x = be.preprocess([DemoSource(size=64).read()] * batch)
-    be.infer(x)
-    left, lock = [frames], threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if left[0] <= 0:
-                    return
-                left[0] -= batch
-            be.infer(x)
-
-    threads = [threading.Thread(target=work) for _ in range(be.concurrent_runs)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return (frames - left[0]) / (time.perf_counter() - t0)
+    return rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
 
 
 def _case(be, streams: int, frames: int, window: bool) -> tuple[float, int]:  # noqa: ANN001
