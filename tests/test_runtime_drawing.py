@@ -301,6 +301,10 @@ def test_onnxruntime_on_cpu_shares_its_threads_between_runs(tiny_onnx):
     assert threads == max(1, available_cores() // 2)
     bound = open_backend(tiny_onnx, runs=2, iobinding=True)  # its bound buffers serve one run at a time
     assert bound.concurrent_runs == 1
+    one_thread = open_backend(tiny_onnx, runs=2, threads=1)  # --threads 1: one core, so one run
+    assert one_thread.concurrent_runs == 1 and one_thread.session.get_session_options().intra_op_num_threads == 1
+    four = open_backend(tiny_onnx, runs=2, threads=4)
+    assert four.concurrent_runs == 2 and four.session.get_session_options().intra_op_num_threads == 2
     x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
     for a, b in zip(one(x), two(x)):
         np.testing.assert_allclose(a, b, atol=1e-5)

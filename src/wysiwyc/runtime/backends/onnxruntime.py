@@ -217,7 +217,8 @@ class OnnxBackend(Backend):
     Args:
         path: an ``.onnx`` file written by ``export/to_onnx.py``.
         provider: ``auto`` | ``tensorrt`` | ``cuda`` | ``cpu``.
-        threads: intra-op threads, all runs together (``None``: one per core).
+        threads: intra-op threads, all runs together (``None``: one per core); at most this
+            many runs go at once.
         runs: batches the pipeline keeps in flight at once (:attr:`concurrent_runs`). On the
             CPU provider each of ``runs`` concurrent runs gets ``threads // runs`` intra-op
             threads: a run split over every core stalls whenever another stage of the
@@ -267,8 +268,10 @@ class OnnxBackend(Backend):
         providers = session_providers(names, self.trt_options)
         threads = self.threads
         if names[0] == "CPUExecutionProvider" and self.runs > 1:
-            threads = max(1, (threads or available_cores()) // self.runs)
-            self.concurrent_runs = self.runs
+            total = threads or available_cores()
+            runs = min(self.runs, total)  # never more threads than --threads (or the cores)
+            if runs > 1:
+                threads, self.concurrent_runs = max(1, total // runs), runs
         self.session = self._session(ort, session_options(ort, threads), providers)
         self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.provider = self.session.get_providers()[0]
