@@ -82,7 +82,7 @@ class _FakeHighGui:
 
 
 def test_the_window_draws_and_shows_at_most_max_fps_frames_a_second():
-    assert WindowOutput().period == pytest.approx(1 / 30)  # video's rate by default
+    assert WindowOutput().pacer.period == pytest.approx(1 / 30)  # video's rate by default
     win = WindowOutput(max_fps=10)
     win.cv2 = gui = _FakeHighGui()
     draws = [Counter(k) for k in range(30)]

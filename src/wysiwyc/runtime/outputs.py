@@ -141,6 +141,34 @@ def display_available() -> bool:
 DISPLAY_FPS = 30.0
 
 
+class Pacer:
+    """At most ``fps`` events a second, evenly: each taken event makes the next due one period
+    after the last due time (so frames that arrive in batches still give ``fps`` on average),
+    or one period after now when the caller fell behind (no burst to catch up after a stall).
+
+    Args:
+        fps: events a second at most.
+        clock: seconds, monotonic (``time.perf_counter`` by default).
+    """
+
+    def __init__(self, fps: float, clock: Callable[[], float] | None = None) -> None:
+        self.period = 1.0 / fps
+        self.clock = clock or time.perf_counter
+        self.due = 0.0  # when the next event may be taken (clock seconds)
+
+    def take(self) -> bool:
+        """Whether an event may happen now; when it may, the next one is scheduled."""
+        now = self.clock()
+        if now < self.due:
+            return False
+        self.due = self.due + self.period if now - self.due < self.period else now + self.period
+        return True
+
+    def wait(self) -> None:
+        """Sleep until the next event is due."""
+        time.sleep(max(0.0, self.due - self.clock()))
+
+
 class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing.
@@ -159,18 +187,13 @@ class WindowOutput(Output):
         self.title = title
         self.stream = stream
         self.enabled = True
-        self.period = 1.0 / max_fps
-        self.due = 0.0  # when the next frame may be shown (perf_counter seconds)
+        self.pacer = Pacer(max_fps)
 
     def write(self, rec: FrameRecord) -> bool:
         if not self.enabled:
             return True
-        now = time.perf_counter()
-        if now < self.due:
+        if not self.pacer.take():
             return True
-        # frames come in batches: schedule from the last due time (max_fps on average), or
-        # from now after a stall (no burst to catch up)
-        self.due = self.due + self.period if now - self.due < self.period else now + self.period
         cv2 = self.cv2
         try:
             cv2.imshow(self.title, swap_rb(rec.image))

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import UserError
 from .imageops import cv2_or_none, swap_rb
-from .outputs import DISPLAY_FPS, FrameRecord, Output
+from .outputs import DISPLAY_FPS, FrameRecord, Output, Pacer
 from .sources import redact_url
 
 # Longest wait of a client thread for a new frame before it re-checks the server state.
@@ -235,7 +235,7 @@ class ViewServer(Output):
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
-        self.period = 1.0 / fps
+        self.fps = float(fps)
         self.names = [redact_url(n) for n in names]
         self.stats = stats or (lambda: {})
         self.quality = int(quality)
@@ -426,16 +426,15 @@ class _ViewHandler(http.server.BaseHTTPRequestHandler):
             return
         self._mjpeg_headers()
         # a client that closed, reset or stopped reading (the socket timeout) just ends its stream
-        due = time.monotonic()
+        pacer = Pacer(view.fps, time.monotonic)
         with contextlib.suppress(OSError):
             while got is not None:
+                pacer.take()
                 seq, data = got
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                  + f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
-                now = time.monotonic()  # the next frame one period on; after a stall, from now (no burst)
-                due = due + view.period if now - due < view.period else now + view.period
-                time.sleep(max(0.0, due - now))
+                pacer.wait()
                 got = view.frame(stream, after=seq)
 
     def _mjpeg_headers(self) -> None:
