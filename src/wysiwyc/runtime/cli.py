@@ -509,7 +509,7 @@ def run_model(args: argparse.Namespace, backend: Backend,
     opts = RunOptions(max_frames=args.max_frames, fps_limit=args.fps_limit, batch=args.batch,
                       threshold=threshold(args.threshold, backend.spec.activation), top_k=args.top_k, pinned=pinned,
                       min_view=args.view_size, batch_wait_s=args.batch_wait / 1e3, smooth=args.smooth,
-                      runs=run_batch_plan(args).model_runs)
+                      runs=backend.concurrent_runs)  # opened with the batch plan's runs
     if args.serve:
         try:
             view = open_view(args, sources)
