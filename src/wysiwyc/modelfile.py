@@ -93,17 +93,26 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
         raise ModelFileError(f"{p} is not an ONNX model ({type(exc).__name__})") from exc
 
 
-def _ort_metadata(p: Path) -> dict[str, str]:
+def ort_probe(p: Path) -> Any:
+    """An ONNX Runtime CPU session of ``p`` with no graph optimisation (cheap: for reading its
+    metadata and I/O where ``onnx`` is not installed).
+
+    Raises:
+        ModelFileError: not a loadable ONNX model.
+    """
     from .errors import require
 
     ort = require("onnxruntime", "cpu", "reading .onnx models")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelFileError(f"{p} is not a loadable ONNX model ({type(exc).__name__})") from exc
-    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def _ort_metadata(p: Path) -> dict[str, str]:
+    return dict(ort_probe(p).get_modelmeta().custom_metadata_map)
 
 
 def read_spec(path: str | os.PathLike[str]) -> ModelSpec:

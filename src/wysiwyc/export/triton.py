@@ -50,7 +50,7 @@ from typing import Any
 from ..errors import UserError
 from ..formats import GRAPHS, MANY_CLASSES, TOPK_OUTPUTS
 from ..modelfile import (GRAPH_KEY, PRECISION_KEY, SPEC_KEY, load_onnx, metadata_props, onnx_metadata,
-                         spec_from_metadata)
+                         ort_probe, spec_from_metadata)
 from ..spec import ModelSpec
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
@@ -142,15 +142,7 @@ def graph_io(path: Path, proto: Any = None) -> tuple[dict[str, tuple[str, list[i
 
 
 def _ort_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]]]:
-    from ..errors import require
-
-    ort = require("onnxruntime", "cpu", "reading .onnx models")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise UserError(f"{path} is not a loadable ONNX model ({type(exc).__name__})") from exc
+    sess = ort_probe(path)
 
     def one(v: Any) -> tuple[str, list[int]]:
         return ORT_TYPES.get(v.type, v.type), [d if isinstance(d, int) and d > 0 else -1 for d in v.shape]
