@@ -102,6 +102,19 @@ def open_session(path: str | os.PathLike[str]) -> Any:
     return open_backend(path, provider="cpu")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_rows(rows: list[dict], command: str, md: str | None, markdown: str, json_path: str | None) -> None:
     """An experiment's result files, each written atomically when asked for: ``markdown`` to
     ``md``, and ``{"command", "rows"}`` as JSON to ``json_path``."""

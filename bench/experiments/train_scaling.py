@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,17 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
+    from _methods import cpu_name
 
-    where = f"{os.cpu_count()}-core {cpu}"
+    where = f"{os.cpu_count()}-core {cpu_name()}"
     if device.startswith("cuda") and torch.cuda.is_available():
         where = f"{torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}, {where}"
     return f"{where}; torch {torch.__version__}"

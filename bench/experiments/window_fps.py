@@ -90,19 +90,6 @@ def _case(be, streams: int, frames: int, window: bool) -> tuple[float, int]:  # 
     return res.fps, drawn
 
 
-def _cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
@@ -124,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
     import platform
 
+    from _methods import cpu_name
+
     text = ("# Runtime FPS with the desktop window open\n\n"
             "Command: `python bench/make_results.py --only window --display` (`xvfb-run -a python "
             "bench/experiments/window_fps.py`, from a `[cpu,gui]` environment).\n\n"
             "| case | runs | frames | FPS | model-only FPS | FPS / model-only | frames drawn |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({_cpu_name()}, "
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({cpu_name()}, "
             f"{os.cpu_count()} CPU threads), display {os.environ.get('DISPLAY', '?')} (Xvfb), "
             f"python {platform.python_version()}.\n")
     if args.md:
