@@ -78,6 +78,18 @@ def run_to_end(stream: FrameStream, limit_s: float = 5.0) -> list:
     return frames
 
 
+def run_scripted(src: ScriptedSource, reconnect: int) -> tuple[FrameStream, list[float]]:
+    """``src`` read to its end through a stream with ``reconnect`` attempts and the test's
+    back-off, the waits recorded instead of waited: (the closed stream, its waits)."""
+    stream = FrameStream(src, reconnect=reconnect, backoff=BACKOFF)
+    waits = record_backoff(stream)
+    try:
+        run_to_end(stream)
+    finally:
+        stream.close()
+    return stream, waits
+
+
 def schedule(first: float, cap: float, n: int) -> list[float]:
     return [min(first * 2**k, cap) for k in range(n)]
 
@@ -85,12 +97,7 @@ def schedule(first: float, cap: float, n: int) -> list[float]:
 # -- back-off schedule, reset, attempt count (no real waiting) ---------------------------
 def test_backoff_doubles_from_the_first_delay_up_to_the_cap():
     src = ScriptedSource(frames=3)  # every reopen fails
-    stream = FrameStream(src, reconnect=7, backoff=BACKOFF)
-    waits = record_backoff(stream)
-    try:
-        run_to_end(stream)
-    finally:
-        stream.close()
+    stream, waits = run_scripted(src, 7)
     assert waits == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08])
     assert src.reopen_calls == 7 and stream.stats.reconnects == 0 and stream.lost
 
@@ -98,12 +105,7 @@ def test_backoff_doubles_from_the_first_delay_up_to_the_cap():
 def test_backoff_starts_again_from_the_first_delay_after_a_successful_reopen():
     # drop 1: fail, fail, ok; drop 2: fail, ok; drop 3: four failures -> lost
     src = ScriptedSource(frames=3, reopens=(False, False, True, False, True))
-    stream = FrameStream(src, reconnect=4, backoff=BACKOFF)
-    waits = record_backoff(stream)
-    try:
-        run_to_end(stream)
-    finally:
-        stream.close()
+    stream, waits = run_scripted(src, 4)
     assert waits == pytest.approx(schedule(*BACKOFF, 3) + schedule(*BACKOFF, 2) + schedule(*BACKOFF, 4))
     assert stream.stats.reconnects == 2 and src.connections == 3 and stream.stats.grabbed == 9
     assert "4 reconnect attempts failed" in stream.lost
@@ -113,12 +115,7 @@ def test_backoff_starts_again_from_the_first_delay_after_a_successful_reopen():
 def test_reconnect_n_allows_exactly_n_attempts_in_a_row_before_the_stream_is_lost(n):
     # n - 1 failures then a success survive the first drop; n failures in a row lose the second
     src = ScriptedSource(frames=2, reopens=(False,) * (n - 1) + (True,))
-    stream = FrameStream(src, reconnect=n, backoff=BACKOFF)
-    waits = record_backoff(stream)
-    try:
-        run_to_end(stream)
-    finally:
-        stream.close()
+    stream, waits = run_scripted(src, n)
     assert stream.stats.reconnects == 1 and src.connections == 2
     assert src.reopen_calls == 2 * n and len(waits) == 2 * n
     assert stream.lost == f"scripted camera stopped delivering frames and {n} reconnect attempts failed"
@@ -142,12 +139,7 @@ def test_a_lost_url_stream_is_named_without_its_credentials():
 # -- reconnect 0 ----------------------------------------------------------------------
 def test_reconnect_0_loses_the_stream_at_its_first_drop_without_a_reopen_attempt():
     src = ScriptedSource(frames=3, reopens=(True,) * 5)  # a reopen would succeed
-    stream = FrameStream(src, reconnect=0, backoff=BACKOFF)
-    waits = record_backoff(stream)
-    try:
-        run_to_end(stream)
-    finally:
-        stream.close()
+    stream, waits = run_scripted(src, 0)
     assert src.reopen_calls == 0 and waits == [] and stream.stats.reconnects == 0
     assert stream.stats.grabbed == 3
     assert stream.lost == "scripted camera stopped delivering frames (reconnect disabled)"
