@@ -202,7 +202,7 @@ class Pipeline:
         self.deferred = [o for o in outputs if not getattr(o, "main_thread", False)]
         self._route = {id(o): getattr(o, "stream", None) for o in outputs}
         self.batcher = Batcher(self.streams, opts.batch, opts.batch_wait_s)
-        self.runs = max(1, min(int(opts.runs), int(getattr(backend, "concurrent_runs", 1))))
+        self.runs = max(1, min(int(opts.runs), backend.concurrent_runs))
         self._turn = 0  # the next batch (seq) the infer threads may hand on
         self._turn_cond = threading.Condition()
         self.smoother = MaskSmoother(opts.smooth) if opts.smooth < 1.0 else None
