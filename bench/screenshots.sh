@@ -2,6 +2,7 @@
 # Screenshots of the two ways to watch the runtime, taken for real:
 #   bench/results/runtime_serve_chromium.png — `--serve` with 4 demo streams, in headless Chromium
 #   bench/results/runtime_window_xvfb.png    — the desktop window (`[gui]` extra) under Xvfb
+#   bench/results/runtime_window_grid_xvfb.png — 4 demo streams in one window (a 2×2 grid)
 # Needs the Debian packages chromium, xvfb and xauth, and an environment with
 # `pip install -e ".[cpu,gui]"` (RUNTIME_BIN points at its bin/ folder; default: the active one).
 set -euo pipefail
@@ -29,4 +30,12 @@ sleep 20
 kill %1
 INNER
 xvfb-run -a -s "-screen 0 800x600x24" bash "$work/window.sh"
-echo "wrote $OUT/runtime_serve_chromium.png $OUT/runtime_window_xvfb.png"
+cat > "$work/grid.sh" <<INNER
+"$BIN/runtime-explain" --source demo --source demo --source demo --source demo --show --max-frames 1000000 \
+    > "$work/grid.log" 2>&1 &
+sleep 20
+"$BIN/python" -c "import os; from PIL import ImageGrab; ImageGrab.grab(xdisplay=os.environ['DISPLAY']).crop((0, 0, 768, 830)).save('$OUT/runtime_window_grid_xvfb.png')"
+kill %1
+INNER
+xvfb-run -a -s "-screen 0 1024x900x24" bash "$work/grid.sh"
+echo "wrote $OUT/runtime_serve_chromium.png $OUT/runtime_window_xvfb.png $OUT/runtime_window_grid_xvfb.png"

@@ -47,14 +47,17 @@ def _colourful(png: Path, box: tuple[int, int, int, int] | None = None) -> float
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs xvfb-run (Debian packages xvfb, xauth)")
 @pytest.mark.skipif(not _gui_opencv(), reason="needs an OpenCV build with a GUI: pip install 'wysiwyc[gui]'")
-def test_window_shows_the_overlay_under_xvfb(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streams", [1, 2])
+def test_window_shows_the_overlay_under_xvfb(tmp_path: Path, streams: int) -> None:
+    """One stream: its window; two: one window with both side by side (a 1×2 grid of 384 px tiles)."""
     shot = tmp_path / "window.png"
+    sources = ["--demo"] if streams == 1 else ["--source", "demo", "--source", "demo"]
     script = tmp_path / "grab.py"
     script.write_text(
         "import os, subprocess, sys, time\n"
         "from PIL import ImageGrab\n"
         "import numpy as np\n"
-        f"p = subprocess.Popen({RUNTIME + ['--demo', '--show', '--max-frames', '1000000']!r})\n"
+        f"p = subprocess.Popen({RUNTIME + sources + ['--show', '--max-frames', '1000000']!r})\n"
         "deadline = time.monotonic() + 120\n"
         "try:\n"
         "    while time.monotonic() < deadline and p.poll() is None:\n"
@@ -71,6 +74,8 @@ def test_window_shows_the_overlay_under_xvfb(tmp_path: Path) -> None:
                        env=ENV, capture_output=True, text=True, timeout=180)
     assert shot.is_file(), r.stderr[-2000:]
     assert _colourful(shot) > 0.05  # a window with the demo frame and its mask colours
+    if streams == 2:  # the second stream's tile beside the first, in the same window
+        assert _colourful(shot, (0, 0, 384, 450)) > 0.05 and _colourful(shot, (384, 0, 768, 450)) > 0.05
 
 
 def _free_port() -> int:

@@ -16,7 +16,7 @@ from wysiwyc.runtime import cli
 from wysiwyc.runtime.backends import Backend, open_backend
 from wysiwyc.runtime.batching import batch_plan
 from wysiwyc.runtime.imageops import swap_rb
-from wysiwyc.runtime.outputs import FrameRecord, Output, WindowOutput
+from wysiwyc.runtime.outputs import FrameRecord, Output, WindowOutput, grid_shape
 from wysiwyc.runtime.overlay import Overlay, _Text, class_colour, select_classes, select_classes_batch
 from wysiwyc.runtime.pipeline import Pipeline, RunOptions
 from wysiwyc.runtime.reader import FrameStream
@@ -123,6 +123,79 @@ def test_the_window_keeps_its_rate_when_frames_come_in_batches(monkeypatch):
             win.write(_record(np.zeros((2, 2, 3), np.uint8)))
         clock[0] += 0.01
     assert len(gui.shown) - before == 1
+
+
+def test_grid_shape_is_as_square_as_it_gets():
+    assert [grid_shape(n) for n in (1, 2, 3, 4, 5, 9, 10)] == [(1, 1), (1, 2), (2, 2), (2, 2), (2, 3), (3, 3),
+                                                              (3, 4)]
+
+
+class _SolidDraw(Counter):
+    """A drawing function (counted) of one RGB colour and shape."""
+
+    def __init__(self, value: tuple[int, int, int], shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.rgb, self.shape = value, shape
+
+    def __call__(self) -> np.ndarray:
+        self.calls += 1
+        return np.broadcast_to(np.array(self.rgb, np.uint8), (*self.shape, 3)).copy()
+
+
+def test_several_streams_share_one_window_as_a_grid(monkeypatch):
+    """Three streams in one window: a 2×2 grid of tiles the first frame's size, in stream order,
+    BGR, each with its caption; a tick redraws only the streams with a new frame; a frame of
+    another shape is fitted into its tile, centred on black; a shown frame stays untouched."""
+    from wysiwyc.runtime import outputs
+
+    clock = [100.0]
+    monkeypatch.setattr(outputs.time, "perf_counter", lambda: clock[0])
+    win = WindowOutput("wysiwyc - 3 streams", names=["[0] demo", "[1] demo", "[2] url http://cam/x"])
+    win.cv2 = gui = _FakeHighGui()
+    red, green, blue = _SolidDraw((200, 10, 10), (60, 200)), _SolidDraw((10, 200, 10), (60, 200)), \
+        _SolidDraw((10, 10, 200), (30, 50))
+    recs = [_record(red, 0), _record(green, 1), _record(blue, 2)]
+    assert win.write(recs[0])  # shown at once: only stream 0 has a frame yet
+    for r in recs[1:]:
+        assert win.write(r)  # within the same 1/30 s: kept, not drawn
+    assert len(gui.shown) == 1 and (red.calls, green.calls, blue.calls) == (1, 0, 0)
+    clock[0] += 0.04
+    win.write(recs[1])  # the next tick: every stream's newest frame
+    assert len(gui.shown) == 2 and (red.calls, green.calls, blue.calls) == (1, 1, 1)
+    grid = gui.shown[-1]
+    assert grid.shape == (120, 400, 3)  # 2 × 2 tiles of 60 × 200
+    bottom = grid[[59, 59, 119, 119], [0, 399, 0, 399]]  # the bottom-left/right pixel of each tile
+    np.testing.assert_array_equal(bottom[0], (10, 10, 200))  # stream 0 (red), as BGR
+    np.testing.assert_array_equal(bottom[1], (10, 200, 10))  # stream 1 (green)
+    np.testing.assert_array_equal(bottom[2], (0, 0, 0))  # stream 2's 30×50 frame, fitted to 60×100, centred
+    np.testing.assert_array_equal(grid[119, 50], (200, 10, 10))  # ... and there it is (blue)
+    np.testing.assert_array_equal(bottom[3], (0, 0, 0))  # no fourth stream
+    assert (grid[:20, 200 - 100:200] != (10, 10, 200)).any(axis=-1).any()  # stream 0's caption, top right
+    assert (recs[0].image == (200, 10, 10)).all()  # the caption went on a copy
+    clock[0] += 0.04
+    win.write(_record(_SolidDraw((1, 2, 3), (60, 200)), 0))  # only stream 0 changed
+    assert (red.calls, green.calls, blue.calls) == (1, 1, 1)
+    np.testing.assert_array_equal(gui.shown[-1][59, 0], (3, 2, 1))
+    np.testing.assert_array_equal(gui.shown[-1][59, 399], (10, 200, 10))
+
+
+def test_a_grid_of_large_frames_fits_a_1080p_screen():
+    win = WindowOutput(names=[f"[{k}]" for k in range(4)])
+    win.cv2 = gui = _FakeHighGui()
+    win.write(_record(np.zeros((1080, 1920, 3), np.uint8)))
+    assert gui.shown[0].shape == (1080, 1920, 3)  # 2 × 2 tiles at half size
+
+
+def test_the_cli_opens_one_window_for_every_stream(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "display_available", lambda: True)
+    args = cli.get_args_parser().parse_args(["--demo", "--show"])
+    one = cli.build_outputs(args, [DemoSource(size=16)], ["a"])
+    assert [(type(o), o.names, o.title) for o in one] == [(WindowOutput, None, "wysiwyc")]
+    srcs = [DemoSource(size=16), DemoSource(size=16, seed=1)]
+    many = cli.build_outputs(args, srcs, ["a"])
+    assert len(many) == 1 and many[0].stream is None
+    assert many[0].names == [f"[0] {srcs[0].describe()}", f"[1] {srcs[1].describe()}"]
+    assert many[0].title == "wysiwyc - 2 streams"
 
 
 # -- the web view ----------------------------------------------------------------------------

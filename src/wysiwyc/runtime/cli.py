@@ -301,10 +301,11 @@ def build_outputs(args: argparse.Namespace, sources: list[Source], class_names: 
     elif show and not display_available():
         raise UserError("--show: no display here (DISPLAY/WAYLAND_DISPLAY unset); use --output or --no-show")
     try:
+        if show:  # several streams: one window, a grid of them
+            names = [f"[{i}] {src.describe()}" for i, src in enumerate(sources)] if n > 1 else None
+            outputs.append(WindowOutput(f"wysiwyc - {n} streams" if names else "wysiwyc",
+                                        max_fps=args.show_fps or DISPLAY_FPS, names=names))
         for i, src in enumerate(sources):
-            tag = f" [{i}] {src.describe()}" if n > 1 else ""
-            if show:
-                outputs.append(WindowOutput(f"wysiwyc{tag}", stream=i, max_fps=args.show_fps or DISPLAY_FPS))
             if args.output:
                 path = stream_path(args.output, i, n, "stream{stream}.mp4")
                 outputs.append(VideoOutput(path, args.fps_limit or src.fps or 30.0, stream=i))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import threading
@@ -169,6 +170,16 @@ class Pacer:
         time.sleep(max(0.0, self.due - self.clock()))
 
 
+# Largest grid a multi-stream window opens at (h, w), in pixels: a 1080p screen.
+GRID_MAX = (1080, 1920)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``n`` tiles: as square as it gets, filled row by row."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return max(1, math.ceil(n / cols)), cols
+
+
 class WindowOutput(Output):
     """An OpenCV window; ``q`` or Esc stops. A headless OpenCV build (no GUI) turns it
     off with one notice instead of failing.
@@ -176,27 +187,41 @@ class WindowOutput(Output):
     It shows at most ``max_fps`` frames a second (default :data:`DISPLAY_FPS`, video's rate):
     a frame that arrives sooner after the last one shown is neither drawn nor shown — each
     shown frame costs the GUI toolkit and the display server a few milliseconds, while a
-    file or ``--demo`` runs at hundreds of frames a second; a camera's 30 FPS are all shown."""
+    file or ``--demo`` runs at hundreds of frames a second; a camera's 30 FPS are all shown.
+
+    Several streams (``names``: one caption per stream, in stream order) share one window
+    as a grid (:func:`grid_shape`, at most :data:`GRID_MAX`), the way a video wall shows
+    cameras: each shown tick draws the newest frame of every stream that has a new one and
+    shows them all in one ``imshow`` — one window to place and close, and the display
+    costs one frame's round trip per tick instead of one per stream.
+    """
 
     draws = True
 
     main_thread = True
 
-    def __init__(self, title: str = "wysiwyc", stream: int | None = None, max_fps: float = DISPLAY_FPS) -> None:
+    def __init__(self, title: str = "wysiwyc", stream: int | None = None, max_fps: float = DISPLAY_FPS,
+                 names: list[str] | None = None) -> None:
         self.cv2 = require("cv2", "video", "the preview window")
         self.title = title
         self.stream = stream
         self.enabled = True
         self.pacer = Pacer(max_fps)
+        self.names = list(names) if names else None
+        self._newest: dict[int, FrameRecord] = {}  # grid: each stream's newest record
+        self._placed: dict[int, FrameRecord] = {}  # grid: the record each tile shows
+        self._canvas: np.ndarray | None = None  # grid: (H,W,3) uint8 BGR
 
     def write(self, rec: FrameRecord) -> bool:
         if not self.enabled:
             return True
+        if self.names is not None:
+            self._newest[rec.stream] = rec
         if not self.pacer.take():
             return True
         cv2 = self.cv2
         try:
-            cv2.imshow(self.title, swap_rb(rec.image))
+            cv2.imshow(self.title, swap_rb(rec.image) if self.names is None else self.grid())
             # pollKey handles the window's events without waitKey's 1 ms wait (OpenCV >= 4.5.4)
             key = (cv2.pollKey() if hasattr(cv2, "pollKey") else cv2.waitKey(1)) & 0xFF
         except cv2.error:
@@ -205,6 +230,35 @@ class WindowOutput(Output):
             self.enabled = False
             return True
         return key not in (ord("q"), 27)
+
+    def grid(self) -> np.ndarray:
+        """The newest frame of every stream tiled in stream order, (H,W,3) uint8 BGR. Tiles
+        take the size of the first frame shown, scaled down to fit :data:`GRID_MAX`; a frame
+        of another shape is fitted into its tile (aspect kept, centred on black); a tile whose
+        stream has no new frame is left as it is (not drawn again)."""
+        from .overlay import caption
+
+        rows, cols = grid_shape(len(self.names))
+        if self._canvas is None:
+            h, w = next(iter(self._newest.values())).image.shape[:2]
+            s = min(1.0, GRID_MAX[0] / (rows * h), GRID_MAX[1] / (cols * w))
+            self._tile = (max(1, int(h * s)), max(1, int(w * s)))
+            self._canvas = np.zeros((rows * self._tile[0], cols * self._tile[1], 3), np.uint8)
+        th, tw = self._tile
+        for k, rec in self._newest.items():
+            if self._placed.get(k) is rec or not 0 <= k < len(self.names):
+                continue
+            self._placed[k] = rec
+            img = rec.image
+            s = min(th / img.shape[0], tw / img.shape[1])
+            fh, fw = min(th, max(1, round(img.shape[0] * s))), min(tw, max(1, round(img.shape[1] * s)))
+            y, x = (k // cols) * th, (k % cols) * tw
+            tile = self._canvas[y:y + th, x:x + tw]
+            if (fh, fw) != (th, tw):
+                tile[:] = 0
+            oy, ox = (th - fh) // 2, (tw - fw) // 2
+            tile[oy:oy + fh, ox:ox + fw] = caption(swap_rb(resize(img, (fh, fw))), self.names[k])  # a copy: rec.image is shared
+        return self._canvas
 
     def close(self, ok: bool = True) -> None:
         if self.enabled:

@@ -24,6 +24,7 @@ Choices:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -178,6 +179,32 @@ class Overlay:
                 at = (int((x + 0.5) * w / mx), int((y + 0.5) * h / my))
                 text.put(f"{self.class_names[c]}", at, class_colour(c), scale, centre=True)
         return text.image()
+
+
+CAPTION_WIDTH = 0.45  # a caption takes at most this fraction of the image's width (the legend has the left)
+
+
+def caption(img: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in the top-right corner of ``img`` (H,W,3) uint8, in the labels' style (light
+    grey on a dark box, the status line's size), cut with an ellipsis to
+    :data:`CAPTION_WIDTH` of the width; returns the image (drawn in place with OpenCV)."""
+    t = _Text(img)
+    scale = max(0.4, min(img.shape[:2]) / 640) * 0.8
+    text = _fit(text, scale, int(CAPTION_WIDTH * img.shape[1]), t._size)
+    tw, th, _ = t._size(text, scale)
+    t.put(text, (img.shape[1] - tw - 6, th + 6), np.array((230, 230, 230), np.float32), scale)
+    return t.image()
+
+
+def _fit(text: str, scale: float, width: int, size: Callable[[str, float], tuple[int, int, int]]) -> str:
+    """``text``, or its longest head + "..." that is at most ``width`` pixels wide."""
+    if size(text, scale)[0] <= width:
+        return text
+    for n in range(len(text) - 1, 0, -1):
+        cut = text[:n].rstrip() + "..."
+        if size(cut, scale)[0] <= width:
+            return cut
+    return text[:1]
 
 
 class _Text:
