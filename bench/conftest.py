@@ -20,6 +20,9 @@ Options:
                       case lives next to the suite it times.
   --bench-seconds     seconds per concurrent-stream case of ``test_runtime_fps.py``
                       (default 20; 1 makes a smoke run of a few seconds per case).
+  --bench-repeats     runs of each 1- and 4-stream case of ``test_runtime_fps.py``, each
+                      paired with its own model-alone yardstick (default 3): the row is the
+                      run with the median ratio, and the range of the ratios is shown.
 
 Reading a run: each case's name is printed before it runs (as ``-v`` does; ``-q`` turns
 that off), and the run ends with a short summary (:func:`tables.summary_lines`): per group,
@@ -59,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="run the paper-scale suite too (ResNet-50/VGG16 at 224 px; hours on a CPU)")
     g.addoption("--bench-seconds", type=float, default=20.0,
                 help="test_runtime_fps.py concurrent-stream cases: seconds per case (1 for a smoke run)")
+    g.addoption("--bench-repeats", type=int, default=3,
+                help="test_runtime_fps.py 1- and 4-stream cases: paired runs per case (the median is reported)")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:

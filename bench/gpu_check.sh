@@ -38,12 +38,12 @@ step latency 80 python -m pytest -q -p no:cacheprovider bench/test_latency.py --
     -k "explainer or reciprocam or gradcam or sise or rise" --benchmark-json "$LOGS/latency.json" \
     && python bench/tables.py latency "$LOGS/latency.json" -o "$OUT/gpu_latency.md" \
         --title "Latency on $GPU (bundled shapes models, 64 px, papers' defaults)"
-step runtime_fps 60 python -m pytest -q -p no:cacheprovider bench/test_runtime_fps.py --benchmark-only -k cuda \
+step runtime_fps 100 python -m pytest -q -p no:cacheprovider bench/test_runtime_fps.py --benchmark-only -k cuda \
     --benchmark-json "$LOGS/runtime_fps.json" \
     && python bench/tables.py runtime_fps "$LOGS/runtime_fps.json" -o "$OUT/gpu_runtime_fps.md"
 step train_scaling 60 python bench/experiments/train_scaling.py --device cuda --nproc 1 --amp off auto --trainers explainer \
     --images 2048 --md "$OUT/gpu_train_scaling.md"
-step paper_scale 150 python bench/paper_scale.py --device cuda --no-onnx --top1-only extremal --repeats 20 \
+step paper_scale 120 python bench/paper_scale.py --device cuda --no-onnx --top1-only extremal --repeats 20 \
     --out-dir "$OUT"
 
 {

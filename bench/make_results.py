@@ -160,7 +160,8 @@ STEPS: tuple[Step, ...] = (
           (*OWN_LATENCY[:3], "torchvision:mobilenet_v2", *OWN_LATENCY[4:], "--repeats", "1"))),
     Step("paper_scale", ("latency_paper_scale_cpu.csv", "latency_paper_scale_cpu.md"),
          (PAPER,), ((*PAPER, "--tiny"),), paper_scale=True),
-    Step("window", ("runtime_window_fps.md",), ((*WINDOW, "--frames", "6000"),), ((*WINDOW, "--frames", "300"),),
+    Step("window", ("runtime_window_fps.md",), ((*WINDOW, "--frames", "3000"),),
+         ((*WINDOW, "--frames", "300", "--repeats", "1"),),
          display=True),
 )
 

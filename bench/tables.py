@@ -200,6 +200,12 @@ def onnx_precision_table(payload: dict) -> str:
 # --- runtime FPS (bench/test_runtime_fps.py) ------------------------------------------------------
 
 
+def _spread(e: dict) -> str:
+    """`` (lo–hi)``: the range of the ratios of a case's paired runs, when it had several."""
+    runs = e.get("ratio_runs") or []
+    return f" ({min(runs):.2f}–{max(runs):.2f})" if len(runs) > 1 else ""
+
+
 def runtime_fps_table(payload: dict) -> str:
     """The Markdown table (+ a machine line) from a pytest-benchmark JSON payload.
 
@@ -219,11 +225,16 @@ def runtime_fps_table(payload: dict) -> str:
     for b in rows:
         e = b["extra_info"]
         lines.append(f"| {b['name']} | {e['backend']} | {e.get('runs', 1)} | {e['frames']} | {e['fps']:.1f} | "
-                     f"{opt(e, 'model_only_fps', '.1f')} | {opt(e, 'ratio', '.2f')} | "
+                     f"{opt(e, 'model_only_fps', '.1f')} | {opt(e, 'ratio', '.2f')}{_spread(e)} | "
                      f"{opt(e, 'classifier_only_fps', '.1f')} | {opt(e, 'x_classifier', '.2f')} | "
                      f"{e['e2e_p50_ms']:.1f} / {e['e2e_p95_ms']:.1f} | {e['infer_p50_ms']:.1f} | "
                      f"{opt(e, 'dropped', 'd')} |")
     name, cpu, threads = machine(payload)
+    repeated = sorted({len(b["extra_info"].get("ratio_runs") or []) for b in rows} - {0, 1})
+    if repeated:
+        lines += ["", f"A ratio with a range in brackets: the row is the median of {'/'.join(map(str, repeated))} "
+                  "runs of the case, each paired with its own model-alone and classifier-alone runs; the range "
+                  "is the runs' ratios."]
     lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {name} ({cpu}, "
               f"{threads} CPU threads), python {payload.get('machine_info', {}).get('python_version', '?')}."]
     return "\n".join(lines)

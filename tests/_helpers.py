@@ -27,7 +27,7 @@ def load_script(rel: str) -> ModuleType:
     try:
         spec.loader.exec_module(mod)  # type: ignore[union-attr]
     finally:
-        sys.path.pop(0)
+        sys.path.remove(str(path.parent))  # this entry, whatever the script added in front of it
     return mod
 
 

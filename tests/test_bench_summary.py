@@ -113,3 +113,24 @@ def test_tables_models_reads_sizes_and_recorded_metrics(tiny_explainer, tmp_path
     assert f"| classifier parameters (M) | {n_clf / 1e6:.2f} |" in text
     assert f"| head parameters (M) | {n_head / 1e6:.2f} |" in text
     assert "| val_iou | 0.8123 |" in text and "| stages.filter.epoch | 1 |" in text
+
+
+def test_runtime_fps_rows_are_the_median_of_paired_runs(capsys, tmp_path):
+    """A case run several times reports the run with the median ratio (its FPS and yardstick
+    together, not medians taken apart) and the range of the ratios."""
+    import json
+
+    fps_bench = load_script("bench/test_runtime_fps.py")
+    runs = iter([{"fps": 90.0, "model_only_fps": 100.0, "ratio": 0.90}, {"fps": 70.0, "model_only_fps": 100.0,
+                 "ratio": 0.70}, {"fps": 84.0, "model_only_fps": 105.0, "ratio": 0.80}])
+    row = fps_bench._median_run(lambda: next(runs), 3)
+    assert (row["fps"], row["model_only_fps"], row["ratio"], row["ratio_runs"]) == (84.0, 105.0, 0.80,
+                                                                                   [0.7, 0.8, 0.9])
+    extra = {**row, "backend": "ort", "frames": 300, "e2e_p50_ms": 10.0, "e2e_p95_ms": 12.0, "infer_p50_ms": 2.0}
+    payload = {"machine_info": {"machine": "x86_64", "cpu": {"brand_raw": "CPU X", "count": 2}},
+               "datetime": "2026-01-02", "benchmarks": [{"name": "demo", "extra_info": extra}]}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(payload))
+    assert tables.main(["runtime_fps", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| demo | ort | 1 | 300 | 84.0 | 105.0 | 0.80 (0.70–0.90) |" in out and "median of 3 runs" in out
