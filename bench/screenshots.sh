@@ -14,7 +14,7 @@ work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # the web view: four streams, one page
-(cd "$work" && "$BIN/runtime-explain" --source demo --source demo --source demo --source demo \
+(cd "$work" && exec "$BIN/runtime-explain" --source demo --source demo --source demo --source demo \
     --serve "127.0.0.1:$PORT" --no-show --max-frames 1000000 > serve.log 2>&1) &
 for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/stats.json" > /dev/null && break; sleep 0.5; done
 sleep 3  # a few seconds of live statistics on the page

@@ -233,8 +233,8 @@ def runtime_fps_table(payload: dict) -> str:
     repeated = sorted({len(b["extra_info"].get("ratio_runs") or []) for b in rows} - {0, 1})
     if repeated:
         lines += ["", f"A ratio with a range in brackets: the row is the median of {'/'.join(map(str, repeated))} "
-                  "runs of the case, each paired with its own model-alone and classifier-alone runs; the range "
-                  "is the runs' ratios."]
+                  "runs of the case, each paired with its own model-alone runs (just before and just after it: the "
+                  "mean) and classifier-alone run; the range is the runs' ratios."]
     lines += ["", f"Measured {payload.get('datetime', '?')[:10]} on {name} ({cpu}, "
               f"{threads} CPU threads), python {payload.get('machine_info', {}).get('python_version', '?')}."]
     return "\n".join(lines)

@@ -6,7 +6,8 @@ concurrent cases, a few seconds each: ``pytest bench/test_runtime_fps.py --bench
 thread → preprocess → infer → postprocess → outputs) on the synthetic ``--demo`` stream
 and reports FPS (frames / wall time), the p50 / p95 end-to-end latency, and two
 yardsticks measured in the same case on the same backend: the model alone (preprocessed
-batches in, outputs out, as many batches at once as the pipeline ran: ``runs``) and the
+batches in, outputs out, as many batches at once as the pipeline ran: ``runs``; the mean
+of a run just before the pipeline and one just after it) and the
 classifier alone (``× classifier``: what the masks cost on top of classifying; the limit
 is 1.0). Results go to ``extra_info`` (``--benchmark-json``) and the run's end summary
 (``bench/conftest.py``). Every case checks what it timed before its time counts: every
@@ -179,6 +180,7 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, mode: str = "
     runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans a --demo run
     be = open_backend(model, runs=runs, **backend_opts)
     _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
+    before = _model_only_fps(be, batch, frames, size)
     stream = FrameStream(DemoSource(size=size, seed=1))
     outs, probe = _outputs(mode)
     pipe = Pipeline(stream, be, Overlay(list(be.spec.class_names)), outs,
@@ -187,7 +189,7 @@ def _run(model: Path, size: int, batch: int, frames: int = FRAMES, mode: str = "
     assert res.frames == frames, f"the pipeline delivered {res.frames} of {frames} frames"
     checked = _check_outputs(mode, probe, frames)
     pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
+    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps, before),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "runs": pipe.runs, "size": size,
             "frames": res.frames, **checked}
@@ -208,6 +210,7 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans --demo streams
     be = open_backend(model, runs=runs, **backend_opts)
     _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
+    before = _model_only_fps(be, batch, frames, size)
     cond = threading.Condition()
     ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
     outs, probe = _outputs(mode, streams)
@@ -217,7 +220,7 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
     assert res.frames == frames and all(r.frames > 0 for r in res.streams.values()), "a stream delivered nothing"
     checked = _check_outputs(mode, probe, frames)
     pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps),
+    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps, before),
             "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
             "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "runs": pipe.runs, "size": size,
             "frames": res.frames, "streams": streams,
@@ -277,11 +280,16 @@ def _classifier_only_fps(model: Path, batch: int, frames: int, size: int, runs: 
     return rate(lambda: sess.run(None, {"images": x}), batch, frames, runs)
 
 
-def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float) -> dict:  # noqa: ANN001
+def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float,  # noqa: ANN001
+                before: float) -> dict:
     """The model alone and the classifier alone at ``batch`` (as many batches at once as the
-    pipeline ran), and the pipeline's rate against each."""
-    model_only = _model_only_fps(be, batch, frames, size)
-    out = {"model_only_fps": model_only, "ratio": fps / model_only}
+    pipeline ran), and the pipeline's rate against each. The model alone is the mean of a run
+    ``before`` the pipeline and one after it: a machine whose speed drifts over seconds (a
+    shared VM) then drifts for the yardstick as it did for the pipeline between them."""
+    after = _model_only_fps(be, batch, frames, size)
+    model_only = (before + after) / 2
+    out = {"model_only_fps": model_only, "ratio": fps / model_only,
+           "model_only_fps_before_after": [round(before, 1), round(after, 1)]}
     clf = _classifier_only_fps(model, batch, frames, size, be.concurrent_runs)
     if clf is not None:
         out.update(classifier_only_fps=clf, x_classifier=clf / fps)

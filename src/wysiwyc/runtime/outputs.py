@@ -211,6 +211,7 @@ class WindowOutput(Output):
         self._newest: dict[int, FrameRecord] = {}  # grid: each stream's newest record
         self._placed: dict[int, FrameRecord] = {}  # grid: the record each tile shows
         self._canvas: np.ndarray | None = None  # grid: (H,W,3) uint8 BGR
+        self._tile = (0, 0)  # grid: (h, w) of a tile
 
     def write(self, rec: FrameRecord) -> bool:
         if not self.enabled:
@@ -257,7 +258,8 @@ class WindowOutput(Output):
             if (fh, fw) != (th, tw):
                 tile[:] = 0
             oy, ox = (th - fh) // 2, (tw - fw) // 2
-            tile[oy:oy + fh, ox:ox + fw] = caption(swap_rb(resize(img, (fh, fw))), self.names[k])  # a copy: rec.image is shared
+            # captioned on a copy (swap_rb makes one): rec.image is shared with the other outputs
+            tile[oy:oy + fh, ox:ox + fw] = caption(swap_rb(resize(img, (fh, fw))), self.names[k])
         return self._canvas
 
     def close(self, ok: bool = True) -> None:
