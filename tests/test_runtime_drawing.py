@@ -15,7 +15,7 @@ from wysiwyc.errors import UserError
 from wysiwyc.runtime import cli
 from wysiwyc.runtime.backends import Backend, open_backend
 from wysiwyc.runtime.batching import batch_plan
-from wysiwyc.runtime.imageops import swap_rb
+from wysiwyc.runtime.imageops import resize, swap_rb, upscale
 from wysiwyc.runtime.outputs import FrameRecord, Output, WindowOutput, grid_shape
 from wysiwyc.runtime.overlay import Overlay, _Text, class_colour, select_classes, select_classes_batch
 from wysiwyc.runtime.pipeline import Pipeline, RunOptions
@@ -292,6 +292,22 @@ def test_classes_are_chosen_for_a_whole_batch_as_for_each_frame():
     for thr, k, pinned in ((0.5, 3, None), (0.0, 7, None), (0.9, 2, None), (0.5, 0, None), (0.5, 3, [6, 1])):
         assert select_classes_batch(probs, thr, k, pinned) == [select_classes(p, thr, k, pinned) for p in probs]
     assert select_classes(np.array([0.2, 0.9, 0.9], np.float32), 0.5, 3) == [1, 2]
+
+
+@pytest.mark.parametrize(("src", "dst", "channels"), [((64, 64), (384, 384), 3), ((48, 64), (361, 500), 3),
+                                                      ((64, 64), (480, 640), 1), ((3, 5), (7, 11), 3)])
+def test_upscale_is_resize_to_within_one_grey_level(src, dst, channels):
+    """The drawing's upscale (a warp) against cv2.resize (bilinear, centres aligned): at most one
+    grey level apart anywhere, borders included; shrinking, equal sizes and floats are resize."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (*src, channels) if channels > 1 else src, dtype=np.uint8)
+    up = upscale(img, dst)
+    assert up.shape == resize(img, dst).shape and up.dtype == np.uint8
+    assert np.abs(up.astype(int) - resize(img, dst)).max() <= 1
+    small = rng.random((8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(upscale(small, (16, 16)), resize(small, (16, 16)))
+    np.testing.assert_array_equal(upscale(img, (2, 2)), resize(img, (2, 2)))
+    assert upscale(img, src) is img
 
 
 def test_swap_rb_swaps_red_and_blue_and_drops_alpha():

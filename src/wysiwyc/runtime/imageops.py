@@ -77,6 +77,24 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return res.astype(image.dtype, copy=False)
 
 
+def upscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """:func:`resize` for drawing: a uint8 (H,W) or (H,W,3) image enlarged in both directions
+    to ``size`` = (h, w) goes through ``cv2.warpAffine`` with the same bilinear,
+    centres-aligned mapping (``x_out = s·x_in + (s − 1)/2``), which OpenCV runs faster than
+    ``cv2.resize`` for such upscales (``bench/results/overlay_before_after.md``); it matches
+    :func:`resize` to within one grey level (the warp's 1/32-pixel interpolation steps).
+    Anything else — other dtypes, shrinking, no OpenCV — is :func:`resize`. Preprocessing
+    keeps :func:`resize`: the model's input stays what the torch backend computes."""
+    h, w = size
+    ih, iw = image.shape[:2]
+    cv2 = cv2_or_none()
+    if cv2 is None or image.dtype != np.uint8 or h < ih or w < iw or (h, w) == (ih, iw) or min(ih, iw) == 0:
+        return resize(image, size)
+    sx, sy = w / iw, h / ih
+    m = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def frames_to_batch(frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Frames (H,W,3) uint8 RGB, any sizes -> model input (B,3,h,w) float32 in [0,1]."""
     batch = np.stack([resize(f, size) for f in frames])  # (B,h,w,3) uint8

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import require
 
-from .imageops import cv2_or_none, resize
+from .imageops import cv2_or_none, resize, upscale
 
 # Tableau-10 (matplotlib's default cycle), RGB: distinct and readable on most frames.
 PALETTE = np.array([
@@ -138,7 +138,7 @@ class Overlay:
         planes = np.clip(premult + 0.5, 0, 255).astype(np.uint8)
         cv2 = cv2_or_none()
         if cv2 is not None:  # uint8 passes: frame·keep (rounded) + ink (saturated)
-            ink = resize(cv2.merge(list(planes)), size)
+            ink = upscale(cv2.merge(list(planes)), size)
             keep = np.ascontiguousarray(resize(1 - opacity, size), dtype=np.float32)
             return cv2.add(cv2.multiply(frame, cv2.merge([keep] * 3), dtype=cv2.CV_8U), ink)
         ink = resize(planes.transpose(1, 2, 0), size).astype(np.float32)
@@ -159,7 +159,7 @@ class Overlay:
         """
         h, w = size or (masks.shape[-2:] if len(classes) else frame.shape[:2])
         if frame.shape[0] * frame.shape[1] < h * w:  # a small frame: blend at its size, upscale the result once
-            img = resize(self.blend(frame, classes, masks), (h, w))
+            img = upscale(self.blend(frame, classes, masks), (h, w))
         else:
             img = self.blend(resize(frame, (h, w)), classes, masks)
         text = _Text(img)
