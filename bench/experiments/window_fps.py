@@ -13,8 +13,8 @@ buffered sources) for ``--frames`` frames, each case twice: with the real
 four streams tiled in it as a 2×2 grid; ``cv2.imshow`` + ``pollKey`` at most 30 times a
 second, each time drawing the newest frame of every stream), and with nothing drawn; each
 run against the model alone on ready batches, as many at once, just before and just after
-it (the mean), ``--repeats`` times. Reported: the run with the median ratio to the model alone (FPS,
-ratio, the range of the ratios) and the frames the window drew.
+it (the mean), ``--repeats`` times. Reported: the run with the median ratio to the model
+alone (FPS, ratio, the range of the ratios) and the frames the window drew.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Runtime FPS with the desktop window open.", add_help=add_help)
     p.add_argument("--frames", type=int, default=1500, help="frames per case (default 1500)")
     p.add_argument("--repeats", type=int, default=3,
-                   help="runs per case, each followed by its own model-alone run; the median is reported "
+                   help="runs per case, each between two model-alone runs; the median is reported "
                         "(default 3)")
     p.add_argument("--md", default=None, help="write the table here (Markdown)")
     return p
