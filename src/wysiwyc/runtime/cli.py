@@ -154,7 +154,8 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     """The ``outputs`` group: window, files, the web view and its access, status lines."""
     out = p.add_argument_group("outputs")
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
-                     help="preview window (default: when a display exists)")
+                     help="preview window (default: when a display exists); several sources share one, "
+                          "as a grid")
     out.add_argument("--show-fps", type=float, default=None, metavar="FPS",
                      help="frames a second the window shows at most; only those are drawn (default: 30)")
     out.add_argument("--output", default=None, metavar="OUT.mp4",
