@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from wysiwyc.data import make_loader
-from wysiwyc.distributed import DistContext, ShardSampler, init_distributed, reduce_weighted_means, shutdown
+from wysiwyc.distributed import (DistContext, ShardSampler, finish, init_distributed, reduce_weighted_means,
+                                 shutdown)
 from wysiwyc.errors import UserError
 from wysiwyc.training import FitConfig, Task, Trainer
 from wysiwyc.training.fit import resolve_amp, run_scale
@@ -151,10 +152,12 @@ def _worker(rank: int, world: int, port: int, out: str, batch: int, epochs: int,
         if ctx.is_main:
             torch.save({"state": state, "history": history}, out)
     except _Stop:
-        return
-    finally:
-        # leave the group before exiting: a rank that exits with gloo's threads alive can abort
-        shutdown()
+        pass
+    except BaseException:
+        shutdown()  # leave the group without waiting for the other rank
+        raise
+    # every rank ends together (rank 0 may still be saving), as the training scripts do
+    finish()
 
 
 def _free_port() -> int:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.models.classifiers import build_classifier
     from wysiwyc.spec import ModelSpec
     from wysiwyc.devices import seed_everything
-    from wysiwyc.distributed import init_distributed
+    from wysiwyc.distributed import finish, init_distributed
     from wysiwyc.training import FitConfig, Trainer
     from wysiwyc.training.setup import fit_scale
 
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     result = trainer.fit()
     train_seconds = time.time() - t0
     if not ctx.is_main:  # rank 0 scores the test split and writes the checkpoint
+        finish()  # waits for rank 0's checkpoint, then leaves the group
         return 0
     task.load_state_dict(result.best_state)
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(out, spec, model.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
+    finish()
     return 0
 
 

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.data import make_loader
     from wysiwyc.training.explainer import ExplainerTask
     from wysiwyc.training.rtis import RTISTask
+    from wysiwyc.distributed import finish
     from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.losses import ExplainerLossWeights, RTISLossWeights
     from wysiwyc.training import FitConfig, Trainer
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                       resume_path=str(out) + ".last.pt", resume=args.resume, dist=setup.ctx)
     result = trainer.fit()
     if not setup.ctx.is_main:  # rank 0 writes the checkpoint
+        finish()  # waits for rank 0's checkpoint, then leaves the group
         return 0
     task.load_state_dict(result.best_state)
     metrics = {**result.best_metrics, "best_epoch": result.best_epoch, **result.throughput,
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(out, spec, classifier_state(classifier), head.state_dict(), train=config, metrics=metrics)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     print(f"wrote {out}")
+    finish()
     return 0
 
 

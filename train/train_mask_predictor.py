@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.checkpoint import save_checkpoint
     from wysiwyc.models.explanandum import classifier_state
     from wysiwyc.data import make_loader
+    from wysiwyc.distributed import finish
     from wysiwyc.training.setup import HeadDataConfig, fit_scale, prepare_head_training
     from wysiwyc.training.mask_predictor import MaskPredictorTask
     from wysiwyc.models.mask_predictor import head_from_spec
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         task.load_state_dict(result.best_state)
         history[stage] = {**result.best_metrics, "best_epoch": result.best_epoch, **result.throughput}
     if not ctx.is_main:  # rank 0 writes the checkpoint
+        finish()  # waits for rank 0's checkpoint, then leaves the group
         return 0
     metrics = {**history.get("generator", history.get("filter", {})), "train_seconds": round(time.time() - t0, 1),
                "stages": history}
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(f"{out}.{stage}.last.pt").unlink(missing_ok=True)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "stages"}))
     print(f"wrote {out}")
+    finish()
     return 0
 
 

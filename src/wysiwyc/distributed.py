@@ -109,6 +109,19 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def finish() -> None:
+    """The normal end of a run, on every rank: wait until every rank gets here (rank 0 may still
+    be scoring the test split or writing the checkpoint), then leave the group. A rank that
+    tears gloo down while a peer still works can abort (SIGABRT) and fail the whole job; on
+    an error path use :func:`shutdown` instead (a barrier there would wait for ranks stuck
+    elsewhere). A no-op in a world of one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` in a world of one."""
     import torch.distributed as dist
