@@ -54,7 +54,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from _rate import rate  # noqa: E402
+from _rate import model_only_fps, rate  # noqa: E402
 
 FRAMES = 300
 
@@ -170,34 +170,14 @@ def _check_outputs(mode: str, probe: object, frames: int) -> dict:
 
 
 def _run(model: Path, size: int, batch: int, frames: int = FRAMES, mode: str = "every", **backend_opts) -> dict:
-    from wysiwyc.runtime.backends import open_backend
-    from wysiwyc.runtime.batching import batch_plan
-    from wysiwyc.runtime.overlay import Overlay
-    from wysiwyc.runtime.pipeline import Pipeline, RunOptions
-    from wysiwyc.runtime.reader import FrameStream
-    from wysiwyc.runtime.sources import DemoSource
-
-    runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans a --demo run
-    be = open_backend(model, runs=runs, **backend_opts)
-    _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
-    before = _model_only_fps(be, batch, frames, size)
-    stream = FrameStream(DemoSource(size=size, seed=1))
-    outs, probe = _outputs(mode)
-    pipe = Pipeline(stream, be, Overlay(list(be.spec.class_names)), outs,
-                    RunOptions(max_frames=frames, batch=batch, runs=runs))
-    res = pipe.run()
-    assert res.frames == frames, f"the pipeline delivered {res.frames} of {frames} frames"
-    checked = _check_outputs(mode, probe, frames)
-    pct = res.percentiles()
-    return {"backend": be.name, "fps": res.fps, **_yardsticks(model, be, batch, frames, size, res.fps, before),
-            "e2e_p50_ms": pct["end_to_end"]["p50"], "e2e_p95_ms": pct["end_to_end"]["p95"],
-            "infer_p50_ms": pct["infer"]["p50"], "batch": batch, "runs": pipe.runs, "size": size,
-            "frames": res.frames, **checked}
+    """One ``--demo`` stream (scene seed 1) through the pipeline: :func:`_run_streams` with one stream."""
+    return _run_streams(model, size, batch, 1, frames, mode, seed=1, **backend_opts)
 
 
 def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int = FRAMES, mode: str = "every",
-                 **backend_opts) -> dict:
-    """``streams`` concurrent demo streams through one pipeline, and the model alone at ``batch``."""
+                 seed: int = 0, **backend_opts) -> dict:
+    """``streams`` concurrent demo streams (scene seeds ``seed``, ``seed + 1``, ...) through one
+    pipeline, and the model alone at ``batch``."""
     import threading
 
     from wysiwyc.runtime.backends import open_backend
@@ -209,10 +189,10 @@ def _run_streams(model: Path, size: int, batch: int, streams: int, frames: int =
 
     runs = batch_plan(batch, 0).model_runs  # as runtime-explain plans --demo streams
     be = open_backend(model, runs=runs, **backend_opts)
-    _model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
-    before = _model_only_fps(be, batch, frames, size)
+    model_only_fps(be, batch, batch, size)  # warm-up: first-run allocations
+    before = model_only_fps(be, batch, frames, size)
     cond = threading.Condition()
-    ss = [FrameStream(DemoSource(size=size, seed=k), cond=cond, stream_id=k) for k in range(streams)]
+    ss = [FrameStream(DemoSource(size=size, seed=seed + k), cond=cond, stream_id=k) for k in range(streams)]
     outs, probe = _outputs(mode, streams)
     pipe = Pipeline(ss, be, Overlay(list(be.spec.class_names)), outs,
                     RunOptions(max_frames=frames, batch=batch, runs=runs))
@@ -286,7 +266,7 @@ def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float,
     pipeline ran), and the pipeline's rate against each. The model alone is the mean of a run
     ``before`` the pipeline and one after it: a machine whose speed drifts over seconds (a
     shared VM) then drifts for the yardstick as it did for the pipeline between them."""
-    after = _model_only_fps(be, batch, frames, size)
+    after = model_only_fps(be, batch, frames, size)
     model_only = (before + after) / 2
     out = {"model_only_fps": model_only, "ratio": fps / model_only,
            "model_only_fps_before_after": [round(before, 1), round(after, 1)]}
@@ -294,15 +274,6 @@ def _yardsticks(model: Path, be, batch: int, frames: int, size: int, fps: float,
     if clf is not None:
         out.update(classifier_only_fps=clf, x_classifier=clf / fps)
     return out
-
-
-def _model_only_fps(be, batch: int, frames: int, size: int = STREAM_SIZE) -> float:  # noqa: ANN001
-    """The model alone (preprocessed batch in, outputs out) at ``batch``, over ``frames`` frames
-    of ``size`` px, with as many batches at once as the backend runs (``concurrent_runs``)."""
-    from wysiwyc.runtime.sources import DemoSource
-
-    x = be.preprocess([DemoSource(size=size).read()] * batch)
-    return rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
 
 
 def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdir: Path, batch: int = 8) -> dict:
@@ -347,7 +318,7 @@ def _run_concurrent(model: Path, kind: str, streams: int, seconds: float, workdi
         per.append({"stream": s.stream_id, "frames": r.frames if r else 0, "e2e_p50_ms": e2e.get("p50", float("nan")),
                     "e2e_p95_ms": e2e.get("p95", float("nan")), "dropped": s.stats.dropped})
     mean_batch = max(1, round(res.frames / max(1, res.batches)))
-    model_only = _model_only_fps(be, mean_batch, max(res.frames, 8 * mean_batch))
+    model_only = model_only_fps(be, mean_batch, max(res.frames, 8 * mean_batch))
     pct = res.percentiles()
     return {"backend": be.name, "kind": kind, "streams": streams, "seconds": res.seconds, "frames": res.frames,
             "fps": res.fps, "offered_fps": STREAM_FPS * streams, "mean_batch": mean_batch,

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import _path  # noqa: F401  (checkout src/ and bench/ on sys.path)
+from _rate import model_only_fps
 
 from wysiwyc.errors import UserError, cli_main
 from wysiwyc.fileio import atomic_path
@@ -58,16 +59,6 @@ def _check_window() -> None:
         cv2.destroyWindow("wysiwyc-probe")
     except cv2.error as exc:
         raise UserError("this OpenCV has no GUI (headless): pip install -e '.[cpu,gui]'") from exc
-
-
-def _model_only(be, frames: int, batch: int = 8) -> float:  # noqa: ANN001
-    """The model alone on ready batches, ``be.concurrent_runs`` at once (frames per second)."""
-    from _rate import rate
-
-    from wysiwyc.runtime.sources import DemoSource
-
-    x = be.preprocess([DemoSource(size=64).read()] * batch)
-    return rate(lambda: be.infer(x), batch, frames, be.concurrent_runs)
 
 
 def _case(be, streams: int, frames: int, window: bool) -> tuple[float, int]:  # noqa: ANN001
@@ -103,15 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     from wysiwyc.runtime.batching import batch_plan
 
     be = open_backend(DEMO, runs=batch_plan(8, 0).model_runs)
-    _model_only(be, 64)  # warm-up
+    model_only_fps(be, 8, 64)  # warm-up
     rows = []
     for streams in (1, 4):
         for window in (True, False):
             runs = []  # (ratio, FPS, model-only FPS, frames drawn), one per paired run
             for _ in range(max(1, args.repeats)):
-                before = _model_only(be, args.frames)
+                before = model_only_fps(be, 8, args.frames)
                 fps, drawn = _case(be, streams, args.frames, window)
-                model = (before + _model_only(be, args.frames)) / 2  # brackets the run: drift cancels
+                model = (before + model_only_fps(be, 8, args.frames)) / 2  # brackets the run: drift cancels
                 runs.append((fps / model, fps, model, drawn))
             runs.sort()
             ratio, fps, model, drawn = runs[(len(runs) - 1) // 2]
