@@ -163,14 +163,14 @@ class Overlay:
         else:
             img = self.blend(resize(frame, (h, w)), classes, masks)
         text = _Text(img)
-        scale = max(0.4, min(h, w) / 640)
+        scale = label_scale(h, w)
         top = int(26 * scale)
         for c in classes:  # legend: every shown class with its probability (boxes stack down)
             text.put(f"{self.class_names[c]} {probs[c]:.2f}", (6, top), class_colour(c), scale)
         if not classes:
             text.put("no class above threshold", (6, top), np.array((230, 230, 230), np.float32), scale)
         if status:
-            text.put(status, (6, h - 6), np.array((255, 255, 255), np.float32), scale * 0.8)
+            text.put(status, (6, h - 6), np.array((255, 255, 255), np.float32), scale * STATUS_SCALE)
         for k, c in enumerate(classes):  # a tag at each mask's strongest point
             y, x = np.unravel_index(int(np.argmax(masks[k])), masks[k].shape)
             if masks[k][y, x] >= 0.2:
@@ -181,6 +181,15 @@ class Overlay:
         return text.image()
 
 
+STATUS_SCALE = 0.8  # the status line (and a caption) relative to the labels
+
+
+def label_scale(h: int, w: int) -> float:
+    """Hershey font scale of the labels on an (h, w) image: in proportion to the short side
+    (1.0 at 640 px), never below 0.4 (still legible on small images)."""
+    return max(0.4, min(h, w) / 640)
+
+
 CAPTION_WIDTH = 0.45  # a caption takes at most this fraction of the image's width (the legend has the left)
 
 
@@ -189,7 +198,7 @@ def caption(img: np.ndarray, text: str) -> np.ndarray:
     grey on a dark box, the status line's size), cut with an ellipsis to
     :data:`CAPTION_WIDTH` of the width; returns the image (drawn in place with OpenCV)."""
     t = _Text(img)
-    scale = max(0.4, min(img.shape[:2]) / 640) * 0.8
+    scale = label_scale(*img.shape[:2]) * STATUS_SCALE
     text = _fit(text, scale, int(CAPTION_WIDTH * img.shape[1]), t._size)
     tw, th, _ = t._size(text, scale)
     t.put(text, (img.shape[1] - tw - 6, th + 6), np.array((230, 230, 230), np.float32), scale)
